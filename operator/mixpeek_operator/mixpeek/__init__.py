@@ -1,0 +1,1 @@
+"""Client for the Mixpeek bucket-sync API."""
