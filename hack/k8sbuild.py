@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
-HELM_MODULE = "helm.sh/helm/v3"
-HELM_VERSION = "v3.19.2"
+HELM_MODULE = "helm.sh/helm/v4"
+HELM_VERSION = "v4.3.1"
 
 _REPLACE_RE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", re.MULTILINE)
 _ETCD_SERVER_RE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v\S+)", re.MULTILINE)
@@ -29,8 +29,7 @@ _ETCD_SERVER_RE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v\S+)", re.MUL
 
 def cache_root() -> Path:
     override = os.environ.get("MIXPEEK_OPERATOR_CACHE")
-    base = Path(override) if override else Path.home() / ".cache" / "mixpeek-operator"
-    return base
+    return Path(override) if override else Path.home() / ".cache" / "mixpeek-operator"
 
 
 def kube_bin_dir(version: str = KUBERNETES_VERSION) -> Path:
@@ -57,7 +56,11 @@ def _staging_versions(version: str, workdir: Path, log: Path) -> tuple[list[str]
     env = dict(os.environ, GOFLAGS="-mod=mod", GOTOOLCHAIN="local")
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
-        cwd=workdir, env=env, capture_output=True, text=True, check=False,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         log.write_text(out.stdout + out.stderr)
@@ -84,9 +87,11 @@ def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
     minor = version.lstrip("v").split(".")
     staging_version = f"v0.{minor[1]}.{minor[2]}"
     replaces = "\n".join(f"\t{name} => {name} {staging_version}" for name in staging)
-    go_version = subprocess.run(
-        ["go", "env", "GOVERSION"], capture_output=True, text=True, check=True
-    ).stdout.strip().removeprefix("go")
+    go_version = (
+        subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .removeprefix("go")
+    )
     (work / "go.mod").write_text(
         f"module localkube\n\ngo {go_version}\n\n"
         f"require (\n\tk8s.io/kubernetes {version}\n\tgo.etcd.io/etcd/server/v3 {etcd_version}\n)\n\n"
@@ -138,9 +143,18 @@ def build_helm(version: str = HELM_VERSION) -> Path:
     env_bin.update(GOFLAGS="-mod=mod", CGO_ENABLED="0", GOTOOLCHAIN="local")
     with log.open("a") as out:
         result = subprocess.run(
-            ["go", "install", "-trimpath", "-ldflags", f"-s -w -X helm.sh/helm/v3/internal/version.version={version}",
-             f"{HELM_MODULE}/cmd/helm@{version}"],
-            env=env_bin, stdout=out, stderr=subprocess.STDOUT, cwd=bin_dir,
+            [
+                "go",
+                "install",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w -X {HELM_MODULE}/internal/version.version={version}",
+                f"{HELM_MODULE}/cmd/helm@{version}",
+            ],
+            env=env_bin,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=bin_dir,
         )
     if result.returncode != 0:
         raise RuntimeError(f"helm build failed, see {log}:\n{log.read_text()[-3000:]}")
