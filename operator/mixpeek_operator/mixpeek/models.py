@@ -203,9 +203,9 @@ class SyncCreateRequest(_Request):
     sync_mode: SyncMode = SyncMode.CONTINUOUS
     file_filters: FileFilters | None = None
     schema_mapping: SchemaMapping | None = None
-    polling_interval_seconds: Annotated[
-        int, Field(ge=POLLING_INTERVAL_MIN, le=POLLING_INTERVAL_MAX)
-    ] = POLLING_INTERVAL_DEFAULT
+    polling_interval_seconds: Annotated[int, Field(ge=POLLING_INTERVAL_MIN, le=POLLING_INTERVAL_MAX)] = (
+        POLLING_INTERVAL_DEFAULT
+    )
     batch_size: Annotated[int, Field(ge=BATCH_SIZE_MIN, le=BATCH_SIZE_MAX)] = BATCH_SIZE_DEFAULT
     skip_batch_submission: bool = False
     metadata: Metadata | None = None
@@ -218,9 +218,9 @@ class SyncUpdateRequest(_Request):
     metadata: Metadata | None = None
     status: TaskStatus | None = None
     is_active: bool | None = None
-    polling_interval_seconds: Annotated[int, Field(ge=POLLING_INTERVAL_MIN, le=POLLING_INTERVAL_MAX)] | None = (
-        None
-    )
+    polling_interval_seconds: (
+        Annotated[int, Field(ge=POLLING_INTERVAL_MIN, le=POLLING_INTERVAL_MAX)] | None
+    ) = None
     batch_size: Annotated[int, Field(ge=BATCH_SIZE_MIN, le=BATCH_SIZE_MAX)] | None = None
     schema_mapping: SchemaMapping | None = None
     skip_batch_submission: bool | None = None

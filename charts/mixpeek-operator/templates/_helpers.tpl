@@ -1,0 +1,90 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "mixpeek-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: the release name, prefixed with the chart name unless it contains it. */}}
+{{- define "mixpeek-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mixpeek-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mixpeek-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mixpeek-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "mixpeek-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "mixpeek-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mixpeek-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mixpeek-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+Namespaces the operator watches in namespace mode, as a JSON list (empty: cluster-wide).
+Mirrors the operator (handlers.run_operator): the namespace of the default credentials
+Secret is watched too, so the Secret's rotation is seen at once; kopf then watches every
+handled kind there, BucketSyncs included, so that namespace needs the same Role.
+*/}}
+{{- define "mixpeek-operator.rbacNamespaces" -}}
+{{- $namespaces := uniq .Values.watchNamespaces }}
+{{- if and $namespaces .Values.credentials.defaultSecretName }}
+{{- $namespaces = append $namespaces .Release.Namespace | uniq }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
+
+{{/*
+The operator's permissions, shared by the ClusterRole (cluster-wide) and each Role
+(namespace mode). Least privilege: no wildcard, no write to Secrets, no CRD or namespace
+access (kopf runs standalone with scanning disabled, so no peering objects either).
+*/}}
+{{- define "mixpeek-operator.rbacRules" -}}
+# --- Framework: kopf's watches (one list + watch stream per kind and namespace) ---
+- apiGroups: ["mixpeek.com"]
+  resources: ["bucketsyncs"]
+  verbs: ["list", "watch"]
+# Secrets are watched so a rotated key re-reconciles its BucketSyncs at once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["list", "watch"]
+# --- Application: the reconcile engine's own calls ---
+# get: re-read an object before a conditional finalizer edit; patch: add/remove our finalizer.
+- apiGroups: ["mixpeek.com"]
+  resources: ["bucketsyncs"]
+  verbs: ["get", "patch"]
+# Conditions, observedGeneration, remote state and metrics live in the status subresource.
+- apiGroups: ["mixpeek.com"]
+  resources: ["bucketsyncs/status"]
+  verbs: ["patch"]
+# Read the credentials Secret named by spec.credentialsRef (or the default one); never write.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Events on transitions (Created, Updated, Stalled, ...); core/v1, create only.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}

@@ -1,0 +1,174 @@
+"""Mixpeek credentials from Kubernetes Secrets.
+
+A `BucketSync` names a Secret in its own namespace (`spec.credentialsRef.name`) or
+falls back to the operator-wide default Secret. Secrets are read once and cached;
+the Secret watch invalidates an entry the moment it changes, and the objects that
+depend on it are reconciled again right away (not at the next poll).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixpeek_operator.constants import (
+    DEFAULT_MIXPEEK_BASE_URL,
+    SECRET_API_KEY,
+    SECRET_BASE_URL,
+    SECRET_NAMESPACE,
+    Reason,
+)
+from mixpeek_operator.mixpeek import credential_fingerprint
+
+SecretRef = tuple[str, str]  # (namespace, name)
+ObjectKey = tuple[str, str]  # (namespace, name)
+SecretReader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+
+
+class CredentialError(Exception):
+    """Credentials cannot be resolved; only a human can fix it (Stalled)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: str = field(repr=False)
+    namespace: str
+    base_url: str
+    secret: SecretRef
+    # Identifies the credential (key + endpoint) without revealing it; shared rate limits key on it.
+    fingerprint: str
+
+    @property
+    def group_key(self) -> tuple[str, str]:
+        return (self.fingerprint, self.namespace)
+
+
+def fingerprint(api_key: str, base_url: str) -> str:
+    """Short and non-reversible: safe for status, logs and metric labels."""
+    return "sha256:" + credential_fingerprint(api_key, base_url)[:16]
+
+
+def _decode(data: Mapping[str, Any], key: str) -> str | None:
+    raw = data.get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8").strip()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class _CachedSecret:
+    data: dict[str, str | None]
+
+
+class CredentialStore:
+    def __init__(
+        self,
+        read_secret: SecretReader,
+        *,
+        default_secret: SecretRef | None,
+        default_base_url: str = DEFAULT_MIXPEEK_BASE_URL,
+        on_secret_value: Callable[[str], None] | None = None,
+    ) -> None:
+        self._read_secret = read_secret
+        self.default_secret = default_secret
+        self._default_base_url = default_base_url
+        self._on_secret_value = on_secret_value
+        self._cache: dict[SecretRef, _CachedSecret | None] = {}
+        self._dependents: dict[SecretRef, set[ObjectKey]] = {}
+        self._uses: dict[ObjectKey, SecretRef] = {}
+
+    def secret_for(self, namespace: str, credentials_ref: str | None) -> SecretRef:
+        if credentials_ref:
+            return (namespace, credentials_ref)
+        if self.default_secret is None:
+            raise CredentialError(
+                Reason.SECRET_NOT_FOUND,
+                "spec.credentialsRef is not set and the operator has no default credentials Secret",
+            )
+        return self.default_secret
+
+    async def resolve(
+        self, obj: ObjectKey, credentials_ref: str | None, mixpeek_namespace: str | None
+    ) -> Credentials:
+        ref = self.secret_for(obj[0], credentials_ref)
+        self._track(obj, ref)
+        cached = await self._load(ref)
+        where = f"Secret {ref[0]}/{ref[1]}"
+        if cached is None:
+            raise CredentialError(Reason.SECRET_NOT_FOUND, f"{where} not found")
+        api_key = cached.data.get(SECRET_API_KEY)
+        if not api_key:
+            raise CredentialError(Reason.SECRET_NOT_FOUND, f"{where} has no '{SECRET_API_KEY}' key")
+        namespace = mixpeek_namespace or cached.data.get(SECRET_NAMESPACE)
+        if not namespace:
+            raise CredentialError(
+                Reason.SECRET_NOT_FOUND,
+                f"no Mixpeek namespace: set spec.mixpeekNamespace or the '{SECRET_NAMESPACE}' key of {where}",
+            )
+        base_url = (cached.data.get(SECRET_BASE_URL) or self._default_base_url).rstrip("/")
+        return Credentials(
+            api_key=api_key,
+            namespace=namespace,
+            base_url=base_url,
+            secret=ref,
+            fingerprint=fingerprint(api_key, base_url),
+        )
+
+    async def _load(self, ref: SecretRef) -> _CachedSecret | None:
+        if ref in self._cache:
+            return self._cache[ref]
+        body = await self._read_secret(*ref)
+        entry = None if body is None else self._parse(body)
+        self._cache[ref] = entry
+        return entry
+
+    def _parse(self, body: Mapping[str, Any]) -> _CachedSecret:
+        raw = body.get("data") or {}
+        data = {key: _decode(raw, key) for key in (SECRET_API_KEY, SECRET_NAMESPACE, SECRET_BASE_URL)}
+        api_key = data.get(SECRET_API_KEY)
+        if api_key and self._on_secret_value is not None:
+            self._on_secret_value(api_key)
+        return _CachedSecret(data)
+
+    def _track(self, obj: ObjectKey, ref: SecretRef) -> None:
+        previous = self._uses.get(obj)
+        if previous == ref:
+            return
+        if previous is not None:
+            self._dependents.get(previous, set()).discard(obj)
+        self._uses[obj] = ref
+        self._dependents.setdefault(ref, set()).add(obj)
+
+    def forget(self, obj: ObjectKey) -> None:
+        ref = self._uses.pop(obj, None)
+        if ref is not None:
+            self._dependents.get(ref, set()).discard(obj)
+
+    def is_watched(self, ref: SecretRef) -> bool:
+        return ref in self._dependents or ref == self.default_secret
+
+    def secret_changed(self, ref: SecretRef, body: Mapping[str, Any] | None) -> set[ObjectKey]:
+        """Record a Secret event; return the objects to reconcile if its content changed."""
+        if not self.is_watched(ref):
+            return set()
+        before = self._cache.get(ref)
+        after = None if body is None else self._parse(body)
+        known = ref in self._cache
+        self._cache[ref] = after
+        unchanged = known and (
+            (before is None and after is None)
+            or (before is not None and after is not None and before.data == after.data)
+        )
+        if unchanged:
+            return set()
+        return set(self._dependents.get(ref, set()))

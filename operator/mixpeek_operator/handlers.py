@@ -1,0 +1,91 @@
+"""kopf wiring — the only module that imports kopf. Handlers are thin adapters.
+
+kopf provides the watches (with their reconnects and bookmarks), the operator life
+cycle, signal handling and the liveness endpoint. Each watch event is handed to the
+engine, which decides whether the object needs a reconcile; the reconcile itself and
+its finalizer, status writes, retries and Events are ours (engine.py, reconcile.py),
+so one object costs the minimum of Kubernetes writes and kopf keeps nothing in status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from mixpeek_operator.constants import GROUP, PLURAL, VERSION
+from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
+
+log = logging.getLogger("mixpeek_operator.handlers")
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Pinned, so a kopf upgrade cannot change where state lives. kopf's finalizer must NOT be
+    # ours: kopf strips its own finalizer from objects when no handler needs it, and ours is
+    # managed by the engine (it is also the create-intent marker).
+    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Events are posted by the engine, on transitions only.
+    settings.posting.enabled = False
+    # Explicit timeouts: a silent watch is restarted, a hung request fails.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
+    settings.networking.error_backoffs = (1, 2, 5, 10, 20, 30)
+    # No cluster-wide CRD/namespace scanning: least-privilege RBAC does not grant it.
+    settings.scanning.disabled = True
+    runtime: OperatorRuntime = memo["runtime"]
+    await runtime.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime: OperatorRuntime = memo["runtime"]
+    await runtime.stop()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def bucketsync_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    runtime: OperatorRuntime = memo["runtime"]
+    assert runtime.engine is not None
+    await runtime.engine.on_object_event(event["type"], event["object"])
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    runtime: OperatorRuntime = memo["runtime"]
+    assert runtime.engine is not None
+    await runtime.engine.on_secret_event(event["type"], event["object"])
+
+
+@kopf.on.probe(id="engine")
+def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    runtime: OperatorRuntime = memo["runtime"]
+    engine = runtime.engine
+    return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
+
+
+def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
+    """Run until SIGTERM/SIGINT (kopf handles the signals and calls cleanup)."""
+    namespaces = list(config.namespaces)
+    if namespaces and config.default_secret and config.default_secret[0] not in namespaces:
+        # The default credentials Secret must be watched too, so its rotation is seen at once.
+        namespaces.append(config.default_secret[0])
+    memo = kopf.Memo(runtime=runtime)
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+            memo=memo,
+        )
+    )

@@ -1,0 +1,209 @@
+"""Prometheus metrics of the operator, in a registry of their own.
+
+A dedicated `CollectorRegistry` (not prometheus_client's global one) lets every test, and
+every operator instance in one process, start from zero. Hooks elsewhere are plain
+callables, so this module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
+from typing import Final, Literal
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+ReconcileResult = Literal["success", "error", "stalled", "requeued"]
+RECONCILE_RESULTS: Final[tuple[ReconcileResult, ...]] = ("success", "error", "stalled", "requeued")
+# (Ready condition status, Ready reason) of every BucketSync, read at scrape time.
+ResourceSource = Callable[[], Iterable[tuple[str, str]]]
+
+# Mixpeek calls are small JSON requests: most finish well under a second.
+_REQUEST_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A reconcile is a few remote calls plus a status patch, or longer when rate limited.
+_RECONCILE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Creation to Ready spans seconds (healthy) to many minutes (backoff, rate limits).
+_TIME_TO_READY_BUCKETS: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class _ResourceCollector(Collector):
+    """`bucketsync_resources{ready,reason}`: objects per Ready status and reason, counted per scrape.
+
+    A callback rather than a Gauge the engine keeps in step: there is nothing to forget to
+    decrement when an object is deleted or changes condition.
+    """
+
+    NAME: Final = "bucketsync_resources"
+    HELP: Final = "BucketSync objects by the status and reason of their Ready condition"
+
+    def __init__(self) -> None:
+        self.source: ResourceSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets the registry learn the name without calling the source at registration.
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        source = self.source
+        if source is not None:
+            try:
+                counts = Tally(source())
+            except Exception:
+                # A failing source must not break the whole scrape; the gauge is just empty.
+                logger.exception("bucketsync_resources source failed")
+                counts = Tally()
+            for (ready, reason), count in sorted(counts.items()):
+                family.add_metric([ready, reason], count)
+        return [family]
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.NAME, self.HELP, labels=["ready", "reason"])
+
+
+class MetricsServer:
+    """The running exporter; call it (or `stop()`) to shut it down."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.host: str = str(server.server_address[0])
+        self.port: int = int(server.server_address[1])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __call__(self) -> None:
+        self.stop()
+
+
+class OperatorMetrics:
+    """Every metric the operator exports, registered in `self.registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mixpeek_api_requests_total",
+            "Mixpeek API requests by endpoint, method and HTTP status code ('error': no response)",
+            ["endpoint", "method", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "mixpeek_api_request_duration_seconds",
+            "Latency of Mixpeek API requests, including failed ones",
+            ["endpoint", "method"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.throttled = Counter(
+            "mixpeek_api_throttled_total",
+            "Mixpeek API responses with status 429 (rate limited by the server)",
+            registry=r,
+        )
+        self.ratelimiter_wait = Counter(
+            "mixpeek_ratelimiter_wait_seconds_total",
+            "Seconds requests waited in the operator's own client-side rate limiter",
+            registry=r,
+        )
+        self.reconciles = Counter(
+            "bucketsync_reconcile_total",
+            "BucketSync reconciles by result: success, error, stalled or requeued",
+            ["result"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "bucketsync_reconcile_duration_seconds",
+            "Duration of one BucketSync reconcile",
+            buckets=_RECONCILE_BUCKETS,
+            registry=r,
+        )
+        self.drift_corrections = Counter(
+            "bucketsync_drift_corrections_total",
+            "Remote fields set back to the BucketSync spec after drifting",
+            ["field"],
+            registry=r,
+        )
+        self.kube_writes = Counter(
+            "bucketsync_kube_writes_total",
+            "Writes to the Kubernetes API by kind (status, metadata, event), failed ones included",
+            ["kind"],
+            registry=r,
+        )
+        self.events = Counter(
+            "bucketsync_events_total",
+            "Kubernetes Events emitted by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.time_to_ready = Histogram(
+            "bucketsync_time_to_ready_seconds",
+            "Seconds from BucketSync creation to its first Ready=True",
+            buckets=_TIME_TO_READY_BUCKETS,
+            registry=r,
+        )
+        self._resources = _ResourceCollector()
+        r.register(self._resources)
+        for result in RECONCILE_RESULTS:
+            # Exported at 0 from the start, so rate() and alerts work before the first error.
+            self.reconciles.labels(result=result)
+
+    # --- helpers with the signatures of the hooks elsewhere ------------------------------------
+
+    def observe_request(self, endpoint: str, method: str, status_code: int | None, seconds: float) -> None:
+        """One Mixpeek HTTP attempt; `status_code` None when no response arrived."""
+        code = "error" if status_code is None else str(status_code)
+        self.requests.labels(endpoint=endpoint, method=method, code=code).inc()
+        self.request_duration.labels(endpoint=endpoint, method=method).observe(seconds)
+        if status_code == 429:
+            self.throttled.inc()
+
+    def observe_ratelimiter_wait(self, seconds: float) -> None:
+        """Time spent waiting for the client-side rate limiter (its `on_wait` hook)."""
+        self.ratelimiter_wait.inc(seconds)
+
+    def observe_reconcile(self, result: ReconcileResult, seconds: float) -> None:
+        if result not in RECONCILE_RESULTS:
+            # An open label set would let a typo create an unbounded series.
+            raise ValueError(f"unknown reconcile result {result!r}; expected one of {RECONCILE_RESULTS}")
+        self.reconciles.labels(result=result).inc()
+        self.reconcile_duration.observe(seconds)
+
+    def count_drift_correction(self, field: str) -> None:
+        self.drift_corrections.labels(field=field).inc()
+
+    def observe_kube_write(self, kind: str, status: int) -> None:
+        """Matches `KubeClient(on_write=...)`; the status is not a label (the kind is what matters)."""
+        self.kube_writes.labels(kind=kind).inc()
+
+    def count_event(self, reason: str) -> None:
+        self.events.labels(reason=reason).inc()
+
+    def observe_time_to_ready(self, seconds: float) -> None:
+        self.time_to_ready.observe(max(0.0, seconds))
+
+    def set_resource_source(self, source: ResourceSource | None) -> None:
+        """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""
+        self._resources.source = source
+
+    # --- exporter ------------------------------------------------------------------------------
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+        """Serve this registry over HTTP in a daemon thread; port 0 picks a free port.
+
+        Returns the server; calling it stops it (so it doubles as a `() -> None` stop callable).
+        """
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        served = MetricsServer(server, thread)
+        logger.info("serving metrics", extra={"address": f"{served.host}:{served.port}"})
+        return served

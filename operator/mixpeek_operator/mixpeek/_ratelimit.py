@@ -1,0 +1,111 @@
+"""Client-side request budget: one token bucket per credential, shared by every client using it.
+
+Mixpeek limits requests per API key, so two clients holding the same key must draw from
+one budget; a per-client limiter would let N reconcilers send N times the allowed rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+WaitHook = Callable[[float], None]
+
+
+def credential_fingerprint(api_key: str, base_url: str) -> str:
+    """A stable, non-reversible name for a credential, safe to use as a key, label or in a repr."""
+    return hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` banked; `acquire()` waits for one token.
+
+    Each caller reserves its token at once (the balance may go negative), then sleeps until
+    the reservation is due. There is no await between reading and updating the balance, so
+    no lock is needed, and nothing is bound to one event loop: a shared bucket works from
+    any loop.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        on_wait: WaitHook | None = None,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"rate must be > 0 and burst >= 1 (got rate={rate}, burst={burst})")
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._on_wait = on_wait
+        self._tokens = float(burst)
+        self._updated_at = clock()
+        self.wait_seconds_total = 0.0
+
+    async def acquire(self) -> float:
+        """Take one token, waiting as long as needed; returns the seconds waited."""
+        self._refill()
+        self._tokens -= 1
+        wait = max(0.0, -self._tokens / self.rate)
+        if wait == 0.0:
+            return 0.0
+        self.wait_seconds_total += wait
+        if self._on_wait is not None:
+            self._on_wait(wait)
+        try:
+            await self._sleep(wait)
+        except asyncio.CancelledError:
+            self._tokens += 1  # give the reserved slot to the next caller
+            raise
+        return wait
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated_at) * self.rate)
+        self._updated_at = now
+
+
+class RateLimiterRegistry:
+    """Hands out one `TokenBucket` per credential fingerprint.
+
+    Buckets are held weakly: once no client uses a credential, its budget is forgotten.
+    """
+
+    def __init__(
+        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, on_wait: WaitHook | None = None
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._on_wait = on_wait
+        self._buckets: weakref.WeakValueDictionary[str, TokenBucket] = weakref.WeakValueDictionary()
+
+    def get(self, credential_key: str, rate: float, burst: int) -> TokenBucket:
+        """The shared bucket of `credential_key` (a fingerprint, never a raw API key)."""
+        bucket = self._buckets.get(credential_key)
+        if bucket is None:
+            bucket = TokenBucket(rate, burst, clock=self._clock, sleep=self._sleep, on_wait=self._on_wait)
+            self._buckets[credential_key] = bucket
+        elif (bucket.rate, bucket.burst) != (rate, burst):
+            # Two budgets for one credential would defeat the point of sharing it.
+            raise ValueError(
+                f"credential {credential_key[:12]} already has a rate limit of {bucket.rate}/s "
+                f"burst {bucket.burst}; got {rate}/s burst {burst}"
+            )
+        return bucket
+
+
+DEFAULT_REGISTRY = RateLimiterRegistry()
+
+
+def rate_limiter_for(credential_key: str, rate: float, burst: int) -> TokenBucket:
+    """The process-wide shared bucket of a credential fingerprint (see `credential_fingerprint`)."""
+    return DEFAULT_REGISTRY.get(credential_key, rate, burst)

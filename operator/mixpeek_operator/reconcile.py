@@ -1,0 +1,799 @@
+"""One level-based, idempotent reconcile of a `BucketSync`: desired spec vs observed
+remote sync → the remote calls that close the gap → the new status. No kopf here.
+
+The same function serves every trigger (a watch event, a request annotation, a
+Secret change, a remote change seen by the observer), so behaviour never depends on
+what woke it up. Design notes:
+
+- Remote state comes from the observer's cache of the bucket's list (one paged list
+  per credential, namespace and bucket) when it is fresh; a GET is made only when it
+  is not, so a converged object costs no remote call at all.
+- Create is crash-safe without a human. Our finalizer is always written *before* the
+  POST, so it doubles as the create-intent marker: an object that has the finalizer
+  but no `status.syncConfigId` may have been created remotely by an attempt that
+  crashed, and is looked up (list by connection, match the ownership marker in the
+  remote metadata) before anything is created. A fresh object is checked against the
+  bucket's cached listing, so re-applying a manifest after a cluster was rebuilt
+  adopts the old remote sync instead of duplicating it.
+- Every PATCH re-sends the ownership marker (Mixpeek replaces metadata wholesale).
+- Status is written only when its JSON changes; Events only on transitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
+
+from mixpeek_operator import desired
+from mixpeek_operator.api.v1alpha1 import (
+    BucketSyncSpec,
+    DeletionPolicy,
+    ManagementPolicy,
+    RemoteStatus,
+    ReplacementPolicy,
+    SyncMetrics,
+)
+from mixpeek_operator.constants import (
+    FINALIZER,
+    OWNER_REF_KEY,
+    OWNER_UID_KEY,
+    RECONCILE_PAUSED,
+    RECONCILE_REQUESTED_AT,
+    TRIGGER_REQUESTED_AT,
+    ConditionType,
+    Reason,
+)
+from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore
+from mixpeek_operator.mixpeek import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    MixpeekClient,
+    MixpeekError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from mixpeek_operator.mixpeek.models import (
+    ListSyncConfigurationsRequest,
+    SyncConfiguration,
+    SyncUpdateRequest,
+    TaskStatus,
+)
+from mixpeek_operator.status import ConditionUpdate, apply_conditions, find_condition, merge_patch
+
+log = logging.getLogger("mixpeek_operator.reconcile")
+
+# How long to wait before retrying with credentials Mixpeek rejected; a Secret change retries at once.
+AUTH_RETRY_SECONDS = 300.0
+
+ObjectKey = tuple[str, str]
+GroupKey = tuple[str, str, str]  # (credential fingerprint, Mixpeek namespace, bucket id)
+
+
+# --- the object ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """The parts of a `BucketSync` the reconcile reads."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    annotations: Mapping[str, str]
+    finalizers: tuple[str, ...]
+    deleting: bool
+    spec: BucketSyncSpec | None
+    spec_error: str | None
+    status: Mapping[str, Any]
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ObjectState:
+        meta = body.get("metadata") or {}
+        spec: BucketSyncSpec | None = None
+        spec_error: str | None = None
+        try:
+            spec = BucketSyncSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            # Admission validates the same schema, so this only happens with a stale CRD.
+            spec_error = "; ".join(
+                f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 0),
+            annotations=dict(meta.get("annotations") or {}),
+            finalizers=tuple(meta.get("finalizers") or ()),
+            deleting=bool(meta.get("deletionTimestamp")),
+            spec=spec,
+            spec_error=spec_error,
+            status=dict(body.get("status") or {}),
+        )
+
+    @property
+    def reconcile_paused(self) -> bool:
+        return self.annotations.get(RECONCILE_PAUSED, "").strip().lower() == "true"
+
+    @property
+    def has_finalizer(self) -> bool:
+        return FINALIZER in self.finalizers
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return desired.owner_metadata(self.uid, self.namespace, self.name)
+
+
+# --- what the reconcile talks to -----------------------------------------------------------
+
+
+class KubeWriter(Protocol):
+    """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs."""
+
+    async def add_finalizer(self, obj: ObjectState) -> None: ...
+
+    async def remove_finalizer(self, obj: ObjectState) -> None: ...
+
+    async def patch_status(self, obj: ObjectState, patch: dict[str, Any]) -> None: ...
+
+    async def event(
+        self, obj: ObjectState, kind: Literal["Normal", "Warning"], reason: str, message: str
+    ) -> None: ...
+
+    async def owner_exists(self, namespace: str, name: str, uid: str) -> bool: ...
+
+
+class RemoteCache(Protocol):
+    """The observer's view of remote syncs, per (credential, namespace, bucket)."""
+
+    def join(self, obj: ObjectKey, group: GroupKey, client: MixpeekClient) -> None: ...
+
+    async def lookup(
+        self, group: GroupKey, sync_id: str
+    ) -> SyncConfiguration | Literal["unknown"] | None: ...
+
+    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None: ...
+
+    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None: ...
+
+    def forget(self, group: GroupKey, sync_id: str) -> None: ...
+
+
+@dataclass
+class ReconcileContext:
+    writer: KubeWriter
+    credentials: CredentialStore
+    client_for: Callable[[Credentials], MixpeekClient]
+    remote: RemoteCache
+    now: Callable[[], datetime]
+    on_drift_corrected: Callable[[str], None] = lambda field_name: None
+
+
+@dataclass
+class Outcome:
+    result: Literal["success", "stalled", "error", "paused", "deleted"]
+    # Seconds until this object must be reconciled again; None: only when something changes.
+    requeue_after: float | None = None
+    # The server asked us to wait this long (429 Retry-After); never retry sooner.
+    retry_after: float | None = None
+    ready: bool = False
+    group: GroupKey | None = None
+    remote_fingerprint: str | None = None
+
+
+class _Stalled(Exception):
+    def __init__(self, reason: Reason, message: str, *, requeue_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.requeue_after = requeue_after
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def group_of(creds: Credentials, bucket_id: str) -> GroupKey:
+    return (creds.fingerprint, creds.namespace, bucket_id)
+
+
+def remote_status_block(remote: SyncConfiguration) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`status.remote` and `status.metrics` from the remote sync (no locks, cursors or ids)."""
+    block = RemoteStatus(
+        status=remote.status.value,
+        is_active=remote.is_active,
+        paused=remote.paused,
+        last_sync_at=remote.last_sync_at,
+        next_sync_at=remote.next_sync_at,
+        consecutive_failures=remote.consecutive_failures,
+        sync_run_counter=remote.sync_run_counter,
+        last_error=(remote.last_error or None) and remote.last_error[:1000],
+    )
+    metrics = SyncMetrics(
+        files_discovered=remote.total_files_discovered,
+        files_synced=remote.total_files_synced,
+        files_failed=remote.total_files_failed,
+        bytes_synced=remote.total_bytes_synced,
+        batches_created=remote.batches_created,
+    )
+    return (
+        block.model_dump(mode="json", by_alias=True, exclude_none=True),
+        metrics.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+def remote_health(remote: SyncConfiguration) -> ConditionUpdate:
+    if remote.status == TaskStatus.FAILED:
+        return ConditionUpdate(
+            ConditionType.REMOTE_HEALTHY,
+            "False",
+            Reason.REMOTE_FAILED,
+            remote.last_error or "Mixpeek reports the sync as FAILED",
+        )
+    if remote.status == TaskStatus.SUSPENDED and not remote.paused:
+        detail = f": {remote.last_error}" if remote.last_error else ""
+        return ConditionUpdate(
+            ConditionType.REMOTE_HEALTHY,
+            "False",
+            Reason.AUTO_SUSPENDED,
+            f"Mixpeek suspended the sync after {remote.consecutive_failures} consecutive failures{detail}",
+        )
+    return ConditionUpdate(
+        ConditionType.REMOTE_HEALTHY, "True", Reason.ACTIVE, f"Mixpeek status {remote.status.value}"
+    )
+
+
+def _owner_of(remote: SyncConfiguration) -> tuple[str | None, str | None]:
+    meta = remote.metadata or {}
+    uid, ref = meta.get(OWNER_UID_KEY), meta.get(OWNER_REF_KEY)
+    return (str(uid) if uid else None, str(ref) if ref else None)
+
+
+# --- the reconcile -------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """State of one reconcile pass."""
+
+    obj: ObjectState
+    ctx: ReconcileContext
+    events: list[tuple[Literal["Normal", "Warning"], str, str]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)  # as last written to the API server
+    handled: dict[str, Any] = field(default_factory=dict)  # request echoes for the final write
+
+    def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+
+async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
+    run = _Run(obj=obj, ctx=ctx, status=dict(obj.status))
+    try:
+        if obj.deleting:
+            return await _finalize(run)
+        if obj.reconcile_paused:
+            return await _reconcile_paused(run)
+        return await _converge(run)
+    finally:
+        for kind, reason, message in run.events:
+            await ctx.writer.event(obj, kind, reason, message)
+
+
+async def _write_status(
+    run: _Run, updates: list[ConditionUpdate], *, observed: bool, extra: Mapping[str, Any]
+) -> None:
+    """Compose the new status and patch it if anything changed."""
+    obj, ctx = run.obj, run.ctx
+    new = {key: value for key, value in run.status.items() if key != "conditions"}
+    for key, value in extra.items():
+        if value is None:
+            new.pop(key, None)
+        else:
+            new[key] = value
+    if observed:
+        new["observedGeneration"] = obj.generation
+    new["conditions"] = apply_conditions(
+        run.status.get("conditions"), updates, generation=obj.generation, now=ctx.now()
+    )
+    before_stalled = find_condition(obj.status, ConditionType.STALLED)
+    after_stalled = find_condition(new, ConditionType.STALLED)
+    if (
+        after_stalled
+        and after_stalled.get("status") == "True"
+        and (
+            not before_stalled
+            or before_stalled.get("status") != "True"
+            or before_stalled.get("reason") != after_stalled.get("reason")
+        )
+    ):
+        run.event("Warning", "Stalled", f"{after_stalled.get('reason')}: {after_stalled.get('message')}")
+    before_health = find_condition(obj.status, ConditionType.REMOTE_HEALTHY)
+    after_health = find_condition(new, ConditionType.REMOTE_HEALTHY)
+    if (
+        after_health
+        and after_health.get("status") == "False"
+        and (not before_health or before_health.get("status") != "False")
+    ):
+        run.event("Warning", str(after_health.get("reason")), str(after_health.get("message")))
+    patch = merge_patch(run.status, new)
+    if patch:
+        await ctx.writer.patch_status(obj, patch)
+    run.status = new
+
+
+def _annotation_echoes(run: _Run) -> dict[str, Any]:
+    requested = run.obj.annotations.get(RECONCILE_REQUESTED_AT)
+    return {"lastHandledReconcileAt": requested} if requested else {}
+
+
+async def _reconcile_paused(run: _Run) -> Outcome:
+    updates = [
+        ConditionUpdate(
+            ConditionType.RECONCILE_PAUSED,
+            "True",
+            Reason.RECONCILE_PAUSED,
+            f"annotation {RECONCILE_PAUSED}=true: the operator makes no remote calls for this object",
+        )
+    ]
+    if find_condition(run.obj.status, ConditionType.READY) is None:
+        updates.append(
+            ConditionUpdate(
+                ConditionType.READY, "Unknown", Reason.RECONCILE_PAUSED, "reconciliation is paused"
+            )
+        )
+    await _write_status(run, updates, observed=False, extra={})
+    return Outcome(result="paused")
+
+
+def _stalled_updates(reason: Reason, message: str) -> list[ConditionUpdate]:
+    return [
+        ConditionUpdate(ConditionType.READY, "False", reason, message),
+        ConditionUpdate(ConditionType.RECONCILING, "False", reason, message),
+        ConditionUpdate(ConditionType.STALLED, "True", reason, message),
+        ConditionUpdate(ConditionType.RECONCILE_PAUSED, "False", "Active", ""),
+    ]
+
+
+def _retry_updates(run: _Run, reason: Reason, message: str) -> list[ConditionUpdate]:
+    updates = [
+        ConditionUpdate(ConditionType.RECONCILING, "True", reason, message),
+        ConditionUpdate(ConditionType.STALLED, "False", reason, ""),
+        ConditionUpdate(ConditionType.RECONCILE_PAUSED, "False", "Active", ""),
+    ]
+    ready = find_condition(run.obj.status, ConditionType.READY)
+    converged = (
+        ready is not None
+        and ready.get("status") == "True"
+        and run.obj.status.get("observedGeneration") == run.obj.generation
+    )
+    if not converged:  # a blip does not un-ready an object whose generation already converged
+        updates.append(ConditionUpdate(ConditionType.READY, "False", reason, message))
+    return updates
+
+
+def _classify(error: MixpeekError) -> tuple[Reason, bool]:
+    """(reason, needs a human)."""
+    if isinstance(error, BadRequestError | UnprocessableEntityError):
+        return Reason.INVALID_SPEC, True
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return Reason.AUTH_FAILED, True
+    if isinstance(error, RateLimitError):
+        return Reason.RATE_LIMITED, False
+    return Reason.PROGRESSING_WITH_RETRY, False
+
+
+async def _converge(run: _Run) -> Outcome:
+    obj = run.obj
+    try:
+        if obj.spec is None:
+            raise _Stalled(Reason.INVALID_SPEC, obj.spec_error or "spec is invalid")
+        creds = await run.ctx.credentials.resolve(
+            obj.key,
+            obj.spec.credentials_ref.name if obj.spec.credentials_ref else None,
+            obj.spec.mixpeek_namespace,
+        )
+        client = run.ctx.client_for(creds)
+        group = group_of(creds, obj.spec.bucket_id)
+        # Joining the bucket's group starts (or reuses) its listing, which lookups wait for.
+        run.ctx.remote.join(obj.key, group, client)
+        if obj.spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
+            return await _observe_only(run, obj.spec, creds, client, group)
+        return await _manage(run, obj.spec, creds, client, group)
+    except _Stalled as stalled:
+        await _write_status(run, _stalled_updates(stalled.reason, stalled.message), observed=True, extra={})
+        return Outcome(result="stalled", requeue_after=stalled.requeue_after)
+    except CredentialError as exc:
+        await _write_status(run, _stalled_updates(exc.reason, exc.message), observed=True, extra={})
+        return Outcome(result="stalled")
+    except MixpeekError as exc:
+        reason, needs_human = _classify(exc)
+        message = str(exc)
+        if needs_human:
+            await _write_status(run, _stalled_updates(reason, message), observed=True, extra={})
+            requeue = AUTH_RETRY_SECONDS if reason == Reason.AUTH_FAILED else None
+            return Outcome(result="stalled", requeue_after=requeue)
+        await _write_status(run, _retry_updates(run, reason, message), observed=False, extra={})
+        retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+        return Outcome(result="error", retry_after=retry_after)
+
+
+async def _fetch(
+    run: _Run, client: MixpeekClient, group: GroupKey, bucket_id: str, sync_id: str
+) -> SyncConfiguration | None:
+    """The remote sync: from the fresh cache when possible, else a GET (None when it is gone)."""
+    cached = await run.ctx.remote.lookup(group, sync_id)
+    if cached != "unknown":
+        return cached
+    try:
+        remote = await client.get_sync(bucket_id, sync_id)
+    except NotFoundError:
+        run.ctx.remote.forget(group, sync_id)
+        return None
+    run.ctx.remote.remember(group, remote)
+    return remote
+
+
+async def _observe_only(
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+) -> Outcome:
+    obj = run.obj
+    assert spec.sync_config_id is not None  # admission requires it for ObserveOnly
+    remote = await _fetch(run, client, group, spec.bucket_id, spec.sync_config_id)
+    if remote is None:
+        raise _Stalled(
+            Reason.REMOTE_NOT_FOUND,
+            f"remote sync {spec.sync_config_id} not found in bucket {spec.bucket_id} "
+            "(managementPolicy ObserveOnly never creates one)",
+        )
+    drift = desired.drift(spec, obj.owner, remote)
+    if spec.paused != remote.paused:
+        drift.append(
+            desired.FieldDiff("spec.paused", "paused", _json_bool(spec.paused), _json_bool(remote.paused))
+        )
+    message = f"observing remote sync {remote.sync_config_id} (ObserveOnly)"
+    if drift:
+        message += f"; {len(drift)} field(s) differ from spec, see status.drift"
+    await _write_final(run, remote, creds, spec, drift, Reason.SYNCED, message)
+    return Outcome(result="success", ready=True, group=group)
+
+
+def _json_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+async def _write_final(
+    run: _Run,
+    remote: SyncConfiguration,
+    creds: Credentials,
+    spec: BucketSyncSpec,
+    drift: list[desired.FieldDiff],
+    ready_reason: Reason,
+    ready_message: str,
+) -> None:
+    remote_block, metrics = remote_status_block(remote)
+    updates = [
+        ConditionUpdate(ConditionType.READY, "True", ready_reason, ready_message),
+        ConditionUpdate(ConditionType.RECONCILING, "False", "Succeeded", ""),
+        ConditionUpdate(ConditionType.STALLED, "False", "Succeeded", ""),
+        remote_health(remote),
+        ConditionUpdate(ConditionType.RECONCILE_PAUSED, "False", "Active", ""),
+    ]
+    extra: dict[str, Any] = {
+        "syncConfigId": remote.sync_config_id,
+        "bucketId": spec.bucket_id,
+        "mixpeekNamespace": creds.namespace,
+        "remote": remote_block,
+        "metrics": metrics,
+        "drift": [entry.to_status().model_dump(by_alias=True, exclude_none=True) for entry in drift] or None,
+        "credentialsFingerprint": creds.fingerprint,
+        **_annotation_echoes(run),
+    }
+    extra.update(run.handled)
+    await _write_status(run, updates, observed=True, extra=extra)
+
+
+async def _manage(
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+) -> Outcome:
+    obj, ctx = run.obj, run.ctx
+    converged_before = (
+        obj.status.get("observedGeneration") == obj.generation
+        and (find_condition(obj.status, ConditionType.READY) or {}).get("status") == "True"
+    )
+
+    remote = await _locate(run, spec, creds, client, group)
+    if remote is None:
+        remote = await _create(run, spec, creds, client, group)
+        converged_before = False
+    else:
+        replaced = await _replace_if_needed(run, spec, creds, client, group, remote)
+        if replaced is not None:
+            remote = replaced
+            converged_before = False
+
+    sync_id = remote.sync_config_id or ""
+    # Patchable fields: one PATCH with exactly the fields that differ.
+    drift = desired.drift(spec, obj.owner, remote)
+    update = desired.patch_for(spec, obj.owner, remote)
+    if update is not None:
+        remote = await client.update_sync(spec.bucket_id, sync_id, update)
+        ctx.remote.remember(group, remote)
+        fields = sorted({d.field for d in drift if d.remote_field in update.model_fields_set})
+        if converged_before:
+            for name in fields:
+                ctx.on_drift_corrected(name)
+            run.event("Normal", "DriftCorrected", f"corrected out-of-band changes to {', '.join(fields)}")
+        else:
+            run.event("Normal", "Updated", f"updated remote sync {sync_id}: {', '.join(fields)}")
+
+    # Pause state: spec.paused drives /pause and /resume.
+    if spec.paused != remote.paused:
+        remote = await (client.pause_sync if spec.paused else client.resume_sync)(spec.bucket_id, sync_id)
+        ctx.remote.remember(group, remote)
+        verb = "Paused" if spec.paused else "Resumed"
+        if converged_before:
+            ctx.on_drift_corrected("spec.paused")
+            run.event(
+                "Normal", "DriftCorrected", f"remote pause state was changed out of band; {verb.lower()} it"
+            )
+        else:
+            run.event("Normal", verb, f"{verb.lower()} remote sync {sync_id}")
+
+    # Trigger: once per distinct annotation value.
+    trigger = obj.annotations.get(TRIGGER_REQUESTED_AT)
+    if trigger and obj.status.get("lastHandledTriggerAt") != trigger:
+        job = await client.trigger_sync(spec.bucket_id, sync_id)
+        run.event("Normal", "Triggered", f"triggered a run of {sync_id} (job {job.sync_job_id or 'unknown'})")
+        run.handled["lastHandledTriggerAt"] = trigger
+
+    remaining = desired.drift(spec, obj.owner, remote)
+    reason = Reason.PAUSED if spec.paused else Reason.SYNCED
+    message = f"remote sync {sync_id} matches generation {obj.generation}"
+    if spec.paused:
+        message = f"remote sync {sync_id} is paused as requested (generation {obj.generation})"
+    await _write_final(run, remote, creds, spec, remaining, reason, message)
+    return Outcome(result="success", ready=True, group=group)
+
+
+async def _locate(
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+) -> SyncConfiguration | None:
+    """Find the remote sync this object owns (or is told to adopt); None means create one."""
+    obj, ctx = run.obj, run.ctx
+    known_id = obj.status.get("syncConfigId")
+    if known_id:
+        old_group = _recorded_group(obj, creds, spec)
+        remote = await _fetch(run, client, old_group, obj.status.get("bucketId") or spec.bucket_id, known_id)
+        if remote is not None:
+            await _check_owner(run, remote)
+            return remote
+        if spec.sync_config_id == known_id:
+            raise _Stalled(
+                Reason.REMOTE_NOT_FOUND,
+                f"adopted remote sync {known_id} no longer exists; spec.syncConfigId is immutable, so "
+                "recreate this object without it to let the operator create a new remote sync",
+            )
+        run.event(
+            "Normal", "Recreated", f"remote sync {known_id} was deleted out of band; creating a new one"
+        )
+        return None
+    if spec.sync_config_id:
+        remote = await _fetch(run, client, group, spec.bucket_id, spec.sync_config_id)
+        if remote is None:
+            raise _Stalled(
+                Reason.REMOTE_NOT_FOUND,
+                f"spec.syncConfigId {spec.sync_config_id} not found in bucket {spec.bucket_id}",
+            )
+        await _check_owner(run, remote)
+        run.event("Normal", "Adopted", f"adopted existing remote sync {spec.sync_config_id}")
+        return remote
+    # No identity yet. A previous attempt may have created it (our finalizer is the intent
+    # marker), or the object may be a re-applied manifest whose old remote sync still exists.
+    if obj.has_finalizer:
+        found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
+    else:
+        found = await _find_owned(client, spec, obj, fresh=False, ctx=ctx, group=group)
+    if found is not None:
+        await _check_owner(run, found)
+        run.event(
+            "Normal",
+            "Adopted",
+            f"found remote sync {found.sync_config_id} created for this object; adopted it",
+        )
+    return found
+
+
+def _recorded_group(obj: ObjectState, creds: Credentials, spec: BucketSyncSpec) -> GroupKey:
+    bucket = obj.status.get("bucketId") or spec.bucket_id
+    return (creds.fingerprint, obj.status.get("mixpeekNamespace") or creds.namespace, bucket)
+
+
+def _is_ours(remote: SyncConfiguration, obj: ObjectState) -> bool:
+    uid, ref = _owner_of(remote)
+    return uid == obj.uid or (uid is not None and ref == obj.ref)
+
+
+async def _find_owned(
+    client: MixpeekClient,
+    spec: BucketSyncSpec,
+    obj: ObjectState,
+    *,
+    fresh: bool,
+    ctx: ReconcileContext,
+    group: GroupKey,
+) -> SyncConfiguration | None:
+    if fresh:
+        listing = await client.list_all_syncs(
+            spec.bucket_id, ListSyncConfigurationsRequest(connection_id=spec.connection_id)
+        )
+        candidates = listing.syncs
+        for sync in candidates:
+            ctx.remote.remember(group, sync)
+    else:
+        candidates = await ctx.remote.listing(group) or []
+    for sync in candidates:  # newest first
+        if sync.connection_id == spec.connection_id and _is_ours(sync, obj):
+            return sync
+    return None
+
+
+async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
+    """A remote sync marked as another live object's is a conflict, never silently shared."""
+    uid, ref = _owner_of(remote)
+    obj = run.obj
+    if uid is None or uid == obj.uid:
+        return
+    namespace, _, name = (ref or "").partition("/")
+    if name and await run.ctx.writer.owner_exists(namespace, name, uid):
+        raise _Stalled(
+            Reason.OWNERSHIP_CONFLICT,
+            f"remote sync {remote.sync_config_id} is managed by BucketSync {ref} (uid {uid})",
+        )
+    # The marked owner is gone (deleted with deletionPolicy Orphan, or a rebuilt cluster): take over.
+
+
+async def _create(
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+) -> SyncConfiguration:
+    obj, ctx = run.obj, run.ctx
+    if not obj.has_finalizer:
+        await ctx.writer.add_finalizer(obj)  # the create-intent marker; must precede the POST
+    try:
+        request = desired.create_request(spec, obj.owner)
+    except desired.SpecConversionError as exc:
+        raise _Stalled(Reason.INVALID_SPEC, str(exc)) from exc
+    remote = await client.create_sync(spec.bucket_id, request)
+    ctx.remote.remember(group, remote)
+    run.event("Normal", "Created", f"created remote sync {remote.sync_config_id} in bucket {spec.bucket_id}")
+    # Record the identity the moment it is known: at once when more remote calls follow
+    # (they may fail), otherwise the final status write right after this carries it.
+    if spec.paused != remote.paused or obj.annotations.get(TRIGGER_REQUESTED_AT):
+        identity = {
+            "syncConfigId": remote.sync_config_id,
+            "bucketId": spec.bucket_id,
+            "mixpeekNamespace": creds.namespace,
+        }
+        await ctx.writer.patch_status(obj, merge_patch(run.status, {**run.status, **identity}))
+        run.status.update(identity)
+    return remote
+
+
+async def _replace_if_needed(
+    run: _Run,
+    spec: BucketSyncSpec,
+    creds: Credentials,
+    client: MixpeekClient,
+    group: GroupKey,
+    remote: SyncConfiguration,
+) -> SyncConfiguration | None:
+    """Create-only changes (and a move to another bucket or namespace) need a new remote sync."""
+    obj = run.obj
+    changes = [d.field for d in desired.create_only_differences(spec, remote)]
+    if (obj.status.get("bucketId") or spec.bucket_id) != spec.bucket_id:
+        changes.append("spec.bucketId")
+    if (obj.status.get("mixpeekNamespace") or creds.namespace) != creds.namespace:
+        changes.append("spec.mixpeekNamespace")
+    if not changes:
+        return None
+    what = ", ".join(changes)
+    if spec.replacement_policy == ReplacementPolicy.REJECT:
+        raise _Stalled(
+            Reason.INVALID_SPEC,
+            f"{what} differ(s) from remote sync {remote.sync_config_id}, and replacementPolicy is Reject; "
+            "set replacementPolicy: Recreate to replace the remote sync",
+        )
+    if spec.sync_config_id:
+        raise _Stalled(
+            Reason.INVALID_SPEC,
+            f"{what} differ(s) from the adopted remote sync {spec.sync_config_id}; "
+            "an adopted sync is never replaced",
+        )
+    old_id = remote.sync_config_id or ""
+    old_group = _recorded_group(obj, creds, spec)
+    with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
+        await client.delete_sync(obj.status.get("bucketId") or spec.bucket_id, old_id)
+    run.ctx.remote.forget(old_group, old_id)
+    new = await _create(run, spec, creds, client, group)
+    run.event(
+        "Normal",
+        "Recreated",
+        f"replaced remote sync {old_id} with {new.sync_config_id} because {what} changed",
+    )
+    return new
+
+
+# --- deletion ------------------------------------------------------------------------------
+
+
+async def _finalize(run: _Run) -> Outcome:
+    obj, ctx = run.obj, run.ctx
+    if not obj.has_finalizer:
+        return Outcome(result="deleted")
+    spec = obj.spec
+    orphan = spec is None or spec.deletion_policy == DeletionPolicy.ORPHAN
+    observe_only = spec is not None and spec.management_policy == ManagementPolicy.OBSERVE_ONLY
+    sync_id = obj.status.get("syncConfigId")
+    try:
+        if spec is not None and not observe_only:
+            creds = await ctx.credentials.resolve(
+                obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
+            )
+            client = ctx.client_for(creds)
+            bucket = obj.status.get("bucketId") or spec.bucket_id
+            group = _recorded_group(obj, creds, spec)
+            if not sync_id:  # a create may have happened without being recorded
+                found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
+                sync_id = found.sync_config_id if found else None
+            if sync_id and orphan:
+                await _release(client, bucket, sync_id, spec)
+                run.event(
+                    "Normal", "Orphaned", f"left remote sync {sync_id} in place (deletionPolicy Orphan)"
+                )
+            elif sync_id:
+                with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
+                    await client.delete_sync(bucket, sync_id)
+                ctx.remote.forget(group, sync_id)
+                run.event("Normal", "Deleted", f"deleted remote sync {sync_id}")
+    except (CredentialError, MixpeekError) as exc:
+        needs_human = isinstance(exc, CredentialError) or _classify(exc)[1]
+        message = (
+            f"cannot delete remote sync {sync_id or '(unknown id)'}: {exc}. "
+            "Fix the credentials, or set spec.deletionPolicy: Orphan to leave the remote sync in place"
+        )
+        if needs_human:
+            reason = exc.reason if isinstance(exc, CredentialError) else _classify(exc)[0]
+            await _write_status(run, _stalled_updates(reason, message), observed=False, extra={})
+            return Outcome(result="stalled", requeue_after=AUTH_RETRY_SECONDS)
+        await _write_status(run, _retry_updates(run, Reason.DELETING, message), observed=False, extra={})
+        retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+        return Outcome(result="error", retry_after=retry_after)
+    await ctx.writer.remove_finalizer(obj)
+    return Outcome(result="deleted")
+
+
+async def _release(client: MixpeekClient, bucket: str, sync_id: str, spec: BucketSyncSpec) -> None:
+    """Orphan: drop our ownership marker so another object can adopt the sync later."""
+    try:
+        remote = await client.get_sync(bucket, sync_id)
+    except NotFoundError:
+        return
+    kept = {k: v for k, v in (remote.metadata or {}).items() if k not in (OWNER_UID_KEY, OWNER_REF_KEY)}
+    if kept != remote.metadata:
+        await client.update_sync(bucket, sync_id, SyncUpdateRequest(metadata=kept))

@@ -1,0 +1,192 @@
+"""Harness for operator tests: the emulator and the operator as real processes on loopback.
+
+Both are started through the real CLI entry point (`python -m mixpeek_operator ...`),
+each in its own process group that dies with the test session. Every operator log
+line is kept, and the session ends by checking that no API key ever reached a log
+line, an Event or a status.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from operator_support import (
+    ALL_SECRETS,
+    EMULATOR_API_KEY,
+    EMULATOR_NAMESPACE,
+    OTHER_API_KEY,
+    SAMPLE_FILES,
+    EmulatorProcess,
+    OperatorFactory,
+    OperatorProcess,
+    http_get,
+    make_secret,
+    wait_for,
+)
+
+from localcluster import ControlPlane, assert_no_leftovers, free_port, spawn, terminate
+from mixpeek_operator.emulator.admin import EmulatorAdmin
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    workdir = tmp_path_factory.mktemp("emulator")
+    sample_root = workdir / "local-s3"
+    for relative, size in SAMPLE_FILES:
+        path = sample_root / "demo-bucket" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+    seed = {
+        "api_keys": [
+            {"key": EMULATOR_API_KEY, "user_id": "usr_emulator", "internal_id": "org_emulator"},
+            {"key": OTHER_API_KEY, "user_id": "usr_other", "internal_id": "org_other"},
+        ],
+        "namespaces": [
+            {
+                "id": "ns_emulator",
+                "name": EMULATOR_NAMESPACE,
+                "buckets": [{"id": "bkt_demo"}, {"id": "bkt_media"}, {"id": "bkt_other"}],
+                "connections": [
+                    {"id": "conn_s3_demo", "provider": "s3"},
+                    {"id": "conn_gdrive_demo", "provider": "google_drive"},
+                    {"id": "conn_local", "provider": "s3", "root": str(sample_root)},
+                ],
+            }
+        ],
+    }
+    seed_file = workdir / "seed.yaml"
+    seed_file.write_text(yaml.safe_dump(seed))
+    port_file = workdir / "port"
+    log = workdir / "emulator.log"
+    # Time is frozen: remote state changes only when a test says so (admin API).
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "mixpeek_operator",
+            "emulator",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--seed",
+            str(seed_file),
+            "--time-scale",
+            "0",
+        ],
+        log,
+    )
+    try:
+        port = wait_for(
+            lambda: port_file.exists() and port_file.read_text().strip(), 30, what="emulator port"
+        )
+        url = f"http://127.0.0.1:{port}"
+        admin = EmulatorAdmin(url)
+        wait_for(lambda: admin.health(), 10, what="emulator health")
+        yield EmulatorProcess(url=url, admin=admin, proc=proc, log=log, sample_root=sample_root)
+        admin.close()
+    finally:
+        terminate(proc)
+    assert_no_leftovers(str(workdir))
+
+
+@pytest.fixture
+def mixpeek(emulator: EmulatorProcess) -> EmulatorProcess:
+    """The emulator, reset to its seed with no faults and no recorded requests."""
+    emulator.admin.reset()
+    return emulator
+
+
+@pytest.fixture
+def credentials(api_client: k8s.ApiClient, namespace: str, mixpeek: EmulatorProcess) -> str:
+    """A Secret `mixpeek-credentials` in the test namespace pointing at the emulator."""
+    make_secret(api_client, namespace, "mixpeek-credentials", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+    return "mixpeek-credentials"
+
+
+_operator_logs: list[Path] = []
+
+
+@pytest.fixture
+def start_operator(cluster: ControlPlane, tmp_path: Path) -> Iterator[OperatorFactory]:
+    started: list[OperatorProcess] = []
+
+    def start(
+        *namespaces: str,
+        kubeconfig: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        observe_interval: float = 2.0,
+        wait_healthy: bool = True,
+    ) -> OperatorProcess:
+        metrics_port, health_port = free_port(), free_port()
+        log = tmp_path / f"operator-{len(started)}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "mixpeek_operator",
+            "run",
+            *[arg for ns in namespaces for arg in ("--namespace", ns)],
+            "--metrics-port",
+            str(metrics_port),
+            "--health-port",
+            str(health_port),
+            "--observe-interval",
+            str(observe_interval),
+            "--log-level",
+            "DEBUG",
+            "--backoff-cap",
+            "10",
+            "--rate-limit",
+            "200",
+            "--rate-burst",
+            "200",
+            *extra_args,
+        ]
+        env = dict(os.environ, KUBECONFIG=str(kubeconfig or cluster.kubeconfig))
+        proc = spawn(args, log, env=env)
+        operator = OperatorProcess(
+            proc=proc,
+            log=log,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            health_url=f"http://127.0.0.1:{health_port}/healthz",
+            args=args,
+        )
+        started.append(operator)
+        _operator_logs.append(log)
+        if wait_healthy:
+
+            def healthy() -> bool:
+                assert operator.alive(), f"operator exited:\n{operator.logs()[-4000:]}"
+                try:
+                    return http_get(operator.health_url, timeout=1)[0] == 200
+                except OSError:
+                    return False
+
+            wait_for(healthy, 30, what="operator liveness endpoint")
+        return operator
+
+    yield start
+    for operator in started:
+        if operator.alive():
+            operator.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_leaks(cluster: ControlPlane) -> Iterator[None]:
+    """At the end: no API key in any operator log, Event or BucketSync status of the run."""
+    yield
+    if not _operator_logs:
+        return
+    leaks = [
+        str(log) for log in _operator_logs if log.exists() and any(s in log.read_text() for s in ALL_SECRETS)
+    ]
+    assert not leaks, f"an API key appeared in operator logs: {leaks}"
+    for resource in ("events", "bucketsyncs.mixpeek.com"):
+        dump = cluster.kubectl("get", resource, "-A", "-o", "json").stdout
+        assert not any(secret in dump for secret in ALL_SECRETS), f"an API key appeared in {resource}"
