@@ -17,6 +17,7 @@ help:
 	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd)"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
 	@echo "make cluster-down  stop it"
+	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/ from the pydantic models"
 
 $(STAMP): pyproject.toml
@@ -54,12 +55,13 @@ cluster-down: $(STAMP)
 	@$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 demo: binaries
-	@echo "make demo will start: local control plane + Mixpeek emulator + operator, apply examples/,"
-	@echo "wait for every BucketSync to become Ready and print 'kubectl get bucketsyncs'."
-	@echo "The operator is not built yet (issue: the BucketSync resource and the operator)."
+	@$(BIN)/python hack/demo.py up
+
+demo-down: $(STAMP)
+	@$(BIN)/python hack/demo.py down
 
 crd: $(STAMP)
 	$(BIN)/mixpeek-operator crd --write
 
-clean: cluster-down
+clean: cluster-down demo-down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

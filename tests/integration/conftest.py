@@ -56,6 +56,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
                     {"id": "conn_s3_demo", "provider": "s3"},
                     {"id": "conn_gdrive_demo", "provider": "google_drive"},
                     {"id": "conn_local", "provider": "s3", "root": str(sample_root)},
+                    {"id": "conn_pg", "provider": "postgresql"},
                 ],
             }
         ],

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_support import (
+    ENDPOINTS,
+    EmulatorProcess,
+    OperatorFactory,
+    endpoint_counts,
+    is_ready,
+    wait_for,
+)
 
 from localcluster import ControlPlane
 from mixpeek_operator import constants, crd
@@ -533,3 +541,21 @@ def test_status_written_by_the_operator_fills_the_printer_columns(kubectl: Kubec
     assert table[1].split()[-1] == "sync_abc"
     waited = kubectl("wait", "--for=condition=Ready", "--timeout=5s", f"{constants.PLURAL}/shown")
     assert waited.returncode == 0, waited.stderr
+
+
+def test_the_invalid_corpus_never_reaches_mixpeek(
+    kubectl: Kubectl,
+    mixpeek: EmulatorProcess,
+    credentials: str,
+    start_operator: OperatorFactory,
+    namespace: str,
+) -> None:
+    """With the operator running, every invalid manifest is refused and Mixpeek sees nothing of it."""
+    start_operator(namespace)
+    for case_id, spec, field_path in INVALID:
+        result = create(kubectl, "invalid", {"credentialsRef": {"name": credentials}, **spec})
+        assert refused_naming(result, field_path), case_id
+    # A valid object proves the operator was watching all along: only its create arrives.
+    assert create(kubectl, "valid", {**BASE, "credentialsRef": {"name": credentials}}).returncode == 0
+    wait_for(lambda: is_ready(json.loads(kubectl("get", "bucketsync", "valid", "-o", "json").stdout)), 30)
+    assert endpoint_counts(mixpeek.admin) == {**dict.fromkeys(ENDPOINTS, 0), "create": 1, "list": 1}
