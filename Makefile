@@ -65,3 +65,9 @@ crd: $(STAMP)
 
 clean: cluster-down demo-down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+bench: binaries
+	$(BIN)/python hack/bench.py --size full
+
+bench-quick: binaries
+	$(BIN)/python hack/bench.py --size quick

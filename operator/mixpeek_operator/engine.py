@@ -43,7 +43,7 @@ from mixpeek_operator.constants import (
     ConditionType,
 )
 from mixpeek_operator.credentials import Credentials, CredentialStore
-from mixpeek_operator.kube import KubeClient, KubeNotFound, ObjectReference
+from mixpeek_operator.kube import KubeClient, KubeForbidden, ObjectReference
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import (
     MixpeekClient,
@@ -414,8 +414,9 @@ class _Writer:
             return bool((cached.get("metadata") or {}).get("uid") == uid)
         try:
             body = await self._kube.get_object(GROUP, VERSION, PLURAL, namespace, name)
-        except KubeNotFound:
-            return False
+        except KubeForbidden:
+            # A namespace we may not read: assume the owner lives rather than take its sync.
+            return True
         return body is not None and (body.get("metadata") or {}).get("uid") == uid
 
 
@@ -439,7 +440,7 @@ class Engine:
         self._ready_since: set[ObjectKey] = set()
         self.queue: WorkQueue[ObjectKey] = WorkQueue()
         self.observer = Observer(settings, self._enqueue_soon)
-        self._rate_limiters = rate_limiters or RateLimiterRegistry()
+        self._rate_limiters = rate_limiters or RateLimiterRegistry(on_wait=metrics.observe_ratelimiter_wait)
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()

@@ -20,7 +20,8 @@ from typing import Any, Final, TextIO
 REDACTED: Final = "[REDACTED]"
 # Shorter values would redact ordinary words; real credentials are far longer.
 MIN_SECRET_LENGTH: Final = 6
-NOISY_LOGGERS: Final = ("httpx", "httpcore", "aiohttp.access", "kubernetes.client.rest")
+# kopf.objects logs every handled watch event at INFO ("Handler ... succeeded").
+NOISY_LOGGERS: Final = ("httpx", "httpcore", "aiohttp.access", "kubernetes.client.rest", "kopf.objects")
 # kopf's per-object logger posts records as Kubernetes Events from a handler of its own,
 # before they reach the root handler: it needs the filter on the logger itself.
 KOPF_OBJECT_LOGGER: Final = "kopf.objects"

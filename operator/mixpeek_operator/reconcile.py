@@ -277,6 +277,8 @@ class _Run:
     ctx: ReconcileContext
     events: list[tuple[Literal["Normal", "Warning"], str, str]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # as last written to the API server
+    remote_id: str | None = None  # the remote sync this pass is working on, once found
+    group: GroupKey | None = None
     handled: dict[str, Any] = field(default_factory=dict)  # request echoes for the final write
 
     def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
@@ -292,8 +294,14 @@ async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
             return await _reconcile_paused(run)
         return await _converge(run)
     finally:
-        for kind, reason, message in run.events:
-            await ctx.writer.event(obj, kind, reason, message)
+        await _post_events(run)
+
+
+async def _post_events(run: _Run) -> None:
+    """Post the Events collected so far (before the status that reports the same transition)."""
+    pending, run.events = run.events, []
+    for kind, reason, message in pending:
+        await run.ctx.writer.event(run.obj, kind, reason, message)
 
 
 async def _write_status(
@@ -332,6 +340,8 @@ async def _write_status(
         and (not before_health or before_health.get("status") != "False")
     ):
         run.event("Warning", str(after_health.get("reason")), str(after_health.get("message")))
+    # Events first: whoever sees the new status finds the Event that explains it.
+    await _post_events(run)
     patch = merge_patch(run.status, new)
     if patch:
         await ctx.writer.patch_status(obj, patch)
@@ -390,7 +400,9 @@ def _retry_updates(run: _Run, reason: Reason, message: str) -> list[ConditionUpd
 
 def _classify(error: MixpeekError) -> tuple[Reason, bool]:
     """(reason, needs a human)."""
-    if isinstance(error, BadRequestError | UnprocessableEntityError):
+    # A 404 here names the bucket or connection of the spec (a missing sync is handled
+    # where it is looked up), so it is the spec that needs fixing.
+    if isinstance(error, BadRequestError | UnprocessableEntityError | NotFoundError):
         return Reason.INVALID_SPEC, True
     if isinstance(error, AuthenticationError | PermissionDeniedError):
         return Reason.AUTH_FAILED, True
@@ -410,7 +422,7 @@ async def _converge(run: _Run) -> Outcome:
             obj.spec.mixpeek_namespace,
         )
         client = run.ctx.client_for(creds)
-        group = group_of(creds, obj.spec.bucket_id)
+        group = run.group = group_of(creds, obj.spec.bucket_id)
         # Joining the bucket's group starts (or reuses) its listing, which lookups wait for.
         run.ctx.remote.join(obj.key, group, client)
         if obj.spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
@@ -425,9 +437,17 @@ async def _converge(run: _Run) -> Outcome:
     except MixpeekError as exc:
         reason, needs_human = _classify(exc)
         message = str(exc)
+        if isinstance(exc, NotFoundError) and run.remote_id is not None:
+            # The sync vanished between our read and our write: the next pass recreates it.
+            reason, needs_human = Reason.REMOTE_NOT_FOUND, False
+            if run.group is not None:
+                run.ctx.remote.forget(run.group, run.remote_id)
         if needs_human:
             await _write_status(run, _stalled_updates(reason, message), observed=True, extra={})
-            requeue = AUTH_RETRY_SECONDS if reason == Reason.AUTH_FAILED else None
+            # Credentials and missing buckets/connections can be fixed outside this object: retry slowly.
+            requeue = (
+                None if isinstance(exc, BadRequestError | UnprocessableEntityError) else AUTH_RETRY_SECONDS
+            )
             return Outcome(result="stalled", requeue_after=requeue)
         await _write_status(run, _retry_updates(run, reason, message), observed=False, extra={})
         retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
@@ -528,7 +548,7 @@ async def _manage(
             remote = replaced
             converged_before = False
 
-    sync_id = remote.sync_config_id or ""
+    sync_id = run.remote_id = remote.sync_config_id or ""
     # Patchable fields: one PATCH with exactly the fields that differ.
     drift = desired.drift(spec, obj.owner, remote)
     update = desired.patch_for(spec, obj.owner, remote)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,41 @@ async def test_error_rate_is_a_seeded_probability() -> None:
     assert statuses[0] == statuses[1]  # same seed, same dice
     assert 5 < statuses[0].count(502) < 35
     assert set(statuses[0]) == {200, 502}
+
+
+@pytest.mark.parametrize(("status", "error_type"), [(400, "BadRequestError"), (422, "ValidationError")])
+async def test_injected_client_errors_carry_the_given_message(
+    emulator_client: httpx.AsyncClient, status: int, error_type: str
+) -> None:
+    message = "source_path does not exist in the provider"
+    rule = {"endpoint": "create", "error_count": 1, "error_status": status, "error_message": message}
+    await set_faults(emulator_client, rule)
+    response = await emulator_client.post(
+        SYNCS_PATH, json={"connection_id": "conn_s3_demo", "source_path": "p"}
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["type"] == error_type
+    assert message in error["message"]
+    if status == 422:
+        expected = [{"type": "value_error", "location": ["body"], "message": message}]
+        assert error["details"]["validation_errors"] == expected
+    assert (await emulator_client.get(f"{ADMIN}/syncs")).json()["total"] == 0  # refused before handling
+
+
+async def test_response_delay_handles_at_once_and_answers_late(
+    emulator_client: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    await set_faults(emulator_client, {"endpoint": "create", "response_delay_seconds": 0.5})
+    started = time.perf_counter()
+    pending = asyncio.create_task(create_sync(emulator_client))
+    await asyncio.sleep(0.2)
+    assert not pending.done()
+    assert len(emulator.all_syncs()) == 1  # created although the client has no answer yet
+    assert emulator.stats.counts()["endpoint_status"]["create"] == {"200": 1}  # and counted
+    created = await pending
+    assert time.perf_counter() - started >= 0.5
+    assert [r.sync_id for r in emulator.all_syncs()] == [created["sync_config_id"]]
 
 
 async def test_error_count_fails_the_next_n_requests(emulator_client: httpx.AsyncClient) -> None:
@@ -139,7 +175,9 @@ async def test_faults_never_touch_the_admin_api(emulator_client: httpx.AsyncClie
 @pytest.mark.parametrize(
     "rule",
     [
-        {"error_status": 404},
+        {"error_status": 399},
+        {"error_status": 600},
+        {"response_delay_seconds": -1},
         {"error_rate": 1.5},
         {"endpoint": "explode"},
         {"surprise": 1},

@@ -712,6 +712,9 @@ async def test_strict_mode_rejects_unknown_and_create_only_keys(strict_client: h
         assert set(items) == {("body", "source_path"), ("body", "y")}
         assert "Create-only" in items[("body", "source_path")]["message"]
         assert items[("body", "y")]["type"] == "extra_forbidden"
+        assert items[("body", "y")]["message"] == "Extra inputs are not permitted"
+        response = await client.patch(sync_path(sync_id), json={"sync_run_counter": 3})
+        assert "Server-managed" in assert_error(response, 422, "ValidationError")["error"]["message"]
         assert (await client.get(sync_path(sync_id))).json()["batch_size"] == 50  # nothing applied
         response = await client.post(f"{SYNCS_PATH}/list", json={"description": "x"})
         assert validation_locations(response) == [["body", "description"]]
@@ -938,7 +941,7 @@ async def test_unknown_route_and_wrong_method_use_the_envelope(emulator_client: 
     assert_error(await emulator_client.get("/v1/collections"), 404, "NotFoundError")
     response = await emulator_client.put(f"{SYNCS_PATH}/sync_x")
     assert_error(response, 405, "MethodNotAllowedError")
-    assert response.headers["allow"]
+    assert response.headers["allow"] == "DELETE, GET, PATCH"
 
 
 async def test_openapi_documents_exactly_the_v2_surface(emulator_client: httpx.AsyncClient) -> None:

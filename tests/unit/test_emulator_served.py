@@ -100,7 +100,8 @@ def test_cli_custom_seed_and_options(tmp_path: Path, processes: list[EmulatorPro
     seed = tmp_path / "seed.yaml"
     seed.write_text(
         "api_keys: [{key: sk_custom, user_id: u1, internal_id: o1}]\n"
-        "namespaces: [{id: ns_x, name: xspace, buckets: [{id: bkt_x}], connections: [{id: c1, provider: tigris}]}]\n"
+        "namespaces: [{id: ns_x, name: xspace, buckets: [{id: bkt_x}],\n"
+        "              connections: [{id: c1, provider: tigris}]}]\n"
     )
     emulator_process, base_url = start(
         processes, tmp_path, "--seed", str(seed), "--strict", "--validation-errors", "fastapi"
@@ -198,8 +199,15 @@ def test_admin_client_faults_over_real_http(admin: EmulatorAdmin, api: httpx.Cli
     with pytest.raises(httpx.ReadTimeout):
         api.post(SYNCS_PATH, json=CREATE_BODY, timeout=0.3)
     assert api.post(f"{SYNCS_PATH}/list").status_code == 200
+    admin.set_faults(endpoint="create", response_delay_seconds=1.5)
+    with pytest.raises(httpx.ReadTimeout):
+        api.post(SYNCS_PATH, json=CREATE_BODY, timeout=0.3)
+    assert len(admin.list_syncs()) == 1  # handled at once; only the answer was held back
     admin.clear_faults()
     assert admin.faults() == []
-    # The hung create still completes server-side, as a real timeout leaves the outcome unknown.
-    time.sleep(1.5)
-    assert admin.request_counts()["endpoint_status"]["create"] == {"200": 1}
+    # The hung create was read before the hang and completes afterwards: the client cannot know.
+    deadline = time.monotonic() + 10
+    while admin.request_counts()["endpoint_status"].get("create") != {"200": 2}:
+        assert time.monotonic() < deadline, admin.request_counts()
+        time.sleep(0.1)
+    assert len(admin.list_syncs()) == 2

@@ -71,7 +71,8 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   resources: ["secrets"]
   verbs: ["list", "watch"]
 # --- Application: the reconcile engine's own calls ---
-# get: re-read an object before a conditional finalizer edit; patch: add/remove our finalizer.
+# get: re-read an object before a conditional finalizer edit, and check that the owner a
+# remote sync's ownership marker names still exists; patch: add/remove our finalizer.
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs"]
   verbs: ["get", "patch"]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from mixpeek_operator.emulator.config import Behaviour
-from mixpeek_operator.emulator.errors import invalid_body, json_response
-from mixpeek_operator.emulator.records import SyncRecord
-from mixpeek_operator.emulator.routes import emulator_of
+from mixpeek_operator.emulator.errors import invalid_body, json_response, json_text_response
+from mixpeek_operator.emulator.records import records_json
+from mixpeek_operator.emulator.routes import emulator_of, sync_response
+from mixpeek_operator.emulator.state import FailWhen
 from mixpeek_operator.emulator.traffic import FaultRule
 
 ADMIN_PREFIX = "/_emulator"
@@ -36,7 +37,7 @@ class PauseRequest(_AdminBody):
 class FailRequest(_AdminBody):
     message: str = Field(min_length=1)
     count: int = Field(default=1, ge=1, le=10_000)
-    when: Literal["now", "next_runs"] = "now"
+    when: FailWhen = "now"
 
 
 class CounterBump(_AdminBody):
@@ -48,15 +49,6 @@ class CounterBump(_AdminBody):
     total_bytes_synced: int = Field(default=0, ge=0)
     batches_created: int = Field(default=0, ge=0)
     sync_run_counter: int = Field(default=0, ge=0)
-
-
-def _sync_list(records: list[SyncRecord]) -> Response:
-    text = f'{{"results":[{",".join(r.to_json() for r in records)}],"total":{len(records)}}}'
-    return Response(text, media_type="application/json")
-
-
-def _sync(record: SyncRecord) -> Response:
-    return Response(record.to_json(), media_type="application/json")
 
 
 def _faults(request: Request) -> dict[str, Any]:
@@ -152,19 +144,20 @@ async def clear_requests(request: Request) -> dict[str, str]:
 async def list_syncs(
     request: Request, namespace_id: str | None = None, bucket_id: str | None = None
 ) -> Response:
-    return _sync_list(emulator_of(request).all_syncs(namespace_id, bucket_id))
+    records = emulator_of(request).all_syncs(namespace_id, bucket_id)
+    return json_text_response(f'{{"results":{records_json(records)},"total":{len(records)}}}')
 
 
 @router.get("/syncs/{sync_config_id}")
 async def get_sync(request: Request, sync_config_id: str) -> Response:
-    return _sync(emulator_of(request).find(sync_config_id))
+    return sync_response(emulator_of(request).find(sync_config_id))
 
 
 @router.patch("/syncs/{sync_config_id}")
 async def patch_sync(
     request: Request, sync_config_id: str, body: Annotated[dict[str, Any], Body()]
 ) -> Response:
-    return _sync(emulator_of(request).admin_patch(sync_config_id, body))
+    return sync_response(emulator_of(request).admin_patch(sync_config_id, body))
 
 
 @router.delete("/syncs/{sync_config_id}")
@@ -176,12 +169,14 @@ async def delete_sync(request: Request, sync_config_id: str) -> Response:
 @router.post("/syncs/{sync_config_id}/pause")
 async def pause_sync(request: Request, sync_config_id: str, body: PauseRequest | None = None) -> Response:
     body = body or PauseRequest()
-    return _sync(emulator_of(request).admin_pause(sync_config_id, user_id=body.user_id, reason=body.reason))
+    return sync_response(
+        emulator_of(request).admin_pause(sync_config_id, user_id=body.user_id, reason=body.reason)
+    )
 
 
 @router.post("/syncs/{sync_config_id}/resume")
 async def resume_sync(request: Request, sync_config_id: str) -> Response:
-    return _sync(emulator_of(request).admin_resume(sync_config_id))
+    return sync_response(emulator_of(request).admin_resume(sync_config_id))
 
 
 @router.post("/syncs/{sync_config_id}/fail")
@@ -189,9 +184,11 @@ async def fail_sync(request: Request, sync_config_id: str, body: FailRequest) ->
     record = emulator_of(request).admin_fail(
         sync_config_id, message=body.message, count=body.count, when=body.when
     )
-    return _sync(record)
+    return sync_response(record)
 
 
 @router.post("/syncs/{sync_config_id}/counters")
 async def bump_counters(request: Request, sync_config_id: str, body: CounterBump) -> Response:
-    return _sync(emulator_of(request).admin_bump(sync_config_id, body.model_dump(exclude_defaults=True)))
+    return sync_response(
+        emulator_of(request).admin_bump(sync_config_id, body.model_dump(exclude_defaults=True))
+    )

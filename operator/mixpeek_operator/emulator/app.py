@@ -41,6 +41,8 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
 
 
 def _install_error_handlers(app: FastAPI, emulator: Emulator) -> None:
+    own_routes = [*routes.router.routes, *admin_routes.router.routes]
+
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return exc.to_response()
@@ -66,14 +68,7 @@ def _install_error_handlers(app: FastAPI, emulator: Emulator) -> None:
         assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            # Starlette names only the first matching route's methods; list every route's.
-            methods = {
-                m
-                for route in app.routes
-                if route.matches(request.scope)[0] != Match.NONE
-                for m in _methods(route)
-            }
-            headers["Allow"] = ", ".join(sorted(methods))
+            headers["Allow"] = ", ".join(_allowed_methods(own_routes, request.scope))
         return ApiError(exc.status_code, str(exc.detail), headers=headers).to_response()
 
     async def unexpected(_request: Request, _exc: Exception) -> Response:
@@ -85,8 +80,13 @@ def _install_error_handlers(app: FastAPI, emulator: Emulator) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-def _methods(route: BaseRoute) -> set[str]:
-    return set(getattr(route, "methods", None) or ())
+def _allowed_methods(candidates: list[BaseRoute], scope: Scope) -> list[str]:
+    """Every method of the path's routes (Starlette names only the first route's). A literal
+    segment beats a parameter: /syncs/list is the list route, not a sync called "list"."""
+    matching = [r for r in candidates if r.matches(scope)[0] != Match.NONE]
+    fewest = min((len(getattr(r, "param_convertors", {})) for r in matching), default=0)
+    exact = [r for r in matching if len(getattr(r, "param_convertors", {})) == fewest]
+    return sorted({method for r in exact for method in getattr(r, "methods", ())})
 
 
 class TrafficMiddleware:
@@ -108,12 +108,16 @@ class TrafficMiddleware:
         outcome = self.emulator.faults.decide(endpoint, method)
         started = time.perf_counter()
         status = 500  # what the server answers if the app raises before responding
+        held: list[Message] | None = [] if outcome.response_delay_seconds else None
 
         async def recording_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            if held is None:
+                await send(message)
+            else:
+                held.append(message)
 
         try:
             if outcome.delay_seconds:
@@ -126,7 +130,7 @@ class TrafficMiddleware:
             else:
                 self.emulator.run_due()  # after any injected delay: the request reads state now
                 await self.app(scope, receive, recording_send)
-        finally:
+        finally:  # counted once handled, even while its response is still held back
             self.emulator.stats.record(
                 method=method,
                 path=path,
@@ -136,6 +140,10 @@ class TrafficMiddleware:
                 seconds=time.perf_counter() - started,
                 faults=outcome.kinds,
             )
+        if held is not None:  # handled already; the client just does not hear about it yet
+            await asyncio.sleep(outcome.response_delay_seconds)
+            for message in held:
+                await send(message)
 
 
 async def _buffered(receive: Receive) -> Receive:

@@ -68,6 +68,11 @@ def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | 
     """Render any JSON-ish value safely: errors can echo client input (NaN, lone surrogates) that the
     stock JSONResponse would turn into a 500."""
     text = json.dumps(_finite(jsonable_encoder(content)), ensure_ascii=True, separators=(",", ":"))
+    return json_text_response(text, status, headers)
+
+
+def json_text_response(text: str, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A body already rendered as JSON (syncs are cached as JSON text, so lists are a join)."""
     return Response(text, status_code=status, headers=dict(headers or {}), media_type="application/json")
 
 

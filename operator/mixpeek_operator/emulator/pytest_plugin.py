@@ -1,4 +1,6 @@
-"""Pytest fixtures for tests that use the emulator: `pytest_plugins = ["mixpeek_operator.emulator.pytest_plugin"]`.
+"""Pytest fixtures for tests that use the emulator.
+
+Load them with `pytest_plugins = ["mixpeek_operator.emulator.pytest_plugin"]`.
 
 - `emulator_config`: override it in a test module to change the seed, clock or behaviour.
   The default freezes the emulated clock at FROZEN_START, so time moves only when a test

@@ -59,6 +59,11 @@ class SyncRecord:
         )
 
 
+def records_json(records: list[SyncRecord]) -> str:
+    """A JSON array of the records' public models, from their cached JSON."""
+    return f"[{','.join(record.to_json() for record in records)}]"
+
+
 @dataclass(slots=True)
 class SavedState:
     clock: datetime

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 from starlette.responses import Response
 
-from mixpeek_operator.emulator.errors import json_response
+from mixpeek_operator.emulator.errors import json_response, json_text_response
 from mixpeek_operator.emulator.records import SyncRecord
 from mixpeek_operator.emulator.state import BucketScope, Emulator
 from mixpeek_operator.mixpeek.models import (
@@ -64,7 +64,8 @@ async def bucket_scope(
 
 Scope = Annotated[BucketScope, Depends(bucket_scope)]
 SyncId = Annotated[str, Path(description="The sync configuration id, e.g. `sync_…`.")]
-_CREATE_ONLY = set(SyncConfiguration.model_fields) - set(SyncUpdateRequest.model_fields)
+_CREATE_ONLY = set(SyncCreateRequest.model_fields) - set(SyncUpdateRequest.model_fields)
+_SERVER_MANAGED = set(SyncConfiguration.model_fields) - set(SyncCreateRequest.model_fields)
 
 router = APIRouter(prefix="/v1/buckets/{bucket_id}/syncs", tags=["Bucket Syncs"], responses=ERROR_RESPONSES)
 
@@ -95,9 +96,7 @@ async def _check_body(request: Request, body: BaseModel | None) -> None:
                 {
                     "type": "extra_forbidden",
                     "loc": ("body", key),
-                    "msg": "Create-only field: delete and recreate the sync to change it"
-                    if isinstance(body, SyncUpdateRequest) and key in _CREATE_ONLY
-                    else "Extra inputs are not permitted",
+                    "msg": _extra_key_message(body, key),
                     "input": raw[key],
                 }
                 for key in extra
@@ -105,14 +104,22 @@ async def _check_body(request: Request, body: BaseModel | None) -> None:
         )
 
 
-def _sync_response(record: SyncRecord) -> Response:
-    return Response(record.to_json(), media_type="application/json")
+def _extra_key_message(body: BaseModel, key: str) -> str:
+    if isinstance(body, SyncUpdateRequest) and key in _CREATE_ONLY:
+        return "Create-only field: delete and recreate the sync to change it"
+    if isinstance(body, SyncUpdateRequest) and key in _SERVER_MANAGED:
+        return "Server-managed field: it cannot be set"
+    return "Extra inputs are not permitted"
+
+
+def sync_response(record: SyncRecord) -> Response:
+    return json_text_response(record.to_json())
 
 
 @router.post("", response_model=SyncConfiguration, summary="Create a sync configuration")
 async def create_sync_configuration(request: Request, scope: Scope, body: SyncCreateRequest) -> Response:
     await _check_body(request, body)
-    return _sync_response(emulator_of(request).create_sync(scope, body))
+    return sync_response(emulator_of(request).create_sync(scope, body))
 
 
 @router.post("/list", response_model=SyncListResponse, summary="List sync configurations (newest first)")
@@ -136,12 +143,12 @@ async def list_sync_configurations(
     text = emulator_of(request).list_syncs(
         scope, body, limit=limit, offset=offset, cursor=cursor, include_total=include_total
     )
-    return Response(text, media_type="application/json")
+    return json_text_response(text)
 
 
 @router.get("/{sync_config_id}", response_model=SyncConfiguration, summary="Get a sync configuration")
 async def get_sync_configuration(request: Request, scope: Scope, sync_config_id: SyncId) -> Response:
-    return _sync_response(emulator_of(request).get_sync(scope, sync_config_id))
+    return sync_response(emulator_of(request).get_sync(scope, sync_config_id))
 
 
 @router.patch("/{sync_config_id}", response_model=SyncConfiguration, summary="Update a sync configuration")
@@ -149,7 +156,7 @@ async def update_sync_configuration(
     request: Request, scope: Scope, sync_config_id: SyncId, body: SyncUpdateRequest
 ) -> Response:
     await _check_body(request, body)
-    return _sync_response(emulator_of(request).update_sync(scope, sync_config_id, body))
+    return sync_response(emulator_of(request).update_sync(scope, sync_config_id, body))
 
 
 @router.delete("/{sync_config_id}", response_model=DeleteResponse, summary="Delete a sync configuration")
@@ -161,14 +168,14 @@ async def delete_sync_configuration(request: Request, scope: Scope, sync_config_
     "/{sync_config_id}/pause", response_model=SyncConfiguration, summary="Pause a sync configuration"
 )
 async def pause_sync_configuration(request: Request, scope: Scope, sync_config_id: SyncId) -> Response:
-    return _sync_response(emulator_of(request).pause_sync(scope, sync_config_id))
+    return sync_response(emulator_of(request).pause_sync(scope, sync_config_id))
 
 
 @router.post(
     "/{sync_config_id}/resume", response_model=SyncConfiguration, summary="Resume a sync configuration"
 )
 async def resume_sync_configuration(request: Request, scope: Scope, sync_config_id: SyncId) -> Response:
-    return _sync_response(emulator_of(request).resume_sync(scope, sync_config_id))
+    return sync_response(emulator_of(request).resume_sync(scope, sync_config_id))
 
 
 @router.post("/{sync_config_id}/trigger", response_model=TriggerResponse, summary="Run a sync now")

@@ -19,12 +19,12 @@ def run_sync(
     run_id: str,
     auto_suspend_after: int | None,
 ) -> None:
-    """List the source, keep what file_filters allow and what changed since the watermark, count it."""
+    """List the source, keep what file_filters allow and what changed since the watermark, count it.
+    The caller calls `record.changed()` afterwards."""
     config = record.config
     config.sync_run_counter += 1
     config.current_sync_run_id = run_id
     config.updated_at = at
-    record.changed()
     if record.failing_runs > 0:
         record.failing_runs -= 1
         record_failure(config, record.failing_message, at, auto_suspend_after)

@@ -26,7 +26,7 @@ from mixpeek_operator.emulator.clock import EmulatorClock
 from mixpeek_operator.emulator.config import EmulatorConfig
 from mixpeek_operator.emulator.directory import Caller, Directory
 from mixpeek_operator.emulator.errors import ApiError, invalid_body, not_found
-from mixpeek_operator.emulator.records import SavedState, SyncRecord, load_state, save_state
+from mixpeek_operator.emulator.records import SavedState, SyncRecord, load_state, records_json, save_state
 from mixpeek_operator.emulator.runs import record_failure, run_sync
 from mixpeek_operator.emulator.seed import SYNC_PROVIDERS
 from mixpeek_operator.emulator.traffic import FaultInjector, RequestStats
@@ -47,6 +47,7 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 IDENTITY_FIELDS = frozenset({"sync_config_id", "bucket_id", "namespace_id"})
 _OLDEST = datetime.min.replace(tzinfo=UTC)
 RunBlocker = Literal["paused", "inactive", "locked"]
+FailWhen = Literal["now", "next_runs"]  # record failures at once, or arm the next runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +143,8 @@ class Emulator:
             pagination.page = start // limit + 1
             pagination.page_size = limit
             pagination.total_pages = math.ceil(len(matches) / limit)
-        results = ",".join(record.to_json() for record in page)
-        return f'{{"results":[{results}],"pagination":{pagination.model_dump_json()},"total":{len(matches)}}}'
+        pagination_json = pagination.model_dump_json()
+        return f'{{"results":{records_json(page)},"pagination":{pagination_json},"total":{len(matches)}}}'
 
     def get_sync(self, scope: BucketScope, sync_id: str) -> SyncRecord:
         record = self._by_bucket.get(scope.key, {}).get(sync_id)
@@ -206,6 +207,7 @@ class Emulator:
         return record
 
     def all_syncs(self, namespace_id: str | None = None, bucket_id: str | None = None) -> list[SyncRecord]:
+        """Every stored sync (optionally of one namespace and/or bucket), newest first."""
         return sorted(
             (
                 r
@@ -236,10 +238,9 @@ class Emulator:
         if "updated_at" not in fields:
             config.updated_at = now
         record.config = config
-        self._settle(record, was_halted, now)
         if "next_sync_at" in fields:
             self._schedule(record, config.next_sync_at)
-            self._commit()
+        self._settle(record, was_halted, now)
         return record
 
     def admin_delete(self, sync_id: str) -> None:
@@ -251,9 +252,7 @@ class Emulator:
     def admin_resume(self, sync_id: str) -> SyncRecord:
         return self._resume(self.find(sync_id))
 
-    def admin_fail(
-        self, sync_id: str, *, message: str, count: int, when: Literal["now", "next_runs"]
-    ) -> SyncRecord:
+    def admin_fail(self, sync_id: str, *, message: str, count: int, when: FailWhen) -> SyncRecord:
         """`now`: record `count` failures at once (may auto-suspend); `next_runs`: arm the next runs."""
         record = self.find(sync_id)
         if when == "next_runs":
@@ -368,6 +367,7 @@ class Emulator:
     def _run(self, record: SyncRecord, at: datetime, run_id: str) -> None:
         connection = self.directory.connection(record.config.namespace_id, record.config.connection_id)
         run_sync(record, connection, at, run_id, self.behaviour.auto_suspend_after)
+        record.changed()
 
     def _schedule(self, record: SyncRecord, at: datetime | None) -> None:
         record.config.next_sync_at = at

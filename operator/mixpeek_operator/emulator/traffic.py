@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mixpeek_operator.emulator.errors import ApiError
+from mixpeek_operator.emulator.errors import ApiError, validation_error
 
 API_PREFIX = "/v1/"
 EndpointName = Literal["create", "list", "get", "update", "delete", "pause", "resume", "trigger"]
@@ -52,12 +52,16 @@ class FaultRule(BaseModel):
         default=0.0, ge=0.0, le=1.0, description="Probability of answering error_status."
     )
     error_count: int = Field(default=0, ge=0, description="The next N matching requests answer error_status.")
-    error_status: int = Field(default=500, ge=500, le=599)
+    error_status: int = Field(default=500, ge=400, le=599, description="5xx, or a 4xx such as 422 or 400.")
+    error_message: str | None = Field(default=None, description="error.message of the injected error.")
     rate_limit_count: int = Field(default=0, ge=0, description="The next N matching requests answer 429.")
     retry_after_seconds: int = Field(default=1, ge=0)
     retry_after_http_date: bool = Field(default=False, description="Send Retry-After as an HTTP-date.")
     hang_count: int = Field(default=0, ge=0, description="The next N matching requests hang first.")
     hang_seconds: float = Field(default=30.0, ge=0, description="Real seconds a hung request waits.")
+    response_delay_seconds: float = Field(
+        default=0.0, ge=0, description="Handle matching requests at once but hold their responses this long."
+    )
 
     @field_validator("method")
     @classmethod
@@ -70,7 +74,8 @@ class FaultRule(BaseModel):
 
 @dataclass(slots=True)
 class FaultOutcome:
-    delay_seconds: float = 0.0
+    delay_seconds: float = 0.0  # before the request is handled
+    response_delay_seconds: float = 0.0  # after it was handled, before the response leaves
     error: ApiError | None = None
     kinds: list[str] = field(default_factory=list)  # for the request log
 
@@ -89,6 +94,9 @@ class FaultInjector:
             if rule.latency_ms:
                 outcome.delay_seconds += rule.latency_ms / 1000
                 outcome.kinds.append("latency")
+            if rule.response_delay_seconds:
+                outcome.response_delay_seconds += rule.response_delay_seconds
+                outcome.kinds.append("response_delay")
             if rule.hang_count:
                 rule.hang_count -= 1
                 outcome.delay_seconds += rule.hang_seconds
@@ -105,8 +113,15 @@ class FaultInjector:
         if rule.error_count or (rule.error_rate and self._dice.random() < rule.error_rate):
             rule.error_count = max(rule.error_count - 1, 0)
             kinds.append("error")
-            return ApiError(rule.error_status, "Injected server error (emulator fault injection)")
+            return _injected_error(rule)
         return None
+
+
+def _injected_error(rule: FaultRule) -> ApiError:
+    message = rule.error_message or f"Injected {rule.error_status} error (emulator fault injection)"
+    if rule.error_status == 422:  # shaped like a real validation failure, for clients that read details
+        return validation_error([{"type": "value_error", "loc": ("body",), "msg": message}])
+    return ApiError(rule.error_status, message)
 
 
 def _rate_limited(rule: FaultRule) -> ApiError:
@@ -123,7 +138,8 @@ def _rate_limited(rule: FaultRule) -> ApiError:
 
 
 class RequestStats:
-    """Counts per endpoint, method and status, plus a bounded log (never any headers)."""
+    """Counts per endpoint (every endpoint name present, 0 when unused), method and status,
+    plus a bounded request log (never any headers)."""
 
     def __init__(self, log_size: int) -> None:
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)

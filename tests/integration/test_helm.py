@@ -1,0 +1,303 @@
+"""The Helm chart installed into the real control plane, and the operator run with the
+chart's own ServiceAccount token: its RBAC is sufficient (BucketSyncs reach Ready, Events
+are posted, finalizers come off) and minimal (refused outside the watched namespaces).
+
+There is no kubelet or controller-manager here, so the chart's pod never starts: charts
+are installed without --wait, and the operator runs as a local process with the identity
+and the settings (env) of the installed Deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from lupa import lua51
+from operator_support import (
+    EMULATOR_API_KEY,
+    EmulatorProcess,
+    Objects,
+    OperatorFactory,
+    OperatorProcess,
+    bucketsync,
+    is_ready,
+    make_secret,
+    wait_for,
+)
+
+from k8sbuild import build_helm
+from localcluster import ControlPlane, write_kubeconfig
+from mixpeek_operator.constants import CRD_NAME, FINALIZER
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "mixpeek-operator"
+HEALTH_LUA = REPO_ROOT / "docs" / "argocd" / "health.lua"
+DEFAULT_SECRET = "mixpeek-default"
+ENV_PREFIX = "MIXPEEK_OPERATOR_"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return build_helm() / "helm"
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    helm: Path
+    cluster: ControlPlane
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-mixpeek-operator"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.helm), "--kubeconfig", str(self.cluster.kubeconfig), "-n", self.namespace, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def values_file(self, values: dict[str, Any], directory: Path) -> str:
+        path = directory / f"{self.name}-{uuid.uuid4().hex[:6]}.json"
+        path.write_text(json.dumps(values))
+        return str(path)
+
+    def operator_settings(self) -> tuple[list[str], tuple[str, ...]]:
+        """Namespaces and extra CLI args equivalent to the installed Deployment's environment."""
+        deployment = json.loads(
+            self.cluster.kubectl(
+                "-n", self.namespace, "get", "deployment", self.fullname, "-o", "json"
+            ).stdout
+        )
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["run"]
+        env = {
+            item["name"]: item["value"] for item in container["env"] if item["name"].startswith(ENV_PREFIX)
+        }
+        namespaces = [ns for ns in env.get(f"{ENV_PREFIX}NAMESPACES", "").split(",") if ns]
+        secret = env.get(f"{ENV_PREFIX}DEFAULT_CREDENTIALS_SECRET")
+        return namespaces, ("--default-credentials-secret", secret) if secret else ()
+
+
+Installer = Callable[..., Release]
+
+
+@pytest.fixture
+def install(
+    cluster: ControlPlane, api_client: k8s.ApiClient, helm: Path, tmp_path: Path
+) -> Iterator[Installer]:
+    """`helm install` into a fresh release namespace (namespaces never terminate here)."""
+    releases: list[Release] = []
+
+    def install(values: dict[str, Any]) -> Release:
+        namespace = f"rel-{uuid.uuid4().hex[:8]}"
+        k8s.CoreV1Api(api_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
+        release = Release(f"mxp-{uuid.uuid4().hex[:6]}", namespace, helm, cluster)
+        release.run("install", release.name, str(CHART), "-f", release.values_file(values, tmp_path))
+        releases.append(release)
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+        return release
+
+    yield install
+    for release in releases:  # cluster-scoped objects would otherwise outlive the test
+        release.run("uninstall", release.name, "--ignore-not-found", check=False)
+
+
+def service_account_kubeconfig(
+    release: Release, api_client: k8s.ApiClient, cluster: ControlPlane, directory: Path
+) -> Path:
+    """A kubeconfig holding a TokenRequest token of the chart's ServiceAccount."""
+    request = k8s.AuthenticationV1TokenRequest(
+        spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = k8s.CoreV1Api(api_client).create_namespaced_service_account_token(
+        release.fullname, release.namespace, request
+    )
+    return write_kubeconfig(
+        directory / f"{release.name}.kubeconfig",
+        cluster.server,
+        cluster.pki.ca_cert,
+        user=release.fullname,
+        token=token.status.token,
+    )
+
+
+def start_as_chart(release: Release, start_operator: OperatorFactory, kubeconfig: Path) -> OperatorProcess:
+    namespaces, extra_args = release.operator_settings()
+    return start_operator(*namespaces, kubeconfig=kubeconfig, extra_args=extra_args)
+
+
+def wait_ready(objects: Objects, name: str, operator: OperatorProcess) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        assert operator.alive(), operator.logs()[-4000:]
+        obj = objects.get(name)
+        return obj if is_ready(obj) else None
+
+    result: dict[str, Any] = wait_for(ready, 60, what=f"{name} Ready")
+    return result
+
+
+def argocd_health(obj: dict[str, Any]) -> str:
+    lua = lua51.LuaRuntime()
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    return str(lua.execute(HEALTH_LUA.read_text())["status"])
+
+
+def can_i(cluster: ControlPlane, kubeconfig: Path, *args: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
+    assert result.stdout.strip() in ("yes", "no"), result.stderr
+    return result.stdout.strip() == "yes"
+
+
+def assert_no_permission_errors(operator: OperatorProcess) -> None:
+    logs = operator.logs()
+    assert "Forbidden" not in logs, logs[-4000:]
+    assert "forbidden" not in logs, logs[-4000:]
+
+
+def test_cluster_wide_chart_rbac_is_sufficient(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    release = install({"credentials": {"defaultSecretName": DEFAULT_SECRET}})
+    assert cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "name").stdout.strip()
+    assert cluster.kubectl("get", "clusterrole", release.fullname, "-o", "name").returncode == 0
+    make_secret(api_client, release.namespace, DEFAULT_SECRET, api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    operator = start_as_chart(release, start_operator, kubeconfig)
+
+    objects = Objects(api_client, cluster, namespace)
+    objects.create(bucketsync("with-secret-ref"))
+    # No credentialsRef: the default Secret in the release namespace, read cluster-wide.
+    default_secret_user = bucketsync("with-default-secret", sourcePath="demo-bucket/images")
+    del default_secret_user["spec"]["credentialsRef"]
+    objects.create(default_secret_user)
+    for name in ("with-secret-ref", "with-default-secret"):
+        obj = wait_ready(objects, name, operator)
+        assert FINALIZER in obj["metadata"]["finalizers"]
+        assert argocd_health(obj) == "Healthy"
+    waited = objects.kubectl("wait", "--for=condition=Ready", "bucketsync/with-secret-ref", "--timeout=10s")
+    assert "condition met" in waited.stdout
+    wait_for(lambda: objects.events("with-secret-ref"), 20, what="an Event posted by the operator")
+
+    # Deleting needs the finalizer patch: the objects go away under the chart's identity.
+    for name in ("with-secret-ref", "with-default-secret"):
+        objects.delete(name)
+    for name in ("with-secret-ref", "with-default-secret"):
+        wait_for(lambda name=name: objects.get(name) is None, 30, what=f"{name} deleted")
+    assert_no_permission_errors(operator)
+
+
+def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    watched = namespace
+    other = f"t-{uuid.uuid4().hex[:10]}"
+    k8s.CoreV1Api(api_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
+    make_secret(api_client, other, "mixpeek-credentials", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+    release = install({"watchNamespaces": [watched], "credentials": {"defaultSecretName": DEFAULT_SECRET}})
+    make_secret(api_client, release.namespace, DEFAULT_SECRET, api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+
+    selector = f"app.kubernetes.io/instance={release.name}"
+    assert (
+        cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout == ""
+    )
+    roles = json.loads(cluster.kubectl("get", "roles", "-A", "-l", selector, "-o", "json").stdout)["items"]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == sorted([watched, release.namespace])
+
+    unwatched = Objects(api_client, cluster, other)
+    unwatched.create(bucketsync("not-mine"))
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    operator = start_as_chart(release, start_operator, kubeconfig)
+    objects = Objects(api_client, cluster, watched)
+    objects.create(bucketsync("mine"))
+    wait_ready(objects, "mine", operator)
+    assert_no_permission_errors(operator)
+
+    # Never touched outside the watched namespaces (no finalizer, status still the CRD default) ...
+    untouched = unwatched.get("not-mine")
+    assert untouched is not None
+    assert "finalizers" not in untouched["metadata"]
+    assert untouched["status"] == {"observedGeneration": -1}
+    # ... and not allowed to: the same identity is refused there.
+    assert not can_i(cluster, kubeconfig, "list", "bucketsyncs.mixpeek.com", "-n", other)
+    assert not can_i(cluster, kubeconfig, "get", "secrets", "-n", other)
+    assert not can_i(cluster, kubeconfig, "list", "secrets", "--all-namespaces")
+    assert not can_i(cluster, kubeconfig, "list", "namespaces")
+    assert not can_i(cluster, kubeconfig, "list", "customresourcedefinitions")
+    denied = cluster.kubectl("get", "secrets", "-n", other, kubeconfig=kubeconfig, check=False)
+    assert denied.returncode != 0
+    assert "Forbidden" in denied.stderr
+    # Inside, exactly the verbs it needs: reads of Secrets, never writes.
+    assert can_i(cluster, kubeconfig, "get", "secrets", "-n", watched)
+    assert can_i(cluster, kubeconfig, "patch", "bucketsyncs.mixpeek.com/status", "-n", watched)
+    assert can_i(cluster, kubeconfig, "create", "events", "-n", watched)
+    for verb in ("create", "update", "patch", "delete"):
+        assert not can_i(cluster, kubeconfig, verb, "secrets", "-n", watched)
+    for verb in ("create", "update", "delete"):
+        assert not can_i(cluster, kubeconfig, verb, "bucketsyncs.mixpeek.com", "-n", watched)
+
+    objects.delete("mine")
+    wait_for(lambda: objects.get("mine") is None, 30, what="mine deleted")
+    unwatched.delete("not-mine")
+
+
+def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
+    install: Installer, api_client: k8s.ApiClient, cluster: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    release = install({})
+    objects = Objects(api_client, cluster, namespace)
+    objects.create(bucketsync("survivor"))
+    assert cluster.kubectl("get", "clusterrole", release.fullname, check=False).returncode == 0
+
+    values = release.values_file({"watchNamespaces": [namespace]}, tmp_path)
+    release.run("upgrade", release.name, str(CHART), "-f", values)
+    assert "NotFound" in cluster.kubectl("get", "clusterrole", release.fullname, check=False).stderr
+    assert cluster.kubectl("-n", namespace, "get", "role", release.fullname, "-o", "name").stdout.strip()
+    rendered = yaml.safe_load_all(release.run("get", "manifest", release.name).stdout)
+    assert {doc["kind"] for doc in rendered if doc} == {
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+    }
+
+    release.run("uninstall", release.name)
+    assert release.run("status", release.name, check=False).returncode != 0
+    gone = cluster.kubectl(
+        "-n", release.namespace, "get", "deployment,serviceaccount", release.fullname, check=False
+    )
+    assert gone.stdout == ""
+    # Helm never deletes what it installed from crds/: the CRD, and so every BucketSync, stay.
+    assert cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "name").stdout.strip()
+    assert objects.get("survivor") is not None
+    objects.delete("survivor")

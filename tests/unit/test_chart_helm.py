@@ -1,0 +1,414 @@
+"""The Helm chart, rendered by the real helm binary: lint, defaults, both RBAC modes, the
+env wiring into the operator's CLI, the values schema, and the CRD copy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from k8sbuild import build_helm
+from mixpeek_operator import crd, run_cli
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "mixpeek-operator"
+RELEASE, RELEASE_NS = "rel", "ops"
+Manifest = dict[str, Any]
+
+# What the operator needs, per (apiGroup, resource): see the comments in templates/_helpers.tpl.
+EXPECTED_RULES = {
+    ("mixpeek.com", "bucketsyncs"): {"get", "list", "watch", "patch"},
+    ("mixpeek.com", "bucketsyncs/status"): {"patch"},
+    ("", "secrets"): {"get", "list", "watch"},
+    ("", "events"): {"create"},
+}
+RBAC_MODES = {
+    "cluster-wide": {},
+    "namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "namespaces+default-secret": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "credentials": {"defaultSecretName": "mixpeek-default"},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return build_helm() / "helm"
+
+
+def run_helm(helm: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def values_args(values: dict[str, Any], tmp_path: Path) -> list[str]:
+    path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(json.dumps(values))  # JSON is YAML
+    return ["-f", str(path)]
+
+
+@pytest.fixture
+def render(helm: Path, tmp_path: Path) -> Any:
+    def render(values: dict[str, Any] | None = None, *extra: str) -> list[Manifest]:
+        args = ["template", RELEASE, str(CHART), "-n", RELEASE_NS, *values_args(values or {}, tmp_path)]
+        out = run_helm(helm, *args, *extra).stdout
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+    return render
+
+
+def only(manifests: list[Manifest], kind: str) -> Manifest:
+    (found,) = [m for m in manifests if m["kind"] == kind]
+    return found
+
+
+def container(manifests: list[Manifest]) -> Manifest:
+    (operator,) = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def env_of(manifests: list[Manifest]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container(manifests)["env"]}
+
+
+def rules_of(manifests: list[Manifest]) -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    for manifest in manifests:
+        if manifest["kind"] in ("Role", "ClusterRole"):
+            for rule in manifest["rules"]:
+                yield manifest, rule
+
+
+# --- lint and defaults -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", RBAC_MODES)
+def test_helm_lint_is_clean(helm: Path, tmp_path: Path, mode: str) -> None:
+    result = run_helm(helm, "lint", "--strict", str(CHART), *values_args(RBAC_MODES[mode], tmp_path))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_default_render_has_exactly_the_operator_objects(render: Any) -> None:
+    manifests = render()
+    assert sorted(m["kind"] for m in manifests) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert all(m["metadata"].get("namespace", RELEASE_NS) == RELEASE_NS for m in manifests)
+
+
+def test_deployment_runs_one_hardened_pod(render: Any) -> None:
+    manifests = render()
+    deployment = only(manifests, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == only(manifests, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    operator = container(manifests)
+    assert operator["image"] == "ghcr.io/mixpeek/mixpeek-operator:0.1.0"  # appVersion
+    assert "command" not in operator  # the image's ENTRYPOINT is the CLI
+    assert operator["args"] == ["run"]
+    security = operator["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert operator["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert operator["resources"]["limits"] == {"memory": "512Mi"}
+
+    ports = {port["name"]: port["containerPort"] for port in operator["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+    # The only writable path is an emptyDir at /tmp.
+    assert operator["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    (volume,) = pod["volumes"]
+    assert volume["name"] == "tmp"
+    assert "emptyDir" in volume
+
+
+def test_metrics_service_targets_the_metrics_port(render: Any) -> None:
+    manifests = render()
+    service = only(manifests, "Service")
+    deployment = only(manifests, "Deployment")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+# --- settings reach the operator's CLI -------------------------------------------------------
+
+
+def cli_args_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> argparse.Namespace:
+    """Parse `mixpeek-operator run` with exactly the environment the chart gives the pod."""
+    for name in [name for name in os.environ if name.startswith("MIXPEEK_OPERATOR_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser()
+    run_cli.configure_parser(parser)
+    return parser.parse_args([])
+
+
+def test_settings_are_wired_into_the_cli_env(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "watchNamespaces": ["team-a", "team-b"],
+        "credentials": {"defaultSecretName": "mixpeek-default"},
+        "settings": {
+            "mixpeekBaseUrl": "http://mixpeek-emulator.ops.svc:8099",
+            "observeInterval": 15,
+            "workers": 8,
+            "rateLimit": 2.5,
+            "rateBurst": 5,
+            "backoffCap": 120,
+            "logLevel": "DEBUG",
+            "logFormat": "text",
+        },
+        "metrics": {"port": 9090},
+        "health": {"port": 9091},
+    }
+    args = cli_args_from_env(monkeypatch, env_of(render(values)))
+    assert args.namespaces == ["team-a", "team-b"]
+    assert args.default_credentials_secret == (RELEASE_NS, "mixpeek-default")
+    assert args.mixpeek_base_url == "http://mixpeek-emulator.ops.svc:8099"
+    assert (args.observe_interval, args.workers, args.rate_limit) == (15.0, 8, 2.5)
+    assert (args.rate_burst, args.backoff_cap) == (5, 120.0)
+    assert (args.log_level, args.log_format) == ("DEBUG", "text")
+    assert (args.metrics_port, args.health_port) == (9090, 9091)
+
+
+def test_default_settings_match_the_cli_defaults(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from_chart = vars(cli_args_from_env(monkeypatch, env_of(render())))
+    from_cli = vars(cli_args_from_env(monkeypatch, {}))
+    assert from_chart == from_cli
+    assert from_chart["namespaces"] == []
+    assert from_chart["default_credentials_secret"] is None
+
+
+def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) -> None:
+    source = Path(run_cli.__file__).read_text()
+    cli_env = {f"MIXPEEK_OPERATOR_{name}" for name in re.findall(r'_env\("(\w+)"', source)}
+    assert len(cli_env) >= 10
+    full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}})
+    assert set(env_of(full)) == cli_env
+
+
+# --- RBAC ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", RBAC_MODES)
+def test_rbac_is_exactly_what_the_operator_needs(render: Any, mode: str) -> None:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for _, rule in rules_of(render(RBAC_MODES[mode])):
+        assert "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == EXPECTED_RULES
+
+
+@pytest.mark.parametrize("mode", RBAC_MODES)
+def test_rbac_has_no_wildcards_and_no_secret_writes(render: Any, mode: str) -> None:
+    for manifest, rule in rules_of(render(RBAC_MODES[mode])):
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], manifest["metadata"]
+        if "secrets" in rule["resources"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+
+
+def test_cluster_mode_binds_a_cluster_role_and_no_roles(render: Any) -> None:
+    manifests = render()
+    assert not [m for m in manifests if m["kind"] in ("Role", "RoleBinding")]
+    role, binding = only(manifests, "ClusterRole"), only(manifests, "ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    account = only(manifests, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": RELEASE_NS}
+    ]
+    assert "MIXPEEK_OPERATOR_NAMESPACES" not in env_of(manifests)
+
+
+@pytest.mark.parametrize(
+    ("values", "namespaces"),
+    [
+        ({"watchNamespaces": ["team-a", "team-b"]}, ["team-a", "team-b"]),
+        # The operator also watches the default Secret's namespace (the release namespace).
+        (
+            {"watchNamespaces": ["team-a"], "credentials": {"defaultSecretName": "mixpeek-default"}},
+            ["team-a", RELEASE_NS],
+        ),
+        (
+            {"watchNamespaces": [RELEASE_NS, "team-a"], "credentials": {"defaultSecretName": "d"}},
+            [RELEASE_NS, "team-a"],
+        ),
+    ],
+)
+def test_namespace_mode_has_roles_only_in_watched_namespaces(
+    render: Any, values: dict[str, Any], namespaces: list[str]
+) -> None:
+    manifests = render(values)
+    kinds = {m["kind"] for m in manifests}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    roles = [m for m in manifests if m["kind"] == "Role"]
+    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+    assert [r["metadata"]["namespace"] for r in roles] == namespaces
+    assert [b["metadata"]["namespace"] for b in bindings] == namespaces
+    account = only(manifests, "ServiceAccount")["metadata"]["name"]
+    for role, binding in zip(roles, bindings, strict=True):
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": RELEASE_NS}]
+    assert env_of(manifests)["MIXPEEK_OPERATOR_NAMESPACES"] == ",".join(values["watchNamespaces"])
+
+
+def test_rbac_and_service_account_can_be_brought_by_the_user(render: Any) -> None:
+    manifests = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
+    assert sorted(m["kind"] for m in manifests) == ["Deployment", "Service"]
+    assert only(manifests, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+# --- optional objects and pass-through values ------------------------------------------------
+
+
+def test_service_monitor_only_when_enabled(render: Any) -> None:
+    assert not [m for m in render() if m["kind"] == "ServiceMonitor"]
+    enabled = {"enabled": True, "interval": "15s", "labels": {"release": "kps"}}
+    monitor = only(render({"metrics": {"serviceMonitor": enabled}}), "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
+
+
+def test_pod_placement_and_image_values_pass_through(render: Any) -> None:
+    values = {
+        "image": {"repository": "registry.example/mixpeek-operator", "tag": "dev", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"example.com/team": "data"},
+        "podLabels": {"tier": "control"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "priorityClassName": "system-cluster-critical",
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": 1, "memory": "1Gi"}},
+    }
+    manifests = render(values)
+    template = only(manifests, "Deployment")["spec"]["template"]
+    pod = template["spec"]
+    assert template["metadata"]["annotations"] == values["podAnnotations"]
+    assert template["metadata"]["labels"]["tier"] == "control"
+    for key in ("imagePullSecrets", "nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        assert pod[key] == values[key]
+    operator = container(manifests)
+    assert operator["image"] == "registry.example/mixpeek-operator:dev"
+    assert operator["imagePullPolicy"] == "Always"
+    assert operator["resources"] == values["resources"]
+
+
+def test_notes_tell_the_next_steps(helm: Path, tmp_path: Path) -> None:
+    for values, secret_command in (
+        ({}, "create secret generic mixpeek-credentials"),
+        ({"credentials": {"defaultSecretName": "mixpeek-default"}}, f"-n {RELEASE_NS} create secret"),
+    ):
+        args = ["install", RELEASE, str(CHART), "-n", RELEASE_NS, "--dry-run=client"]
+        notes = run_helm(helm, *args, *values_args(values, tmp_path)).stdout.partition("NOTES:")[2]
+        assert secret_command in notes
+        assert "apply -f - <<'YAML'" in notes
+        assert "wait --for=condition=Ready bucketsync/demo" in notes
+        assert "kubectl apply --server-side" in notes  # how to upgrade the CRD
+
+
+# --- the values schema -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"settings": {"workers": -1}}, "at '/settings/workers': minimum: got -1, want 1"),
+        ({"settings": {"workers": "8"}}, "at '/settings/workers': got string, want integer"),
+        ({"settings": {"rateBurst": 1.5}}, "at '/settings/rateBurst': got number, want integer"),
+        ({"settings": {"rateLimit": 0}}, "at '/settings/rateLimit'"),
+        ({"settings": {"observeInterval": -5}}, "at '/settings/observeInterval'"),
+        ({"settings": {"backoffCap": "long"}}, "at '/settings/backoffCap': got string, want number"),
+        ({"settings": {"logLevel": "loud"}}, "at '/settings/logLevel': value must be one of"),
+        ({"settings": {"logFormat": "xml"}}, "at '/settings/logFormat': value must be one of"),
+        ({"settings": {"mixpeekBaseUrl": "api.mixpeek.com"}}, "at '/settings/mixpeekBaseUrl'"),
+        ({"settings": {"observe_interval": 5}}, "additional properties 'observe_interval' not allowed"),
+        ({"watchInNamespaces": ["a"]}, "additional properties 'watchInNamespaces' not allowed"),
+        ({"watchNamespaces": "team-a"}, "at '/watchNamespaces': got string, want array"),
+        ({"watchNamespaces": ["Team_A"]}, "at '/watchNamespaces/0'"),
+        ({"credentials": {"apiKey": "sk_live"}}, "additional properties 'apiKey' not allowed"),
+        ({"credentials": {"defaultSecretName": "My Secret"}}, "at '/credentials/defaultSecretName'"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy': value must be one of"),
+        ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum"),
+        ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "at '/metrics/serviceMonitor/enabled'"),
+        ({"rbac": {"create": "false"}}, "at '/rbac/create': got string, want boolean"),
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+    ],
+)
+def test_schema_refuses_invalid_values_naming_the_field(
+    helm: Path, tmp_path: Path, values: dict[str, Any], error: str
+) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), *values_args(values, tmp_path), check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert error in result.stderr
+
+
+def test_schema_refuses_wrong_types_given_on_the_command_line(helm: Path) -> None:
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "--set-string", "settings.workers=8", check=False
+    )
+    assert "at '/settings/workers': got string, want integer" in result.stderr
+
+
+def test_kube_version_below_the_minimum_is_refused(helm: Path) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.29.0", check=False)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr
+
+
+# --- the CRD ---------------------------------------------------------------------------------
+
+
+def test_chart_crd_is_byte_identical_to_the_generated_crd() -> None:
+    chart_copy = (CHART / "crds" / crd.CRD_FILENAME).read_bytes()
+    assert chart_copy == (REPO_ROOT / crd.CRD_PATH).read_bytes()
+    assert chart_copy == crd.render_crd_yaml().encode()
+    # `mixpeek-operator crd --write` maintains the chart copy because the folder exists.
+    assert CHART / "crds" / crd.CRD_FILENAME in crd.crd_targets(REPO_ROOT)
+    assert [path.name for path in (CHART / "crds").iterdir()] == [crd.CRD_FILENAME]
+
+
+def test_crd_is_installed_from_crds_and_not_templated(render: Any) -> None:
+    assert not [m for m in render() if m["kind"] == "CustomResourceDefinition"]
+    (installed,) = [m for m in render({}, "--include-crds") if m["kind"] == "CustomResourceDefinition"]
+    assert installed == crd.build_crd()
