@@ -50,7 +50,7 @@ def test_check_mode_detects_a_stale_file(tmp_path: Any) -> None:
     assert gen_reference.main(["--check", "--output", str(stale)]) == 0
 
 
-README_SECTIONS = gen_reference.REPO_ROOT / "docs" / "README-sections.md"
+README_SECTIONS = gen_reference.REPO_ROOT / "README.md"
 
 
 def test_readme_sections_list_every_metric() -> None:
