@@ -163,15 +163,7 @@ def generate_pki(directory: Path) -> Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name("mixpeek-operator-local-ca")
     ca = _certificate(ca_name, ca_key, ca_name, ca_key, is_ca=True)
-    pki = Pki(
-        ca_cert=directory / "ca.crt",
-        serving_cert=directory / "apiserver.crt",
-        serving_key=directory / "apiserver.key",
-        admin_cert=directory / "admin.crt",
-        admin_key=directory / "admin.key",
-        sa_public=directory / "sa.pub",
-        sa_private=directory / "sa.key",
-    )
+    pki = _pki_paths(directory)
     pki.ca_cert.write_bytes(ca.public_bytes(pem))
 
     serving_key = ec.generate_private_key(ec.SECP256R1())

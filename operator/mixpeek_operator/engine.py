@@ -381,7 +381,15 @@ class _Writer:
         return self._engine.kube
 
     async def add_finalizer(self, obj: ObjectState) -> None:
-        body = await self._kube.add_finalizer(GROUP, VERSION, PLURAL, obj.namespace, obj.name, FINALIZER)
+        body = await self._kube.add_finalizer(
+            GROUP,
+            VERSION,
+            PLURAL,
+            obj.namespace,
+            obj.name,
+            FINALIZER,
+            current=self._engine.objects.get(obj.key),
+        )
         self._engine.cache_body(body)
 
     async def remove_finalizer(self, obj: ObjectState) -> None:

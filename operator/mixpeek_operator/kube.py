@@ -562,10 +562,24 @@ class KubeClient:
         )
 
     async def add_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        finalizer: str,
+        *,
+        current: JsonObject | None = None,
     ) -> JsonObject:
-        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone."""
-        return await self._edit_finalizers(group, version, plural, namespace, name, finalizer, add=True)
+        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone.
+
+        `current`, the object as the caller last saw it (e.g. from a watch), saves the first
+        read: if it is stale, the pinned resourceVersion makes the write fail and we re-read.
+        """
+        return await self._edit_finalizers(
+            group, version, plural, namespace, name, finalizer, add=True, current=current
+        )
 
     async def remove_finalizer(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
@@ -626,10 +640,11 @@ class KubeClient:
         finalizer: str,
         *,
         add: bool,
+        current: JsonObject | None = None,
     ) -> JsonObject:
         path = resource_path(group, version, plural, namespace, name)
         for attempt in range(FINALIZER_ATTEMPTS):
-            obj = await self._call("GET", path)
+            obj = current if attempt == 0 and current is not None else await self._call("GET", path)
             metadata = obj["metadata"]
             finalizers: list[str] = list(metadata.get("finalizers") or [])
             if (finalizer in finalizers) == add:

@@ -286,15 +286,23 @@ def test_trigger_once_per_annotation_value_and_reconcile_echo(
     assert objects.event_reasons("trig").count("Triggered") == 2
 
 
+def remote_sync_made_elsewhere(mixpeek: EmulatorProcess) -> dict[str, Any]:
+    """A sync created straight through the Mixpeek API (batch size 5), not by the operator."""
+    with mixpeek_api(mixpeek.url, EMULATOR_API_KEY) as api:
+        response = api.post(
+            "/v1/buckets/bkt_demo/syncs",
+            json={"connection_id": "conn_s3_demo", "source_path": "demo-bucket/videos", "batch_size": 5},
+        )
+    response.raise_for_status()
+    mixpeek.admin.clear_requests()
+    created: dict[str, Any] = response.json()
+    return created
+
+
 def test_adopts_an_existing_remote_sync_by_id(
     objects: Objects, mixpeek: EmulatorProcess, start_operator: OperatorFactory
 ) -> None:
-    with mixpeek_api(mixpeek.url, EMULATOR_API_KEY) as api:
-        existing = api.post(
-            "/v1/buckets/bkt_demo/syncs",
-            json={"connection_id": "conn_s3_demo", "source_path": "demo-bucket/videos", "batch_size": 5},
-        ).json()
-    mixpeek.admin.clear_requests()
+    existing = remote_sync_made_elsewhere(mixpeek)
     start_operator(objects.namespace)
     created = objects.create(bucketsync("adopter", syncConfigId=existing["sync_config_id"], batchSize=30))
     obj = ready(objects, "adopter")
@@ -309,12 +317,7 @@ def test_adopts_an_existing_remote_sync_by_id(
 def test_observe_only_reports_drift_and_never_writes(
     objects: Objects, mixpeek: EmulatorProcess, start_operator: OperatorFactory
 ) -> None:
-    with mixpeek_api(mixpeek.url, EMULATOR_API_KEY) as api:
-        existing = api.post(
-            "/v1/buckets/bkt_demo/syncs",
-            json={"connection_id": "conn_s3_demo", "source_path": "demo-bucket/videos", "batch_size": 5},
-        ).json()
-    mixpeek.admin.clear_requests()
+    existing = remote_sync_made_elsewhere(mixpeek)
     start_operator(objects.namespace)
     objects.create(
         bucketsync(
