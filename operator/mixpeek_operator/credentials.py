@@ -8,6 +8,7 @@ depend on it are reconciled again right away (not at the next poll).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class CredentialStore:
         self._default_base_url = default_base_url
         self._on_secret_value = on_secret_value
         self._cache: dict[SecretRef, _CachedSecret | None] = {}
+        self._loading: dict[SecretRef, asyncio.Future[Mapping[str, Any] | None]] = {}
         self._dependents: dict[SecretRef, set[ObjectKey]] = {}
         self._uses: dict[ObjectKey, SecretRef] = {}
 
@@ -127,10 +129,15 @@ class CredentialStore:
     async def _load(self, ref: SecretRef) -> _CachedSecret | None:
         if ref in self._cache:
             return self._cache[ref]
-        body = await self._read_secret(*ref)
-        entry = None if body is None else self._parse(body)
-        self._cache[ref] = entry
-        return entry
+        # Objects resolving the same Secret at once (a restart, a bulk apply) share one read.
+        pending = self._loading.get(ref)
+        if pending is None:
+            pending = self._loading[ref] = asyncio.ensure_future(self._read_secret(*ref))
+            pending.add_done_callback(lambda _: self._loading.pop(ref, None))
+        body = await asyncio.shield(pending)
+        if ref not in self._cache:  # a watch event may have filled it meanwhile; that one is newer
+            self._cache[ref] = None if body is None else self._parse(body)
+        return self._cache[ref]
 
     def _parse(self, body: Mapping[str, Any]) -> _CachedSecret:
         raw = body.get("data") or {}

@@ -118,6 +118,10 @@ def test_apiserver_writes_sums_codes_and_skips_reads_and_other_resources() -> No
     }
 
 
+def test_apiserver_gets_counts_single_object_reads() -> None:
+    assert stats.apiserver_gets(METRICS) == {"bucketsyncs//GET": 99.0}
+
+
 def test_prometheus_sum_matches_labels_and_not_longer_names() -> None:
     text = (
         'bucketsync_reconcile_total{result="success"} 4\n'

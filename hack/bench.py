@@ -1,0 +1,35 @@
+"""`make bench` / `make bench-quick`: how the operator scales, measured against the floor.
+
+Runs against a real local control plane (kube-apiserver + etcd) and the Mixpeek emulator,
+with the operator started through its entry point (`python -m mixpeek_operator run`):
+
+1. bulk create   N BucketSyncs created at once (32 at a time) → all Ready, against the floor:
+                 one remote create + one status patch per object, at the operator's --workers
+                 concurrency, on N pre-created objects (and again with the creates running
+                 alongside, the operator's timeline); full repeats it 3 times, the median counts
+2. idle          the Ready fleet left alone: remote calls per observe interval, Kubernetes writes
+3. churn         10% of the remote syncs change each round: status writes vs changed syncs
+4. memory        operator RSS at 0 / N/10 / N objects (quick: 0 / 50 / 100), KB per object
+5. edit latency  spec.batchSize patches, one at a time: patch → remote PATCH served
+
+Writes bench-results/<size>-<timestamp>.json and bench-results/latest-<size>.json, and prints
+a Markdown table with PASS/MISS against the targets. Every child process is stopped at the end.
+
+    python hack/bench.py --size quick|full [--profile] [--only bulk,idle,...] [--repeat K]
+                         [-n N] [--workers W] [--operator-env KEY=VALUE]
+
+Runs with a non-default shape (-n, --only, --repeat, --profile, --operator-env, --workers) are
+experiments: they write <size>-<timestamp>-experiment.json and leave latest-<size>.json alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
