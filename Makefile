@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .local/cluster
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test unit integration cluster cluster-down demo demo-down crd clean
+.PHONY: help venv binaries lint test unit integration cluster cluster-down demo demo-down crd bench bench-quick clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -18,7 +18,8 @@ help:
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
 	@echo "make cluster-down  stop it"
 	@echo "make demo-down     stop what make demo started"
-	@echo "make crd           regenerate crds/ from the pydantic models"
+	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
+	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
@@ -62,6 +63,7 @@ demo-down: $(STAMP)
 
 crd: $(STAMP)
 	$(BIN)/mixpeek-operator crd --write
+	$(BIN)/python hack/gen_reference.py
 
 clean: cluster-down demo-down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

@@ -763,52 +763,78 @@ async def _replace_if_needed(
 
 
 async def _finalize(run: _Run) -> Outcome:
-    obj, ctx = run.obj, run.ctx
+    obj = run.obj
     if not obj.has_finalizer:
         return Outcome(result="deleted")
     spec = obj.spec
-    orphan = spec is None or spec.deletion_policy == DeletionPolicy.ORPHAN
-    observe_only = spec is not None and spec.management_policy == ManagementPolicy.OBSERVE_ONLY
-    sync_id = obj.status.get("syncConfigId")
-    try:
-        if spec is not None and not observe_only:
-            creds = await ctx.credentials.resolve(
-                obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
-            )
-            client = ctx.client_for(creds)
-            bucket = obj.status.get("bucketId") or spec.bucket_id
-            group = _recorded_group(obj, creds, spec)
-            if not sync_id:  # a create may have happened without being recorded
-                found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
-                sync_id = found.sync_config_id if found else None
-            if sync_id and orphan:
-                await _release(client, bucket, sync_id, spec)
-                run.event(
-                    "Normal", "Orphaned", f"left remote sync {sync_id} in place (deletionPolicy Orphan)"
-                )
-            elif sync_id:
-                with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
-                    await client.delete_sync(bucket, sync_id)
-                ctx.remote.forget(group, sync_id)
-                run.event("Normal", "Deleted", f"deleted remote sync {sync_id}")
-    except (CredentialError, MixpeekError) as exc:
-        needs_human = isinstance(exc, CredentialError) or _classify(exc)[1]
-        message = (
-            f"cannot delete remote sync {sync_id or '(unknown id)'}: {exc}. "
-            "Fix the credentials, or set spec.deletionPolicy: Orphan to leave the remote sync in place"
-        )
-        if needs_human:
-            reason = exc.reason if isinstance(exc, CredentialError) else _classify(exc)[0]
-            await _write_status(run, _stalled_updates(reason, message), observed=False, extra={})
-            return Outcome(result="stalled", requeue_after=AUTH_RETRY_SECONDS)
-        await _write_status(run, _retry_updates(run, Reason.DELETING, message), observed=False, extra={})
-        retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
-        return Outcome(result="error", retry_after=retry_after)
-    await ctx.writer.remove_finalizer(obj)
+    if spec is None or spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
+        pass  # never ours to delete
+    elif spec.deletion_policy == DeletionPolicy.ORPHAN:
+        await _orphan(run, spec)
+    else:
+        try:
+            await _delete_remote(run, spec)
+        except (CredentialError, MixpeekError) as exc:
+            return await _deletion_blocked(run, exc)
+    await run.ctx.writer.remove_finalizer(obj)
     return Outcome(result="deleted")
 
 
-async def _release(client: MixpeekClient, bucket: str, sync_id: str, spec: BucketSyncSpec) -> None:
+async def _delete_remote(run: _Run, spec: BucketSyncSpec) -> None:
+    obj, ctx = run.obj, run.ctx
+    creds = await ctx.credentials.resolve(
+        obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
+    )
+    client = ctx.client_for(creds)
+    group = _recorded_group(obj, creds, spec)
+    sync_id = obj.status.get("syncConfigId")
+    if not sync_id:  # a create may have happened without being recorded
+        found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
+        sync_id = found.sync_config_id if found else None
+    if sync_id:
+        with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
+            await client.delete_sync(group[2], sync_id)
+        ctx.remote.forget(group, sync_id)
+        run.event("Normal", "Deleted", f"deleted remote sync {sync_id}")
+
+
+async def _orphan(run: _Run, spec: BucketSyncSpec) -> None:
+    """Leave the remote sync; release our ownership marker if Mixpeek can still be reached.
+
+    Orphaning never waits on credentials: it is the documented way out of a deletion that
+    is stuck on them. Without them, the marker stays (a later adopter takes over a sync
+    whose marked owner no longer exists anyway).
+    """
+    obj, ctx = run.obj, run.ctx
+    sync_id = obj.status.get("syncConfigId")
+    if not sync_id:
+        return
+    note = ""
+    try:
+        creds = await ctx.credentials.resolve(
+            obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
+        )
+        await _release(ctx.client_for(creds), obj.status.get("bucketId") or spec.bucket_id, sync_id)
+    except (CredentialError, MixpeekError) as exc:
+        note = f"; its ownership marker could not be removed ({exc})"
+    run.event("Normal", "Orphaned", f"left remote sync {sync_id} in place (deletionPolicy Orphan){note}")
+
+
+async def _deletion_blocked(run: _Run, exc: CredentialError | MixpeekError) -> Outcome:
+    message = (
+        f"cannot delete remote sync {run.obj.status.get('syncConfigId') or '(unknown id)'}: {exc}. "
+        "Fix the credentials, or set spec.deletionPolicy: Orphan to leave the remote sync in place"
+    )
+    if isinstance(exc, CredentialError) or _classify(exc)[1]:
+        reason = exc.reason if isinstance(exc, CredentialError) else _classify(exc)[0]
+        await _write_status(run, _stalled_updates(reason, message), observed=False, extra={})
+        return Outcome(result="stalled", requeue_after=AUTH_RETRY_SECONDS)
+    await _write_status(run, _retry_updates(run, Reason.DELETING, message), observed=False, extra={})
+    retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+    return Outcome(result="error", retry_after=retry_after)
+
+
+async def _release(client: MixpeekClient, bucket: str, sync_id: str) -> None:
     """Orphan: drop our ownership marker so another object can adopt the sync later."""
     try:
         remote = await client.get_sync(bucket, sync_id)

@@ -122,6 +122,23 @@ def test_missing_secret_stalls_until_it_exists(
     ready(objects, "orphaned-ref", timeout=20)
 
 
+def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
+    objects: Objects, mixpeek: EmulatorProcess, credentials: str, start_operator: OperatorFactory
+) -> None:
+    start_operator(objects.namespace)
+    objects.create(bucketsync("stuck"))
+    remote_id = sync_id(ready(objects, "stuck"))
+    objects.core.delete_namespaced_secret(credentials, objects.namespace)
+    objects.delete("stuck")
+    obj = stalled(objects, "stuck", "SecretNotFound")
+    assert "set spec.deletionPolicy: Orphan" in condition(obj, "Stalled")["message"]
+    assert obj["metadata"]["deletionTimestamp"]
+
+    objects.patch("stuck", {"spec": {"deletionPolicy": "Orphan"}})
+    wait_for(lambda: objects.get("stuck") is None, what="deletion completes")
+    assert remote_id in {s["sync_config_id"] for s in mixpeek.admin.list_syncs()}  # left in place
+
+
 def _request_times(mixpeek: EmulatorProcess, endpoint: str) -> list[tuple[datetime, int]]:
     return [
         (datetime.fromisoformat(entry["at"]), int(entry["status"]))

@@ -42,12 +42,25 @@ def test_reference_documents_every_field_and_rule() -> None:
         assert gen_reference._cell(gen_reference._code(rule.rule["rule"])) in text
 
 
+def test_readme_carries_the_same_reference() -> None:
+    readme = gen_reference.README_PATH.read_text(encoding="utf-8")
+    assert gen_reference.embed(readme, gen_reference.render()) == readme, (
+        "the README's reference block is stale: run `python hack/gen_reference.py`"
+    )
+    assert "### spec" in readme.partition(gen_reference.README_START)[2]
+
+
 def test_check_mode_detects_a_stale_file(tmp_path: Any) -> None:
     stale = tmp_path / "reference.md"
     stale.write_text("old\n")
-    assert gen_reference.main(["--check", "--output", str(stale)]) == 1
-    assert gen_reference.main(["--output", str(stale)]) == 0
-    assert gen_reference.main(["--check", "--output", str(stale)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{gen_reference.README_START}\nold\n{gen_reference.README_END}\nrest\n")
+    args = ["--output", str(stale), "--readme", str(readme)]
+    assert gen_reference.main(["--check", *args]) == 1
+    assert gen_reference.main(args) == 0
+    assert gen_reference.main(["--check", *args]) == 0
+    assert readme.read_text().startswith("intro\n")
+    assert readme.read_text().endswith(f"{gen_reference.README_END}\nrest\n")
 
 
 README_SECTIONS = gen_reference.REPO_ROOT / "README.md"
