@@ -59,10 +59,10 @@ async def run_scenarios(
         for rep in range(repeats):
             last = rep == repeats - 1
             run: dict[str, Any] = {}
-            floor_ns, pipeline_ns, fleet_ns = (
-                f"bench-{kind}-{rep}" for kind in ("floor", "pipeline", "fleet")
+            floor_ns, pipeline_ns, design_ns, fleet_ns = (
+                f"bench-{kind}-{rep}" for kind in ("floor", "pipeline", "design", "fleet")
             )
-            await bench.prepare_namespaces([floor_ns, pipeline_ns, fleet_ns])
+            await bench.prepare_namespaces([floor_ns, pipeline_ns, design_ns, fleet_ns])
             label = f" (repeat {rep + 1}/{repeats})" if repeats > 1 else ""
             if "bulk" in only:
                 log(f"floor{label}: {settings.n} pre-created objects, {settings.workers} at a time")
@@ -70,6 +70,10 @@ async def run_scenarios(
                 log(f"floor: {run['floor']['wall_seconds']:.2f}s; again with the creates running alongside")
                 run["floor_with_creates"] = await bench.floor_with_creates(pipeline_ns)
                 log(f"floor with creates: {run['floor_with_creates']['wall_seconds']:.2f}s")
+                run["design_floor"] = await bench.floor_with_creates(design_ns, design=True)
+                log(
+                    f"design floor (+ finalizer and Event writes): {run['design_floor']['wall_seconds']:.2f}s"
+                )
             await admin.reset()
             operator = bench.start_operator(f"fleet-{rep}", fleet_ns)
             await asyncio.sleep(settings.settle_seconds)
@@ -137,6 +141,8 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio": ratio(run),
             "ratio_to_floor_with_creates": run["bulk_create"]["wall_seconds"]
             / run["floor_with_creates"]["wall_seconds"],
+            "design_floor_wall_seconds": run["design_floor"]["wall_seconds"],
+            "ratio_to_design_floor": run["bulk_create"]["wall_seconds"] / run["design_floor"]["wall_seconds"],
             "operator_cpu_seconds": run["bulk_create"]["cpu_seconds_until_ready"].get("operator"),
         }
         for run in runs
@@ -196,6 +202,30 @@ def _bulk_rows(settings: Settings, results: dict[str, Any], judge: Judge, rows: 
                 + ", ".join(stats.format_ratio(r["ratio_to_floor_with_creates"]) for r in repeats),
             )
         )
+    design = results.get("design_floor")
+    if design is not None:
+        rows.append(
+            stats.Row(
+                "Bulk create",
+                "wall time vs the design floor: a plain script making the operator's own writes "
+                "(finalizer, create, Event, status) on the same timeline",
+                stats.format_seconds(bulk["wall_seconds"]),
+                stats.format_seconds(design["wall_seconds"]),
+                stats.format_ratio(stats.ratio(bulk["wall_seconds"], design["wall_seconds"])),
+                "context",
+            )
+        )
+        if repeats:
+            rows.append(
+                stats.Row(
+                    "Bulk create",
+                    "operator/design-floor ratio over the repeats",
+                    ", ".join(stats.format_ratio(r["ratio_to_design_floor"]) for r in repeats),
+                    "",
+                    "",
+                    "",
+                )
+            )
     pipeline = results.get("floor_with_creates")
     if pipeline is not None:
         rows.append(

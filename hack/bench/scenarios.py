@@ -7,6 +7,7 @@ import math
 import random
 import statistics
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from bench.procs import (
     cpu_delta,
     top_frames,
 )
-from mixpeek_operator.constants import GROUP, OWNER_REF_KEY, OWNER_UID_KEY, VERSION
+from mixpeek_operator.constants import FINALIZER, GROUP, OWNER_REF_KEY, OWNER_UID_KEY, VERSION
 from mixpeek_operator.engine import EngineSettings
 
 MEMORY_NS = "bench-memory"
@@ -255,9 +256,26 @@ class Bench:
             timeout=60.0,
         )
 
-    async def _floor_one(self, remote: httpx.AsyncClient, namespace: str, body: dict[str, Any]) -> None:
-        """The necessary work for one object: create its remote sync, then patch its status."""
+    async def _floor_one(
+        self, remote: httpx.AsyncClient, namespace: str, body: dict[str, Any], *, design: bool = False
+    ) -> None:
+        """The necessary work for one object: create its remote sync, then patch its status.
+
+        `design`: also the two writes the operator's design adds — the finalizer (written
+        before the create: it is the create-intent marker) and the `Created` Event.
+        """
         spec, meta = body["spec"], body["metadata"]
+        path = bucketsyncs_path(namespace, meta["name"])
+        if design:
+            await self.kube.call(
+                "PATCH",
+                path,
+                [
+                    {"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+                    {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+                ],
+                content_type="application/json-patch+json",
+            )
         request = {
             "connection_id": spec["connectionId"],
             "source_path": spec["sourcePath"],
@@ -270,6 +288,10 @@ class Bench:
         response = await remote.post(f"/v1/buckets/{spec['bucketId']}/syncs", json=request)
         response.raise_for_status()
         sync = response.json()
+        if design:
+            await self.kube.call(
+                "POST", f"/api/v1/namespaces/{namespace}/events", _created_event(namespace, meta)
+            )
         await self.kube.merge_patch(
             bucketsyncs_path(namespace, meta["name"], "status"),
             {"status": _floor_status(sync, spec["bucketId"], int(meta["generation"]))},
@@ -310,11 +332,12 @@ class Bench:
             "cpu_seconds": window["cpu_seconds"],
         }
 
-    async def floor_with_creates(self, namespace: str) -> dict[str, Any]:
+    async def floor_with_creates(self, namespace: str, *, design: bool = False) -> dict[str, Any]:
         """The floor on the operator's timeline: the creates run at the same time as the work.
 
         The benchmark creates N objects exactly as in the operator's run (same concurrency) and
         `workers` consumers do the floor's work on each as soon as its create returns.
+        `design`: the work includes the finalizer and Event writes the operator's design makes.
         """
         s = self.settings
         await self.admin.reset()
@@ -328,7 +351,7 @@ class Bench:
 
         async def consume() -> None:
             while (body := await queue.get()) is not None:
-                await self._floor_one(remote, namespace, body)
+                await self._floor_one(remote, namespace, body, design=design)
 
         try:
             waited = await self.wait_quiet()
@@ -656,4 +679,30 @@ def _floor_status(sync: dict[str, Any], bucket: str, generation: int) -> dict[st
             condition("RemoteHealthy", "True", "Active", f"Mixpeek status {sync.get('status')}"),
             condition("ReconcilePaused", "False", "Active", ""),
         ],
+    }
+
+
+def _created_event(namespace: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A core/v1 Event like the operator's `Created` one."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "mixpeek.com/v1alpha1",
+            "kind": "BucketSync",
+            "namespace": namespace,
+            "name": meta["name"],
+            "uid": meta["uid"],
+        },
+        "type": "Normal",
+        "reason": "Created",
+        "message": "created remote sync",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": "bench-floor"},
+        "reportingComponent": "bench-floor",
+        "reportingInstance": "bench",
     }
