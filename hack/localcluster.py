@@ -33,9 +33,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from cryptography import x509
@@ -94,6 +95,61 @@ def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=grace)
+
+
+def spawn_emulator(
+    workdir: Path, seed: Mapping[str, Any], *extra_args: str, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`mixpeek-operator emulator` on a free loopback port with `seed`, through its real CLI.
+
+    Returns the process (dying with us, like every spawned child) and its base URL once it
+    answers its health check. The clock is frozen (`--time-scale 0`) unless `extra_args` says
+    otherwise: remote state then changes only when a test or benchmark asks.
+    """
+    seed_file = workdir / "emulator-seed.json"
+    seed_file.write_text(json.dumps(seed))
+    port_file = workdir / "emulator.port"
+    log = workdir / "emulator.log"
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "mixpeek_operator",
+            "emulator",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--seed",
+            str(seed_file),
+            "--time-scale",
+            "0",
+            *extra_args,
+        ],
+        log,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"emulator exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
+                )
+            port = port_file.read_text().strip() if port_file.exists() else ""
+            if port:
+                url = f"http://127.0.0.1:{port}"
+                try:
+                    with urllib.request.urlopen(f"{url}/_emulator/health", timeout=2) as response:
+                        if response.status == 200:
+                            return proc, url
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"emulator not healthy after {timeout:.0f}s; log: {log}")
+            time.sleep(0.1)
+    except BaseException:
+        terminate(proc)
+        raise
 
 
 # --- PKI ----------------------------------------------------------------------------------

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
-from localcluster import free_port, spawn, terminate
+from localcluster import free_port, spawn, spawn_emulator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 API_KEY = "sk_test_bench"
@@ -75,36 +74,8 @@ class Emulator:
                 }
             ],
         }
-        seed_file = workdir / "emulator-seed.yaml"
-        seed_file.write_text(yaml.safe_dump(seed))
-        port_file = workdir / "emulator.port"
-        log = workdir / "emulator.log"
-        # --time-scale 0: nothing moves remotely unless the benchmark says so (admin API).
-        args = [
-            sys.executable,
-            "-m",
-            "mixpeek_operator",
-            "emulator",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--seed",
-            str(seed_file),
-            "--time-scale",
-            "0",
-            "--log-level",
-            "warning",
-        ]
-        proc = spawn(args, log)
-        try:
-            _wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 30, "emulator", proc, log)
-            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-            _wait_for(lambda: _http_ok(f"{url}/_emulator/health"), 30, "emulator health", proc, log)
-        except BaseException:
-            terminate(proc)
-            raise
-        return cls(proc=proc, url=url, admin=EmulatorAdmin(url, timeout=60), log=log)
+        proc, url = spawn_emulator(workdir, seed, "--log-level", "warning")
+        return cls(proc=proc, url=url, admin=EmulatorAdmin(url, timeout=60), log=workdir / "emulator.log")
 
     def stop(self) -> None:
         self.admin.close()

@@ -319,12 +319,17 @@ class Bench:
             after = await self.snapshot()
         finally:
             await remote.aclose()
-        window = self.changes(before, after)
+        return self._floor_result(wall, create_seconds, waited, self.changes(before, after))
+
+    def _floor_result(
+        self, wall: float, create_seconds: float, waited: float, window: dict[str, Any]
+    ) -> dict[str, Any]:
+        n = self.settings.n
         return {
-            "objects": s.n,
-            "concurrency": s.workers,
+            "objects": n,
+            "concurrency": self.settings.workers,
             "wall_seconds": wall,
-            "objects_per_second": s.n / wall,
+            "objects_per_second": n / wall,
             "driver_create_seconds": create_seconds,
             "waited_for_quiet_seconds": waited,
             "remote_calls": window["remote"],
@@ -367,18 +372,7 @@ class Bench:
             after = await self.snapshot()
         finally:
             await remote.aclose()
-        window = self.changes(before, after)
-        return {
-            "objects": s.n,
-            "concurrency": s.workers,
-            "wall_seconds": wall,
-            "objects_per_second": s.n / wall,
-            "driver_create_seconds": creates_done,
-            "waited_for_quiet_seconds": waited,
-            "remote_calls": window["remote"],
-            "kube_writes": window["kube"],
-            "cpu_seconds": window["cpu_seconds"],
-        }
+        return self._floor_result(wall, creates_done, waited, self.changes(before, after))
 
     # --- 1. bulk create: the operator --------------------------------------------------------
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 from operator_support import (
     ALL_SECRETS,
@@ -30,7 +29,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane, assert_no_leftovers, free_port, spawn, terminate
+from localcluster import ControlPlane, assert_no_leftovers, free_port, spawn, spawn_emulator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 
@@ -61,36 +60,12 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProce
             }
         ],
     }
-    seed_file = workdir / "seed.yaml"
-    seed_file.write_text(yaml.safe_dump(seed))
-    port_file = workdir / "port"
-    log = workdir / "emulator.log"
-    # Time is frozen: remote state changes only when a test says so (admin API).
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "mixpeek_operator",
-            "emulator",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--seed",
-            str(seed_file),
-            "--time-scale",
-            "0",
-        ],
-        log,
-    )
+    proc, url = spawn_emulator(workdir, seed)
     try:
-        port = wait_for(
-            lambda: port_file.exists() and port_file.read_text().strip(), 30, what="emulator port"
-        )
-        url = f"http://127.0.0.1:{port}"
         admin = EmulatorAdmin(url)
-        wait_for(lambda: admin.health(), 10, what="emulator health")
-        yield EmulatorProcess(url=url, admin=admin, proc=proc, log=log, sample_root=sample_root)
+        yield EmulatorProcess(
+            url=url, admin=admin, proc=proc, log=workdir / "emulator.log", sample_root=sample_root
+        )
         admin.close()
     finally:
         terminate(proc)
