@@ -307,6 +307,14 @@ async def test_rate_limit_error_carries_retry_after(harness: Harness) -> None:
     assert caught.value.error_type == "TooManyRequestsError"
 
 
+async def test_fractional_retry_after_from_the_emulator_is_slept_to_the_millisecond(harness: Harness) -> None:
+    harness.set_faults({"endpoint": "get", "rate_limit_count": 1, "retry_after_seconds": 1.25})
+    client = harness.client()
+    with pytest.raises(NotFoundError):  # the retried GET reaches the API: an unknown sync
+        await client.get_sync(BUCKET, "sync_any")
+    assert harness.fake_time.sleeps == [1.25]
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_server_errors_raise_internal_server_error(harness: Harness, status: int) -> None:
     harness.set_faults({"error_count": 1, "error_status": status})

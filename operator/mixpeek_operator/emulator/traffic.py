@@ -55,7 +55,9 @@ class FaultRule(BaseModel):
     error_status: int = Field(default=500, ge=400, le=599, description="5xx, or a 4xx such as 422 or 400.")
     error_message: str | None = Field(default=None, description="error.message of the injected error.")
     rate_limit_count: int = Field(default=0, ge=0, description="The next N matching requests answer 429.")
-    retry_after_seconds: int = Field(default=1, ge=0)
+    # Fractions are sent as written ("1.25"): Mixpeek documents seconds, and clients that parse
+    # a float must honour it to the millisecond.
+    retry_after_seconds: float = Field(default=1, ge=0)
     retry_after_http_date: bool = Field(default=False, description="Send Retry-After as an HTTP-date.")
     hang_count: int = Field(default=0, ge=0, description="The next N matching requests hang first.")
     hang_seconds: float = Field(default=30.0, ge=0, description="Real seconds a hung request waits.")
@@ -127,7 +129,9 @@ def _injected_error(rule: FaultRule) -> ApiError:
 def _rate_limited(rule: FaultRule) -> ApiError:
     seconds = rule.retry_after_seconds
     retry_after = (
-        formatdate(time.time() + seconds, usegmt=True) if rule.retry_after_http_date else str(seconds)
+        formatdate(time.time() + seconds, usegmt=True)
+        if rule.retry_after_http_date
+        else (str(int(seconds)) if seconds == int(seconds) else str(seconds))
     )
     return ApiError(
         429,
