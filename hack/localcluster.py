@@ -152,6 +152,41 @@ def spawn_emulator(
         raise
 
 
+@dataclass(frozen=True)
+class OperatorLaunch:
+    proc: subprocess.Popen[bytes]
+    args: list[str]
+    metrics_url: str
+    health_url: str
+
+
+def spawn_operator(
+    log: Path, kubeconfig: Path, namespaces: Sequence[str], *flags: str, env: Mapping[str, str] | None = None
+) -> OperatorLaunch:
+    """`mixpeek-operator run` through its real CLI, watching `namespaces`, on free metrics and
+    health ports (the caller waits for health: tests and benchmarks wait differently)."""
+    metrics_port, health_port = free_port(), free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "mixpeek_operator",
+        "run",
+        *[arg for namespace in namespaces for arg in ("--namespace", namespace)],
+        "--metrics-port",
+        str(metrics_port),
+        "--health-port",
+        str(health_port),
+        *flags,
+    ]
+    proc = spawn(args, log, env={**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)})
+    return OperatorLaunch(
+        proc=proc,
+        args=args,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+    )
+
+
 # --- PKI ----------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from localcluster import free_port, spawn, spawn_emulator, terminate
+from localcluster import spawn, spawn_emulator, spawn_operator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 API_KEY = "sk_test_bench"
@@ -104,15 +104,11 @@ class Operator:
         rate_burst: int,
         env: dict[str, str] | None = None,
     ) -> Operator:
-        metrics_port, health_port = free_port(), free_port()
         log = workdir / f"operator-{label}.log"
-        args = [
-            sys.executable,
-            "-m",
-            "mixpeek_operator",
-            "run",
-            "--namespace",
-            namespace,
+        launch = spawn_operator(
+            log,
+            kubeconfig,
+            [namespace],
             "--workers",
             str(workers),
             "--observe-interval",
@@ -121,22 +117,15 @@ class Operator:
             str(rate_limit),
             "--rate-burst",
             str(rate_burst),
-            "--metrics-port",
-            str(metrics_port),
-            "--health-port",
-            str(health_port),
             "--log-level",
             "INFO",
             "--log-format",
             "json",
-        ]
-        proc = spawn(args, log, env={**os.environ, **(env or {}), "KUBECONFIG": str(kubeconfig)})
+            env=env,
+        )
+        proc = launch.proc
         operator = cls(
-            proc=proc,
-            log=log,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-            health_url=f"http://127.0.0.1:{health_port}/healthz",
-            args=args,
+            proc=proc, log=log, metrics_url=launch.metrics_url, health_url=launch.health_url, args=launch.args
         )
         try:
             _wait_for(lambda: _http_ok(operator.health_url), 60, f"operator {label}", proc, log)

@@ -8,8 +8,6 @@ line, an Event or a status.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane, assert_no_leftovers, free_port, spawn, spawn_emulator, terminate
+from localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 
@@ -100,18 +98,11 @@ def start_operator(cluster: ControlPlane, tmp_path: Path) -> Iterator[OperatorFa
         observe_interval: float = 2.0,
         wait_healthy: bool = True,
     ) -> OperatorProcess:
-        metrics_port, health_port = free_port(), free_port()
         log = tmp_path / f"operator-{len(started)}.log"
-        args = [
-            sys.executable,
-            "-m",
-            "mixpeek_operator",
-            "run",
-            *[arg for ns in namespaces for arg in ("--namespace", ns)],
-            "--metrics-port",
-            str(metrics_port),
-            "--health-port",
-            str(health_port),
+        launch = spawn_operator(
+            log,
+            kubeconfig or cluster.kubeconfig,
+            namespaces,
             "--observe-interval",
             str(observe_interval),
             "--log-level",
@@ -123,15 +114,13 @@ def start_operator(cluster: ControlPlane, tmp_path: Path) -> Iterator[OperatorFa
             "--rate-burst",
             "200",
             *extra_args,
-        ]
-        env = dict(os.environ, KUBECONFIG=str(kubeconfig or cluster.kubeconfig))
-        proc = spawn(args, log, env=env)
+        )
         operator = OperatorProcess(
-            proc=proc,
+            proc=launch.proc,
             log=log,
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
-            health_url=f"http://127.0.0.1:{health_port}/healthz",
-            args=args,
+            metrics_url=launch.metrics_url,
+            health_url=launch.health_url,
+            args=launch.args,
         )
         started.append(operator)
         _operator_logs.append(log)
