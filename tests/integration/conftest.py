@@ -20,6 +20,7 @@ from operator_support import (
     OTHER_API_KEY,
     SAMPLE_FILES,
     EmulatorProcess,
+    Objects,
     OperatorFactory,
     OperatorProcess,
     http_get,
@@ -82,6 +83,12 @@ def credentials(api_client: k8s.ApiClient, namespace: str, mixpeek: EmulatorProc
     """A Secret `mixpeek-credentials` in the test namespace pointing at the emulator."""
     make_secret(api_client, namespace, "mixpeek-credentials", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
     return "mixpeek-credentials"
+
+
+@pytest.fixture
+def objects(api_client: k8s.ApiClient, cluster: ControlPlane, namespace: str) -> Objects:
+    """BucketSyncs of the test's namespace."""
+    return Objects(api_client, cluster, namespace)
 
 
 _operator_logs: list[Path] = []

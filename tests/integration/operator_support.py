@@ -207,6 +207,22 @@ class Objects:
     def event_reasons(self, name: str) -> list[str]:
         return [event["reason"] for event in self.events(name)]
 
+    def wait_ready(self, name: str, timeout: float = 30) -> dict[str, Any]:
+        """The object once it is Ready=True for its current generation."""
+        result: dict[str, Any] = wait_for(
+            lambda: (obj := self.get(name)) and is_ready(obj) and obj, timeout, what=f"{name} Ready"
+        )
+        return result
+
+    def wait_stalled(self, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
+        """The object once it is Stalled=True with `reason`."""
+        result: dict[str, Any] = wait_for(
+            lambda: (obj := self.get(name)) and has_condition(obj, "Stalled", "True", reason) and obj,
+            timeout,
+            what=f"{name} Stalled/{reason}",
+        )
+        return result
+
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
     for item in ((obj or {}).get("status") or {}).get("conditions") or []:

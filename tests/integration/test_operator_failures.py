@@ -20,7 +20,6 @@ from operator_support import (
     condition,
     endpoint_counts,
     has_condition,
-    is_ready,
     make_secret,
     sync_id,
     wait_for,
@@ -32,27 +31,6 @@ from mixpeek_operator.constants import OWNER_UID_KEY
 pytestmark = pytest.mark.usefixtures("crd_installed")
 
 
-@pytest.fixture
-def objects(api_client: k8s.ApiClient, cluster: ControlPlane, namespace: str) -> Objects:
-    return Objects(api_client, cluster, namespace)
-
-
-def stalled(objects: Objects, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
-    result: dict[str, Any] = wait_for(
-        lambda: (o := objects.get(name)) and has_condition(o, "Stalled", "True", reason) and o,
-        timeout,
-        what=f"{name} Stalled/{reason}",
-    )
-    return result
-
-
-def ready(objects: Objects, name: str, timeout: float = 30) -> dict[str, Any]:
-    result: dict[str, Any] = wait_for(
-        lambda: (o := objects.get(name)) and is_ready(o) and o, timeout, what=f"{name} Ready"
-    )
-    return result
-
-
 def test_mixpeek_rejection_stalls_with_its_message_and_no_retry_storm(
     objects: Objects, mixpeek: EmulatorProcess, credentials: str, start_operator: OperatorFactory
 ) -> None:
@@ -60,7 +38,7 @@ def test_mixpeek_rejection_stalls_with_its_message_and_no_retry_storm(
     mixpeek.admin.add_fault(endpoint="create", error_count=1000, error_status=422, error_message=message)
     start_operator(objects.namespace)
     objects.create(bucketsync("rejected"))
-    obj = stalled(objects, "rejected", "InvalidSpec")
+    obj = objects.wait_stalled("rejected", "InvalidSpec")
     assert message in condition(obj, "Stalled")["message"]
     assert has_condition(obj, "Ready", "False", "InvalidSpec")
     assert has_condition(obj, "Reconciling", "False")
@@ -74,7 +52,7 @@ def test_mixpeek_rejection_stalls_with_its_message_and_no_retry_storm(
     # A spec change is what a human does to fix it; that (and only that) tries again.
     mixpeek.admin.clear_faults()
     objects.patch("rejected", {"spec": {"sourcePath": "demo-bucket/images"}})
-    ready(objects, "rejected")
+    objects.wait_ready("rejected")
     assert endpoint_counts(mixpeek.admin)["create"] == 2
 
 
@@ -83,7 +61,7 @@ def test_unsupported_provider_is_refused_by_mixpeek_as_invalid_spec(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("postgres", connectionId="conn_pg"))
-    obj = stalled(objects, "postgres", "InvalidSpec")
+    obj = objects.wait_stalled("postgres", "InvalidSpec")
     assert "does not support bucket syncs" in condition(obj, "Stalled")["message"]
 
 
@@ -95,7 +73,7 @@ def test_wrong_key_stalls_then_a_fixed_secret_recovers_without_restart(
     )
     operator = start_operator(objects.namespace)
     objects.create(bucketsync("locked-out"))
-    obj = stalled(objects, "locked-out", "AuthFailed")
+    obj = objects.wait_stalled("locked-out", "AuthFailed")
     assert "401" in condition(obj, "Stalled")["message"]
     pid = operator.proc.pid
 
@@ -103,7 +81,7 @@ def test_wrong_key_stalls_then_a_fixed_secret_recovers_without_restart(
     make_secret(
         api_client, objects.namespace, "mixpeek-credentials", api_key=EMULATOR_API_KEY, base_url=mixpeek.url
     )
-    ready(objects, "locked-out", timeout=20)
+    objects.wait_ready("locked-out", timeout=20)
     # Within seconds (the auth backoff is minutes), by the same operator process.
     assert time.monotonic() - fixed_at < 15
     assert operator.alive()
@@ -115,11 +93,11 @@ def test_missing_secret_stalls_until_it_exists(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("orphaned-ref", credentialsRef={"name": "not-yet"}))
-    obj = stalled(objects, "orphaned-ref", "SecretNotFound")
+    obj = objects.wait_stalled("orphaned-ref", "SecretNotFound")
     assert f"Secret {objects.namespace}/not-yet not found" in condition(obj, "Stalled")["message"]
     assert endpoint_counts(mixpeek.admin)["create"] == 0
     make_secret(api_client, objects.namespace, "not-yet", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
-    ready(objects, "orphaned-ref", timeout=20)
+    objects.wait_ready("orphaned-ref", timeout=20)
 
 
 def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
@@ -127,10 +105,10 @@ def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("stuck"))
-    remote_id = sync_id(ready(objects, "stuck"))
+    remote_id = sync_id(objects.wait_ready("stuck"))
     objects.core.delete_namespaced_secret(credentials, objects.namespace)
     objects.delete("stuck")
-    obj = stalled(objects, "stuck", "SecretNotFound")
+    obj = objects.wait_stalled("stuck", "SecretNotFound")
     assert "set spec.deletionPolicy: Orphan" in condition(obj, "Stalled")["message"]
     assert obj["metadata"]["deletionTimestamp"]
 
@@ -153,7 +131,7 @@ def test_rate_limited_create_waits_for_retry_after(
     mixpeek.admin.add_fault(endpoint="create", rate_limit_count=1, retry_after_seconds=2)
     start_operator(objects.namespace)
     objects.create(bucketsync("throttled"))
-    ready(objects, "throttled")
+    objects.wait_ready("throttled")
     attempts = sorted(_request_times(mixpeek, "create"))
     assert [status for _, status in attempts] == [429, 200]
     waited = (attempts[1][0] - attempts[0][0]).total_seconds()
@@ -180,7 +158,7 @@ def test_sigkill_between_remote_create_and_status_write_leaves_exactly_one_sync(
     mixpeek.admin.clear_faults()
 
     start_operator(objects.namespace)
-    obj = ready(objects, "crashy")
+    obj = objects.wait_ready("crashy")
     assert len(owned()) == 1
     assert sync_id(obj) == owned()[0]["sync_config_id"]
     assert endpoint_counts(mixpeek.admin)["create"] == 1
@@ -219,7 +197,7 @@ def test_an_idle_fleet_makes_no_kubernetes_writes(
     for index, name in enumerate(names):
         objects.create(bucketsync(name, bucketId="bkt_demo" if index % 2 else "bkt_media"))
     for name in names:
-        ready(objects, name)
+        objects.wait_ready(name)
     time.sleep(2 * interval)  # let the last status writes and Events land
 
     writes_before = kubernetes_writes(cluster)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 from operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
@@ -25,7 +24,6 @@ from operator_support import (
     writes_except_reads,
 )
 
-from localcluster import ControlPlane
 from mixpeek_operator.constants import (
     OWNER_REF_KEY,
     OWNER_UID_KEY,
@@ -33,19 +31,7 @@ from mixpeek_operator.constants import (
     TRIGGER_REQUESTED_AT,
 )
 
-pytestmark = pytest.mark.usefixtures("crd_installed")
-
-
-@pytest.fixture
-def objects(api_client: k8s.ApiClient, cluster: ControlPlane, namespace: str, credentials: str) -> Objects:
-    return Objects(api_client, cluster, namespace)
-
-
-def ready(objects: Objects, name: str, timeout: float = 30) -> dict[str, Any]:
-    result: dict[str, Any] = wait_for(
-        lambda: (obj := objects.get(name)) and is_ready(obj) and obj, timeout, what=f"{name} Ready"
-    )
-    return result
+pytestmark = pytest.mark.usefixtures("crd_installed", "credentials")
 
 
 FULL_SPEC: dict[str, Any] = {
@@ -82,7 +68,7 @@ def test_create_becomes_ready_with_remote_equal_to_spec(
     created = objects.create(bucketsync("full", **FULL_SPEC))
     # `kubectl wait` is how users and CI wait for it.
     objects.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "bucketsync/full")
-    obj = ready(objects, "full")
+    obj = objects.wait_ready("full")
     remote = mixpeek.admin.get_sync(sync_id(obj) or "")
 
     assert remote["bucket_id"] == "bkt_demo"
@@ -149,7 +135,7 @@ def test_each_patchable_field_is_one_patch_and_nothing_else(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("edit", metadata={"a": "1"}))
-    before = ready(objects, "edit")
+    before = objects.wait_ready("edit")
     mixpeek.admin.clear_requests()
 
     objects.patch("edit", {"spec": {field: value}})
@@ -171,7 +157,7 @@ def test_metadata_edit_replaces_user_keys_and_keeps_the_marker(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("meta", metadata={"a": "1", "b": "2"}))
-    ready(objects, "meta")
+    objects.wait_ready("meta")
     mixpeek.admin.clear_requests()
     objects.patch("meta", {"spec": {"metadata": {"a": "1", "b": None, "c": "3"}}})
     obj = wait_for(
@@ -191,7 +177,7 @@ def test_create_only_edit_recreates_the_remote_sync(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("move"))
-    old = sync_id(ready(objects, "move"))
+    old = sync_id(objects.wait_ready("move"))
     objects.patch("move", {"spec": {"sourcePath": "demo-bucket/images"}})
     obj = wait_for(lambda: (o := objects.get("move")) and is_ready(o) and sync_id(o) != old and o, 30)
     new = sync_id(obj)
@@ -207,7 +193,7 @@ def test_reject_policy_refuses_create_only_edits_at_admission(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("locked", replacementPolicy="Reject"))
-    ready(objects, "locked")
+    objects.wait_ready("locked")
     mixpeek.admin.clear_requests()
     refused = objects.kubectl(
         "patch",
@@ -231,7 +217,7 @@ def test_pause_and_resume_both_ways(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("pausable", paused=True))
-    obj = ready(objects, "pausable")
+    obj = objects.wait_ready("pausable")
     assert condition(obj, "Ready")["reason"] == "Paused"
     assert mixpeek.admin.get_sync(sync_id(obj) or "")["paused"] is True
 
@@ -261,7 +247,7 @@ def test_trigger_once_per_annotation_value_and_reconcile_echo(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("trig"))
-    ready(objects, "trig")
+    objects.wait_ready("trig")
 
     def triggers() -> int:
         return endpoint_counts(mixpeek.admin)["trigger"]
@@ -305,7 +291,7 @@ def test_adopts_an_existing_remote_sync_by_id(
     existing = remote_sync_made_elsewhere(mixpeek)
     start_operator(objects.namespace)
     created = objects.create(bucketsync("adopter", syncConfigId=existing["sync_config_id"], batchSize=30))
-    obj = ready(objects, "adopter")
+    obj = objects.wait_ready("adopter")
     assert sync_id(obj) == existing["sync_config_id"]
     remote = mixpeek.admin.get_sync(existing["sync_config_id"])
     assert remote["batch_size"] == 30  # converged to the spec
@@ -324,7 +310,7 @@ def test_observe_only_reports_drift_and_never_writes(
             "watcher", syncConfigId=existing["sync_config_id"], managementPolicy="ObserveOnly", batchSize=40
         )
     )
-    obj = ready(objects, "watcher")
+    obj = objects.wait_ready("watcher")
     drift = {entry["field"]: entry for entry in obj["status"]["drift"]}
     assert drift["spec.batchSize"]["desired"] == "40"
     assert drift["spec.batchSize"]["observed"] == "5"
@@ -342,7 +328,7 @@ def test_deletion_policies(
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("doomed", deletionPolicy=policy))
-    remote_id = sync_id(ready(objects, "doomed")) or ""
+    remote_id = sync_id(objects.wait_ready("doomed")) or ""
     objects.delete("doomed")
     wait_for(lambda: objects.get("doomed") is None, what="object deleted")
     remaining = {s["sync_config_id"]: s for s in mixpeek.admin.list_syncs()}
@@ -359,7 +345,7 @@ def test_out_of_band_changes_are_corrected(
 ) -> None:
     start_operator(objects.namespace, observe_interval=1.0)
     objects.create(bucketsync("guarded", batchSize=25))
-    remote_id = sync_id(ready(objects, "guarded")) or ""
+    remote_id = sync_id(objects.wait_ready("guarded")) or ""
 
     mixpeek.admin.pause_sync(remote_id)
     wait_for(lambda: mixpeek.admin.get_sync(remote_id)["paused"] is False, what="pause undone")
@@ -381,7 +367,7 @@ def test_remote_failure_surfaces_as_remote_healthy_false(
 ) -> None:
     start_operator(objects.namespace, observe_interval=1.0)
     objects.create(bucketsync("flaky"))
-    remote_id = sync_id(ready(objects, "flaky")) or ""
+    remote_id = sync_id(objects.wait_ready("flaky")) or ""
     mixpeek.admin.fail_sync(remote_id, message="provider credentials expired")
     obj = wait_for(
         lambda: (
