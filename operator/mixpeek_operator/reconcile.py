@@ -50,6 +50,7 @@ from mixpeek_operator.constants import (
     Reason,
 )
 from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore
+from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import (
     APIStatusError,
     AuthenticationError,
@@ -74,9 +75,6 @@ log = logging.getLogger("mixpeek_operator.reconcile")
 # How long to wait before retrying with credentials Mixpeek rejected; a Secret change retries at once.
 AUTH_RETRY_SECONDS = 300.0
 
-ObjectKey = tuple[str, str]
-GroupKey = tuple[str, str, str]  # (credential fingerprint, Mixpeek namespace, bucket id)
-
 
 # --- the object ----------------------------------------------------------------------------
 
@@ -98,7 +96,7 @@ class ObjectState:
 
     @property
     def key(self) -> ObjectKey:
-        return (self.namespace, self.name)
+        return ObjectKey(self.namespace, self.name)
 
     @property
     def ref(self) -> str:
@@ -164,17 +162,17 @@ class KubeWriter(Protocol):
 class RemoteCache(Protocol):
     """The observer's view of remote syncs, per (credential, namespace, bucket)."""
 
-    def join(self, obj: ObjectKey, group: GroupKey, client: MixpeekClient) -> None: ...
+    def join(self, obj: ObjectKey, group: ListingScope, client: MixpeekClient) -> None: ...
 
     async def lookup(
-        self, group: GroupKey, sync_id: str
+        self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None: ...
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None: ...
 
-    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None: ...
+    def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
-    def forget(self, group: GroupKey, sync_id: str) -> None: ...
+    def forget(self, group: ListingScope, sync_id: str) -> None: ...
 
 
 @dataclass
@@ -195,7 +193,7 @@ class Outcome:
     # The server asked us to wait this long (429 Retry-After); never retry sooner.
     retry_after: float | None = None
     ready: bool = False
-    group: GroupKey | None = None
+    group: ListingScope | None = None
     remote_fingerprint: str | None = None
 
 
@@ -210,8 +208,8 @@ class _Stalled(Exception):
 # --- helpers -------------------------------------------------------------------------------
 
 
-def group_of(creds: Credentials, bucket_id: str) -> GroupKey:
-    return (creds.fingerprint, creds.namespace, bucket_id)
+def group_of(creds: Credentials, bucket_id: str) -> ListingScope:
+    return ListingScope(creds.fingerprint, creds.namespace, bucket_id)
 
 
 def remote_status_block(remote: SyncConfiguration) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -278,7 +276,7 @@ class _Run:
     events: list[tuple[Literal["Normal", "Warning"], str, str]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)  # as last written to the API server
     remote_id: str | None = None  # the remote sync this pass is working on, once found
-    group: GroupKey | None = None
+    group: ListingScope | None = None
     handled: dict[str, Any] = field(default_factory=dict)  # request echoes for the final write
 
     def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
@@ -455,7 +453,7 @@ async def _converge(run: _Run) -> Outcome:
 
 
 async def _fetch(
-    run: _Run, client: MixpeekClient, group: GroupKey, bucket_id: str, sync_id: str
+    run: _Run, client: MixpeekClient, group: ListingScope, bucket_id: str, sync_id: str
 ) -> SyncConfiguration | None:
     """The remote sync: from the fresh cache when possible, else a GET (None when it is gone)."""
     cached = await run.ctx.remote.lookup(group, sync_id)
@@ -471,7 +469,7 @@ async def _fetch(
 
 
 async def _observe_only(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: ListingScope
 ) -> Outcome:
     obj = run.obj
     assert spec.sync_config_id is not None  # admission requires it for ObserveOnly
@@ -530,7 +528,7 @@ async def _write_final(
 
 
 async def _manage(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: ListingScope
 ) -> Outcome:
     obj, ctx = run.obj, run.ctx
     converged_before = (
@@ -593,7 +591,7 @@ async def _manage(
 
 
 async def _locate(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: ListingScope
 ) -> SyncConfiguration | None:
     """Find the remote sync this object owns (or is told to adopt); None means create one."""
     obj, ctx = run.obj, run.ctx
@@ -640,9 +638,9 @@ async def _locate(
     return found
 
 
-def _recorded_group(obj: ObjectState, creds: Credentials, spec: BucketSyncSpec) -> GroupKey:
+def _recorded_group(obj: ObjectState, creds: Credentials, spec: BucketSyncSpec) -> ListingScope:
     bucket = obj.status.get("bucketId") or spec.bucket_id
-    return (creds.fingerprint, obj.status.get("mixpeekNamespace") or creds.namespace, bucket)
+    return ListingScope(creds.fingerprint, obj.status.get("mixpeekNamespace") or creds.namespace, bucket)
 
 
 def _is_ours(remote: SyncConfiguration, obj: ObjectState) -> bool:
@@ -657,7 +655,7 @@ async def _find_owned(
     *,
     fresh: bool,
     ctx: ReconcileContext,
-    group: GroupKey,
+    group: ListingScope,
 ) -> SyncConfiguration | None:
     if fresh:
         listing = await client.list_all_syncs(
@@ -690,7 +688,7 @@ async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
 
 
 async def _create(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
+    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: ListingScope
 ) -> SyncConfiguration:
     obj, ctx = run.obj, run.ctx
     if not obj.has_finalizer:
@@ -720,7 +718,7 @@ async def _replace_if_needed(
     spec: BucketSyncSpec,
     creds: Credentials,
     client: MixpeekClient,
-    group: GroupKey,
+    group: ListingScope,
     remote: SyncConfiguration,
 ) -> SyncConfiguration | None:
     """Create-only changes (and a move to another bucket or namespace) need a new remote sync."""
@@ -793,7 +791,7 @@ async def _delete_remote(run: _Run, spec: BucketSyncSpec) -> None:
         sync_id = found.sync_config_id if found else None
     if sync_id:
         with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
-            await client.delete_sync(group[2], sync_id)
+            await client.delete_sync(group.bucket, sync_id)
         ctx.remote.forget(group, sync_id)
         run.event("Normal", "Deleted", f"deleted remote sync {sync_id}")
 

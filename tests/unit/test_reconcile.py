@@ -26,9 +26,10 @@ from mixpeek_operator.emulator.config import EmulatorConfig
 from mixpeek_operator.emulator.state import Emulator
 from mixpeek_operator.emulator.testing import FROZEN_START
 from mixpeek_operator.emulator.traffic import FaultRule
+from mixpeek_operator.keys import ListingScope
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
 from mixpeek_operator.mixpeek.models import SyncConfiguration
-from mixpeek_operator.reconcile import GroupKey, ObjectState, Outcome, ReconcileContext, reconcile
+from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
 from mixpeek_operator.status import apply_conditions, merge_patch
 
 API_KEY = "sk_test_emulator"
@@ -80,19 +81,19 @@ class RecordingWriter:
 class NoCache:
     """A remote cache that knows nothing: every lookup falls back to a GET."""
 
-    def join(self, obj: tuple[str, str], group: GroupKey, client: MixpeekClient) -> None:
+    def join(self, obj: tuple[str, str], group: ListingScope, client: MixpeekClient) -> None:
         return None
 
-    async def lookup(self, group: GroupKey, sync_id: str) -> Literal["unknown"]:
+    async def lookup(self, group: ListingScope, sync_id: str) -> Literal["unknown"]:
         return "unknown"
 
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None:
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
         return None
 
-    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None:
+    def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
         return None
 
-    def forget(self, group: GroupKey, sync_id: str) -> None:
+    def forget(self, group: ListingScope, sync_id: str) -> None:
         return None
 
 
