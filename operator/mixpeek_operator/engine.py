@@ -42,7 +42,6 @@ from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
-from mixpeek_operator.status import find_condition
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
@@ -124,6 +123,15 @@ def trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
         bool(meta.get("deletionTimestamp")),
         tuple(annotations.get(name) for name in _WATCHED_ANNOTATIONS),
     )
+
+
+def _ready_condition(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Read straight from the JSON: this runs for every object at every metrics scrape.
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == ConditionType.READY:
+            found: Mapping[str, Any] = condition
+            return found
+    return {}
 
 
 @dataclass
@@ -384,5 +392,5 @@ class Engine:
 
     def readiness_summary(self) -> Iterable[tuple[str, str]]:
         for record in list(self.objects.values()):
-            ready = find_condition(record.body.get("status"), ConditionType.READY) or {}
+            ready = _ready_condition(record.body)
             yield (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))

@@ -346,9 +346,9 @@ def test_condition_transition_time_moves_only_on_a_flip() -> None:
         generation=2,
         now=t0 + timedelta(hours=2),
     )
-    assert first[0]["lastTransitionTime"] == same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    assert same[0]["message"] == "b"
-    assert flipped[0]["lastTransitionTime"] == "2026-01-01T02:00:00Z"
+    assert first[0].last_transition_time == same[0].last_transition_time == t0
+    assert same[0].message == "b"
+    assert flipped[0].last_transition_time == t0 + timedelta(hours=2)
 
 
 def test_merge_patch_is_minimal_and_removes_keys() -> None:
@@ -356,3 +356,21 @@ def test_merge_patch_is_minimal_and_removes_keys() -> None:
     new = {"a": 1, "b": {"c": 2, "d": 4}, "list": [1, 2, 3]}
     assert merge_patch(old, new) == {"b": {"d": 4}, "gone": None, "list": [1, 2, 3]}
     assert merge_patch(new, new) == {}
+
+
+async def test_status_fields_unknown_to_this_version_are_left_alone(harness: Harness) -> None:
+    await harness.run()
+    harness.writer.body["status"]["fieldOfANewerVersion"] = {"kept": True}
+    harness.writer.body["spec"]["batchSize"] = 9
+    harness.writer.body["metadata"]["generation"] = 2
+    await harness.run()
+    assert harness.writer.body["status"]["fieldOfANewerVersion"] == {"kept": True}
+    assert harness.writer.body["status"]["observedGeneration"] == 2
+
+
+async def test_a_status_that_does_not_parse_is_rewritten_whole(harness: Harness) -> None:
+    harness.writer.body["status"] = {"observedGeneration": "not a number", "conditions": "garbage"}
+    outcome = await harness.run()
+    assert outcome.result == "success"
+    assert harness.writer.body["status"]["observedGeneration"] == 1
+    assert condition(harness.writer.body, "Ready")["status"] == "True"
