@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator hack tests
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)

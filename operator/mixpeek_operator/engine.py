@@ -37,11 +37,18 @@ from mixpeek_operator.constants import (
 )
 from mixpeek_operator.credentials import Credentials, CredentialStore
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import EventType, JsonObject, KubeForbidden, ObjectReference
+from mixpeek_operator.kube import (
+    EventType,
+    JsonObject,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    ObjectReference,
+)
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
-from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
+from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, StatusWriteError, reconcile
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
@@ -176,9 +183,14 @@ class _Writer:
             self._engine.cache_body(body)
 
     async def patch_status(self, obj: ObjectState, patch: dict[str, Any]) -> None:
-        body = await self._kube.patch_status(
-            GROUP, VERSION, PLURAL, obj.namespace, obj.name, {"status": patch}
-        )
+        try:
+            body = await self._kube.patch_status(
+                GROUP, VERSION, PLURAL, obj.namespace, obj.name, {"status": patch}
+            )
+        except KubeNotFound:
+            return  # deleted meanwhile: no status to report; its DELETED event drops the record
+        except KubeError as exc:
+            raise StatusWriteError(str(exc)) from exc
         self._engine.cache_body(body)
 
     async def event(

@@ -42,7 +42,6 @@ JsonPatch = list[dict[str, Any]]
 ConnectionProvider = Callable[[], Awaitable["KubeConnection"]]
 # (kind of write: "status" | "metadata" | "event", HTTP status or 0 when no response arrived)
 WriteHook = Callable[[str, int], None]
-PatchType = Literal["merge", "json"]
 EventType = Literal["Normal", "Warning"]
 
 # A stuck call must fail fast and go back to the scheduler rather than hold a worker.
@@ -509,21 +508,6 @@ class KubeClient:
         """The Secret (its `data` values still base64), or None if it does not exist."""
         return await self.get_object("", "v1", "secrets", namespace, name)
 
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]:
-        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
-        path = resource_path(group, version, plural, namespace)
-        items: list[JsonObject] = []
-        params = {"limit": "500"}
-        while True:
-            page = await self._call("GET", path, params=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            params = {"limit": "500", "continue": token}
-
     # --- writes ---------------------------------------------------------------------------
 
     async def patch_status(
@@ -537,29 +521,6 @@ class KubeClient:
         path = resource_path(group, version, plural, namespace, name, "status")
         return await self._call(
             "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
-        )
-
-    async def patch_object(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        patch: JsonObject | JsonPatch,
-        *,
-        patch_type: PatchType = "merge",
-    ) -> JsonObject:
-        """Merge patch (a dict) or RFC 6902 JSON patch (a list of ops) of the object itself.
-
-        The operator only ever patches metadata (annotations, finalizers) this way, hence
-        the write kind "metadata". Returns the updated object.
-        """
-        if (patch_type == "json") != isinstance(patch, list):
-            raise TypeError("a JSON patch is a list of operations; a merge patch is a dict")
-        path = resource_path(group, version, plural, namespace, name)
-        return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES[patch_type], write="metadata"
         )
 
     async def add_finalizer(

@@ -168,8 +168,15 @@ class ObjectState:
 # --- what the reconcile talks to -----------------------------------------------------------
 
 
+class StatusWriteError(Exception):
+    """`KubeWriter.patch_status` could not write the status; the reconcile is retried with backoff."""
+
+
 class KubeWriter(Protocol):
-    """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs."""
+    """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs.
+
+    `patch_status` raises StatusWriteError when the API server refuses or cannot be reached.
+    """
 
     async def add_finalizer(self, obj: ObjectState) -> None: ...
 
@@ -219,7 +226,6 @@ class Outcome:
     retry_after: float | None = None
     ready: bool = False
     group: ListingScope | None = None
-    remote_fingerprint: str | None = None
 
 
 class _Stalled(Exception):
@@ -339,6 +345,9 @@ async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
         if obj.reconcile_paused:
             return await _reconcile_paused(run)
         return await _converge(run)
+    except StatusWriteError as exc:
+        log.warning("status not written, will retry: %s", exc, extra={"object": obj.ref})
+        return Outcome(result="error")
     finally:
         await _post_events(run)
 

@@ -27,7 +27,7 @@ from mixpeek_operator.emulator.testing import FROZEN_START
 from mixpeek_operator.emulator.traffic import FaultRule
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import EventType, JsonObject, ObjectReference
+from mixpeek_operator.kube import EventType, JsonObject, KubeConflict, KubeNotFound, ObjectReference
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import RateLimiterRegistry
 from mixpeek_operator.status import merge_patch
@@ -277,6 +277,31 @@ async def test_a_crashing_reconcile_is_logged_and_retried(rig: Rig, caplog: pyte
     rig.clock.advance(1.0)
     assert await rig.drain() == [KEY]
     assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_refused_status_write_is_retried_without_a_crash(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.kube.fail_status_with = KubeConflict(409, "Conflict", "the object has been modified")
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.WARNING):
+        assert await rig.drain() == [KEY]
+    assert "reconcile crashed" not in caplog.text
+    assert "status not written, will retry: 409 Conflict: the object has been modified" in caplog.text
+    assert rig.engine.queue.failures(KEY) == 1
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "error"}) == 1
+    rig.kube.fail_status_with = None
+    rig.clock.advance(1.0)
+    assert await rig.drain() == [KEY]
+    assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_status_write_to_a_deleted_object_is_not_an_error(rig: Rig) -> None:
+    rig.kube.fail_status_with = KubeNotFound(404, "NotFound", 'bucketsyncs.mixpeek.com "demo" not found')
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    assert rig.engine.queue.failures(KEY) == 0
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "success"}) == 1
 
 
 async def test_a_stalled_object_requeues_only_when_told(rig: Rig) -> None:
