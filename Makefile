@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$$($(BIN)/python hack/gotools.py actionlint) -shellcheck $(BIN)/shellcheck
 
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -10,6 +10,8 @@ _CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/
 
 
 class TestingKubeClient(KubeClient):
+    __test__ = False  # a helper, not a test class
+
     async def list_objects(
         self, group: str, version: str, plural: str, namespace: str | None = None
     ) -> list[JsonObject]:
