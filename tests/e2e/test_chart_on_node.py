@@ -44,6 +44,11 @@ def _emulator(node: Node, path: str, *, method: str = "GET", body: Any = None) -
     )
 
 
+def _remote_syncs(node: Node, query: str = "") -> list[dict[str, Any]]:
+    syncs: list[dict[str, Any]] = _emulator(node, f"syncs{query}")["results"]
+    return syncs
+
+
 def _operator_pod(node: Node) -> dict[str, Any]:
     pods = node.json("-n", SYSTEM_NS, "get", "pods", "-l", "app.kubernetes.io/name=mixpeek-operator")["items"]
     running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
@@ -167,17 +172,15 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
     assert status["Uid"].split()[0] == str(NONROOT_UID)
     assert int(status["CapEff"].strip(), 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
-    root_mount = next(
-        line.split()
-        for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-        if line.split()[4] == "/"
-    )
+    mounts = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+    (root_mount,) = [fields for fields in mounts if fields[4] == "/"]
     assert "ro" in root_mount[5].split(",")
     # In-cluster identity: the ServiceAccount token, no kubeconfig anywhere in its environment.
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert not [item for item in environ if item.startswith(b"KUBECONFIG=")]
     assert any(item.startswith(b"KUBERNETES_SERVICE_HOST=") for item in environ)
-    token = Path(f"/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/token")
+    (token_dir,) = [f[4] for f in mounts if f[4].endswith("/secrets/kubernetes.io/serviceaccount")]
+    token = Path(f"/proc/{pid}/root{token_dir}/token")
     assert token.read_text().count(".") == 2  # a JWT issued by TokenRequest
 
 
@@ -198,7 +201,7 @@ def test_bucketsync_in_another_namespace_ready_with_file_counts(node: Node) -> N
         return obj if metrics.get("filesSynced", 0) > 0 else None
 
     obj = wait_for(counted, timeout=120, interval=1, what="file counts in status")
-    (remote,) = _emulator(node, "syncs?bucket_id=bkt_media")
+    (remote,) = _remote_syncs(node, "?bucket_id=bkt_media")
     assert obj["status"]["syncConfigId"] == remote["sync_config_id"]
     assert obj["status"]["metrics"]["filesSynced"] == remote["total_files_synced"]
 
@@ -229,7 +232,7 @@ def test_operator_pod_deleted_mid_bulk_create_finishes_exactly_once(node: Node) 
         return sum(is_ready(obj) for obj in _bucketsyncs(node) if obj["metadata"]["name"] in names) == BULK
 
     wait_for(all_ready, timeout=300, interval=2, what=f"{BULK} BucketSyncs Ready")
-    remote = _emulator(node, "syncs?bucket_id=bkt_demo")
+    remote = _remote_syncs(node, "?bucket_id=bkt_demo")
     assert len(remote) == BULK
     ids = {obj["status"]["syncConfigId"] for obj in _bucketsyncs(node) if obj["metadata"]["name"] in names}
     assert ids == {sync["sync_config_id"] for sync in remote}
@@ -246,12 +249,15 @@ def test_metrics_answer_through_the_chart_service(node: Node) -> None:
         "--raw",
         f"/api/v1/namespaces/{SYSTEM_NS}/services/http:{RELEASE}-metrics:metrics/proxy/metrics",
     ).stdout
-    assert "mixpeek_operator_" in text
+    # The operator's own gauge: every object it manages, Ready.
+    assert f'bucketsync_resources{{ready="True",reason="Synced"}} {BULK + 1}.0' in text.splitlines(), text[
+        -3000:
+    ]
 
 
 def test_helm_upgrade_rolls_the_pod_and_keeps_objects_ready(node: Node) -> None:
     before = _operator_pod(node)
-    remote_before = len(_emulator(node, "syncs"))
+    remote_before = len(_remote_syncs(node))
     node.helm(
         "upgrade",
         RELEASE,
@@ -271,7 +277,7 @@ def test_helm_upgrade_rolls_the_pod_and_keeps_objects_ready(node: Node) -> None:
     objects = _bucketsyncs(node)
     assert len(objects) == BULK + 1
     assert all(is_ready(obj) for obj in objects), [o["metadata"]["name"] for o in objects if not is_ready(o)]
-    assert len(_emulator(node, "syncs")) == remote_before
+    assert len(_remote_syncs(node)) == remote_before
 
 
 def test_helm_uninstall_keeps_the_crd_and_the_objects(node: Node) -> None:
