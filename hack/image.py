@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "localhost/mixpeek-operator:dev"
 PAUSE_IMAGE = f"localhost/mixpeek-pause:{k8sbuild.PAUSE_VERSION}"
 DEBIAN_SUITE = "bookworm"
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-pip", "python3-venv", "ca-certificates")
 # Bumped when the base recipe changes.
 BASE_VERSION = "1"
@@ -92,7 +93,10 @@ def _has_image(ref: str) -> bool:
 
 
 def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
-    """The Debian archive URL apt uses here (one-line or deb822 sources)."""
+    """The Debian archive URL: $MIXPEEK_DEBIAN_MIRROR, else the one apt uses here (one-line or
+    deb822 sources), else deb.debian.org (e.g. on Ubuntu, whose sources have no bookworm)."""
+    if override := os.environ.get("MIXPEEK_DEBIAN_MIRROR"):
+        return override
     files = [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*"))]
     for file in files:
         if not file.is_file():
@@ -111,7 +115,7 @@ def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
                 and "security" not in uris.group(1)
             ):
                 return uris.group(1)
-    raise RuntimeError(f"no Debian {DEBIAN_SUITE} mirror found in {sources}/sources.list*")
+    return DEFAULT_DEBIAN_MIRROR
 
 
 def base_rootfs() -> Path:

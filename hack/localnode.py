@@ -156,7 +156,10 @@ def plan(workdir: Path) -> NodeLayout:
 
 
 def _cgroup_dirs(layout: NodeLayout) -> list[Path]:
-    """The node's pod cgroup root in every mounted hierarchy."""
+    """The node's pod cgroup root: in the unified hierarchy (cgroup v2), or in every mounted
+    v1 hierarchy (these machines: v1 with a v2 `unified` mount beside it)."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT / layout.cgroup]
     return [hierarchy / layout.cgroup for hierarchy in sorted(CGROUP_ROOT.iterdir()) if hierarchy.is_dir()]
 
 
@@ -416,17 +419,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         kill_node_processes(self.layout)
 
 
+def pod_pids(layout: NodeLayout) -> set[int]:
+    """Host PIDs of every process in the node's pods (containers and their sandboxes)."""
+    return {
+        int(line)
+        for directory in _cgroup_dirs(layout)
+        if directory.is_dir()
+        for procs in directory.rglob("cgroup.procs")
+        for line in procs.read_text().split()
+    }
+
+
 def kill_pod_processes(layout: NodeLayout, timeout: float = 20.0) -> None:
     """SIGKILL every process in the node's pod cgroups until none is left."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = {
-            int(line)
-            for directory in _cgroup_dirs(layout)
-            if directory.is_dir()
-            for procs in directory.rglob("cgroup.procs")
-            for line in procs.read_text().split()
-        }
+        pids = pod_pids(layout)
         if not pids or time.monotonic() > deadline:
             return
         for pid in pids:
@@ -573,6 +581,7 @@ def leftovers(layout: NodeLayout) -> list[str]:
         found.append(f"interface {layout.host_if}")
     mounts = Path("/proc/self/mountinfo").read_text()
     found += [f"mount {line.split()[4]}" for line in mounts.splitlines() if layout.workdir in line]
+    found += [f"pod process {pid}" for pid in pod_pids(layout)]
     found += [f"cgroup {d}" for d in _cgroup_dirs(layout) if d.exists()]
     found += [f"path {path}" for path in layout.absent_before if Path(path).exists()]
     if NETNS_DIR.is_dir():
