@@ -16,12 +16,13 @@ forwarding is enabled inside the namespace only (the sysctl is per namespace); t
 is never touched.
 
 State lives under the working directory wherever the component allows it (containerd root,
-state and socket, kubelet root and pod logs, CNI config and IPAM data, runc state). What
-cannot be moved (containerd's shim sockets under /run/containerd, libcni's cache in
-/var/lib/cni, pod network namespace files in /run/netns, /var/log/containers, the kubelet's
-device-plugins directory) is recorded when absent before start and removed at tear-down, with
-the pod cgroups and the network namespace. `leftovers()` lists whatever survived; the e2e
-tier fails if anything did.
+state and socket, kubelet root and pod logs, CNI config and IPAM data, runc state). The fixed
+paths some components use regardless (containerd's shim sockets under /run/containerd, pod
+network namespace files in /run/netns, libcni's cache in /var/lib/cni, the kubelet's sockets
+under /var/lib/kubelet, /var/log/containers) are bind-mounted from the working directory
+inside the node's mount namespace, so the host sees at most the empty directories, removed at
+tear-down with the pod cgroups and the network namespace. `leftovers()` lists whatever
+survived; the e2e tier fails if anything did.
 
 CLI (Linux, root):
     python hack/localnode.py up   [--dir DIR]   start in the background, print the kubeconfig
@@ -57,16 +58,19 @@ SERVICE_CIDR = "198.19.128.0/24"
 BRIDGE = "mxbr0"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-# Paths the components use whatever their configuration says: removed at tear-down when the
-# node created them.
-GLOBAL_STATE = (
+NETNS_DIR = Path("/run/netns")
+# Paths the components use whatever their configuration says (containerd's shim sockets, pod
+# network namespace files, libcni's cache, the kubelet's pod-resources and device-plugin
+# sockets, container log links). Inside the node's mount namespace each is bind-mounted from
+# the node's directory, so the host sees at most an empty directory, removed at tear-down.
+FIXED_PATHS = (
     Path("/run/containerd"),
+    NETNS_DIR,
     Path("/var/lib/cni"),
+    Path("/var/lib/kubelet"),
     Path("/var/log/containers"),
     Path("/var/log/pods"),
-    Path("/var/lib/kubelet"),
 )
-NETNS_DIR = Path("/run/netns")
 
 
 def requirements_missing() -> str | None:
@@ -149,7 +153,7 @@ def plan(workdir: Path) -> NodeLayout:
         host_ip=f"198.18.{index}.1",
         node_ip=f"198.18.{index}.2",
         cgroup=f"mixpeek-node-{suffix}",
-        absent_before=[str(path) for path in GLOBAL_STATE if not path.exists()],
+        absent_before=[str(path) for path in FIXED_PATHS if not path.exists()],
         netns_files_before=sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else [],
         ip_forward_before=IP_FORWARD.read_text().strip(),
     )
@@ -220,6 +224,7 @@ class NodeProcesses:
         return self.workdir / "containerd" / "containerd.sock"
 
     def start(self) -> None:
+        self._private_fixed_paths()
         self.plane.start()
         self._start_containerd()
         for archive in (image.build_pause_image(), image.archive_path(image.IMAGE)):
@@ -256,6 +261,15 @@ class NodeProcesses:
             ],
             self.workdir / "kube-scheduler.log",
         )
+
+    def _private_fixed_paths(self) -> None:
+        """Bind-mount a directory of the node's over each fixed path (in the node's private
+        mount namespace only: the host never sees what the components write there)."""
+        for path in FIXED_PATHS:
+            source = self.workdir / "fixed" / str(path).strip("/").replace("/", "_")
+            source.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+            _run(["mount", "--bind", str(source), str(path)])
 
     def _start_containerd(self) -> None:
         root = self.workdir / "containerd"
@@ -540,6 +554,13 @@ def kill_node_processes(layout: NodeLayout, inode: int | None = None) -> None:
             continue
 
 
+def _other_nodes(layout: NodeLayout) -> list[str]:
+    """Network namespaces of other local nodes running on this machine."""
+    if not NETNS_DIR.is_dir():
+        return []
+    return [n for n in os.listdir(NETNS_DIR) if n.startswith("mixpeek-node-") and n != layout.netns]
+
+
 def clean_up(layout: NodeLayout) -> None:
     """Remove everything the node created on the host; safe to run twice or after a crash."""
     kill_pod_processes(layout)
@@ -554,15 +575,14 @@ def clean_up(layout: NodeLayout) -> None:
                 directory.rmdir()
     _ip("netns", "del", layout.netns, check=False)
     _ip("link", "del", layout.host_if, check=False)
-    if NETNS_DIR.is_dir():
-        for name in set(os.listdir(NETNS_DIR)) - set(layout.netns_files_before):
-            if name.startswith("cni-"):
-                with contextlib.suppress(OSError):
-                    (NETNS_DIR / name).unlink()
-    for path in layout.absent_before:
-        shutil.rmtree(path, ignore_errors=True)
+    # The empty mount points the node created. rmdir, never a recursive delete: nothing of
+    # anyone else's can go. Another running node may still mount them: then they stay.
+    if not _other_nodes(layout):
+        for path in map(Path, reversed(layout.absent_before)):
+            with contextlib.suppress(OSError):
+                path.rmdir()
     workdir = Path(layout.workdir)
-    for state in ("containerd", "kubelet", "cni", "pod-logs", "etcd-data"):
+    for state in ("containerd", "kubelet", "cni", "pod-logs", "etcd-data", "fixed"):
         shutil.rmtree(workdir / state, ignore_errors=True)
     if IP_FORWARD.read_text().strip() != layout.ip_forward_before:
         IP_FORWARD.write_text(layout.ip_forward_before)
@@ -583,9 +603,14 @@ def leftovers(layout: NodeLayout) -> list[str]:
     found += [f"mount {line.split()[4]}" for line in mounts.splitlines() if layout.workdir in line]
     found += [f"pod process {pid}" for pid in pod_pids(layout)]
     found += [f"cgroup {d}" for d in _cgroup_dirs(layout) if d.exists()]
-    found += [f"path {path}" for path in layout.absent_before if Path(path).exists()]
+    if not _other_nodes(layout):
+        found += [f"path {path}" for path in layout.absent_before if Path(path).exists()]
     if NETNS_DIR.is_dir():
-        found += [f"netns file {n}" for n in set(os.listdir(NETNS_DIR)) - set(layout.netns_files_before)]
+        found += [
+            f"netns file {name}"
+            for name in set(os.listdir(NETNS_DIR)) - set(layout.netns_files_before)
+            if not name.startswith("mixpeek-node-")
+        ]
     if IP_FORWARD.read_text().strip() != layout.ip_forward_before:
         found.append("net.ipv4.ip_forward changed")
     host_chains = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
