@@ -1,7 +1,10 @@
-# syntax=docker/dockerfile:1
 # mixpeek-operator image: the same `mixpeek-operator` CLI the chart and the tests run.
 #   docker build -t mixpeek-operator:dev .
 #   docker run --rm mixpeek-operator:dev --help
+# No `# syntax=` line: BuildKit's built-in frontend handles RUN --mount, and a syntax line
+# would make it fetch a frontend image (machines without registry access cannot).
+# `make image` builds this file with buildah from a Debian base and host-built wheels
+# (PYTHON_IMAGE and PIP_WHEEL_ARGS, see hack/image.py).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- builder: wheels for the project and every runtime dependency ---------------------------
@@ -9,11 +12,13 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# Extra `pip wheel` options, e.g. "--no-index --find-links=/wheelhouse" for an offline build.
+ARG PIP_WHEEL_ARGS=""
 # Metadata first, so dependency wheels are rebuilt only when the project changes.
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # The `emulator` extra too: the same image serves `mixpeek-operator emulator` (docs/quickstart).
-RUN pip wheel --wheel-dir /wheels ".[emulator]"
+RUN pip wheel --wheel-dir /wheels ${PIP_WHEEL_ARGS} ".[emulator]"
 
 # --- runtime: the wheels installed into the slim base, nothing else -------------------------
 FROM ${PYTHON_IMAGE}

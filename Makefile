@@ -8,15 +8,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLUSTER_DIR := .local/cluster
+NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test unit integration cluster cluster-down demo demo-down crd bench bench-quick clean
+.PHONY: help venv binaries node-deps lint test unit integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
-	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd)"
+	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd),"
+	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root)"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
 	@echo "make cluster-down  stop it"
+	@echo "make node          a real node (kubelet + containerd) in a network namespace; prints the kubeconfig"
+	@echo "make node-down     stop it and remove everything it created"
+	@echo "make image         build the operator image here (buildah) and load it into the node; prints its ref"
 	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
 	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100)"
@@ -30,9 +35,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-binaries: $(STAMP)
+binaries: $(STAMP) node-deps
 	$(BIN)/python hack/k8sbuild.py kubernetes helm
 	$(BIN)/python hack/gotools.py actionlint promtool
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python hack/k8sbuild.py node cni pause; fi
+
+# Debian packages for the local node and `make image` (only on Linux as root; else a no-op).
+node-deps:
+	@bash hack/node-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator hack tests
@@ -45,10 +55,13 @@ test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not e2e" $(PYTEST_ARGS)
 
 integration: binaries
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+e2e: binaries
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 cluster: binaries
 	@$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR) > /dev/null
@@ -57,6 +70,17 @@ cluster: binaries
 
 cluster-down: $(STAMP)
 	@$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
+
+node: binaries
+	@$(BIN)/python hack/localnode.py up --dir $(NODE_DIR) > /dev/null
+	@echo "local node running; use it with:"
+	@echo "  export KUBECONFIG=$(abspath $(NODE_DIR))/kubeconfig"
+
+node-down: $(STAMP)
+	@$(BIN)/python hack/localnode.py down --dir $(NODE_DIR)
+
+image: $(STAMP) node-deps
+	@$(BIN)/python hack/image.py --node-dir $(NODE_DIR)
 
 demo: binaries
 	@$(BIN)/python hack/demo.py up
@@ -68,7 +92,7 @@ crd: $(STAMP)
 	$(BIN)/mixpeek-operator crd --write
 	$(BIN)/python hack/gen_reference.py
 
-clean: cluster-down demo-down
+clean: cluster-down node-down demo-down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
 bench: binaries

@@ -5,8 +5,10 @@ module replaces its ``k8s.io/*`` staging modules with local paths, which only wo
 inside a kubernetes checkout, so a throw-away wrapper module re-points every one of
 them at its published ``v0.x`` release. etcd is built in the same wrapper from
 ``go.etcd.io/etcd/server/v3`` (the version kubernetes itself pins), and helm from
-its own module. Binaries are cached per version outside the repo and rebuilt only
-when missing.
+its own module. The local node (hack/localnode.py) adds kubelet, kube-proxy,
+kube-controller-manager and kube-scheduler from the same wrapper, the CNI plugins from
+their module and a static pause binary from a few lines of our own. Binaries are
+cached per version outside the repo and rebuilt only when missing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.36.3"
 HELM_MODULE = "helm.sh/helm/v4"
 HELM_VERSION = "v4.3.1"
+CNI_MODULE = "github.com/containernetworking/plugins"
+CNI_PLUGINS_VERSION = "v1.10.0"
+# Binary name -> path under the module's plugins/ directory.
+CNI_PLUGINS = {
+    "bridge": "main/bridge",
+    "loopback": "main/loopback",
+    "host-local": "ipam/host-local",
+    "portmap": "meta/portmap",
+}
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler")
+# Bumped when the pause source below changes.
+PAUSE_VERSION = "1"
 
 _REPLACE_RE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", re.MULTILINE)
 _ETCD_SERVER_RE = re.compile(r"^\s*go\.etcd\.io/etcd/server/v3\s+(v\S+)", re.MULTILINE)
@@ -34,6 +48,18 @@ def cache_root() -> Path:
 
 def kube_bin_dir(version: str = KUBERNETES_VERSION) -> Path:
     return cache_root() / f"kubernetes-{version}" / "bin"
+
+
+def node_bin_dir(version: str = KUBERNETES_VERSION) -> Path:
+    return cache_root() / f"kubernetes-{version}" / "node-bin"
+
+
+def cni_bin_dir(version: str = CNI_PLUGINS_VERSION) -> Path:
+    return cache_root() / f"cni-plugins-{version}" / "bin"
+
+
+def pause_bin_dir() -> Path:
+    return cache_root() / f"pause-{PAUSE_VERSION}" / "bin"
 
 
 def helm_bin_dir(version: str = HELM_VERSION) -> Path:
@@ -73,16 +99,11 @@ def _staging_versions(version: str, workdir: Path, log: Path) -> tuple[list[str]
     return staging, etcd.group(1)
 
 
-def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
-    bin_dir = kube_bin_dir(version)
-    wanted = ["kube-apiserver", "kubectl", "etcd"]
-    if all((bin_dir / name).is_file() for name in wanted):
-        return bin_dir
-    work = bin_dir.parent / "wrapper"
+def _write_wrapper(work: Path, version: str, log: Path, packages: list[str]) -> None:
+    """The wrapper module: kubernetes at `version`, every staging module re-pointed at its
+    published release, etcd's server at the version kubernetes pins, and `packages` imported."""
     shutil.rmtree(work, ignore_errors=True)
     (work / "cmd" / "etcd").mkdir(parents=True)
-    log = bin_dir.parent / "build.log"
-    log.write_text("")
     staging, etcd_version = _staging_versions(version, work, log)
     minor = version.lstrip("v").split(".")
     staging_version = f"v0.{minor[1]}.{minor[2]}"
@@ -97,39 +118,141 @@ def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
         f"require (\n\tk8s.io/kubernetes {version}\n\tgo.etcd.io/etcd/server/v3 {etcd_version}\n)\n\n"
         f"replace (\n{replaces}\n)\n"
     )
-    (work / "tools.go").write_text(
-        "//go:build tools\n\npackage tools\n\nimport (\n"
-        '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
-        '\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n'
-    )
+    imports = "".join(f'\t_ "{package}"\n' for package in packages)
+    (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports})\n")
     (work / "cmd" / "etcd" / "main.go").write_text(
         'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
         "func main() { etcdmain.Main(os.Args) }\n"
     )
     _go(["mod", "tidy"], work, log)
-    major, minor_num = minor[0], minor[1]
-    ldflags = " ".join(
+
+
+def _ldflags(version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    return " ".join(
         [
             "-s -w",
             f"-X k8s.io/component-base/version.gitVersion={version}",
             f"-X k8s.io/component-base/version.gitMajor={major}",
-            f"-X k8s.io/component-base/version.gitMinor={minor_num}",
+            f"-X k8s.io/component-base/version.gitMinor={minor}",
             "-X k8s.io/component-base/version.gitTreeState=clean",
             "-X k8s.io/client-go/pkg/version.gitVersion=" + version,
         ]
     )
-    staged = bin_dir.parent / "bin.partial"
+
+
+def _build_from_wrapper(version: str, bin_dir: Path, targets: dict[str, str]) -> Path:
+    """Build `targets` (binary name -> Go package) in a wrapper module next to `bin_dir`,
+    staged so that an interrupted build never leaves a half-filled bin_dir."""
+    if all((bin_dir / name).is_file() for name in targets):
+        return bin_dir
+    work = bin_dir.parent / f"{bin_dir.name}-wrapper"
+    log = bin_dir.parent / f"{bin_dir.name}-build.log"
+    log.write_text("")
+    _write_wrapper(work, version, log, [pkg for pkg in targets.values() if not pkg.startswith("./")])
+    staged = bin_dir.parent / f"{bin_dir.name}.partial"
     staged.mkdir(parents=True, exist_ok=True)
-    for name, package in (
-        ("etcd", "./cmd/etcd"),
-        ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
-        ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
-    ):
+    ldflags = _ldflags(version)
+    for name, package in targets.items():
         _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(staged / name), package], work, log)
     shutil.rmtree(bin_dir, ignore_errors=True)
     staged.rename(bin_dir)
     shutil.rmtree(work, ignore_errors=True)
     return bin_dir
+
+
+def build_kubernetes(version: str = KUBERNETES_VERSION) -> Path:
+    """etcd, kubectl and kube-apiserver: the control plane the integration tier runs."""
+    return _build_from_wrapper(
+        version,
+        kube_bin_dir(version),
+        {
+            "etcd": "./cmd/etcd",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        },
+    )
+
+
+def build_node(version: str = KUBERNETES_VERSION) -> Path:
+    """The node and the rest of the control plane: kubelet, kube-proxy, controller-manager,
+    scheduler (same wrapper module, their own bin dir so the two builds never collide)."""
+    return _build_from_wrapper(
+        version,
+        node_bin_dir(version),
+        {name: f"k8s.io/kubernetes/cmd/{name}" for name in NODE_BINARIES},
+    )
+
+
+def build_cni(version: str = CNI_PLUGINS_VERSION) -> Path:
+    """The CNI plugins the node's bridge network uses, `go install`ed from their module."""
+    bin_dir = cni_bin_dir(version)
+    if all((bin_dir / name).is_file() for name in CNI_PLUGINS):
+        return bin_dir
+    staged = bin_dir.parent / "bin.partial"
+    staged.mkdir(parents=True, exist_ok=True)
+    log = bin_dir.parent / "build.log"
+    log.write_text("")
+    for path in CNI_PLUGINS.values():
+        _go_install(f"{CNI_MODULE}/plugins/{path}@{version}", staged, log, "-s -w")
+    shutil.rmtree(bin_dir, ignore_errors=True)
+    staged.rename(bin_dir)
+    return bin_dir
+
+
+# The pod sandbox's only process: sleep until told to stop. Our own few lines, so no
+# registry is needed for the pause image.
+_PAUSE_SOURCE = """package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsignals := make(chan os.Signal, 1)
+\tsignal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+\t<-signals
+}
+"""
+
+
+def build_pause() -> Path:
+    """A static `pause` binary for the node's sandbox image."""
+    bin_dir = pause_bin_dir()
+    if (bin_dir / "pause").is_file():
+        return bin_dir
+    work = bin_dir.parent / "src"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "go.mod").write_text("module localpause\n\ngo 1.21\n")
+    (work / "main.go").write_text(_PAUSE_SOURCE)
+    log = bin_dir.parent / "build.log"
+    log.write_text("")
+    staged = bin_dir.parent / "bin.partial"
+    staged.mkdir(parents=True, exist_ok=True)
+    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(staged / "pause"), "."], work, log)
+    shutil.rmtree(bin_dir, ignore_errors=True)
+    staged.rename(bin_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    return bin_dir
+
+
+def _go_install(target: str, gobin: Path, log: Path, ldflags: str) -> None:
+    env = dict(os.environ, GOBIN=str(gobin), GOFLAGS="-mod=mod", CGO_ENABLED="0", GOTOOLCHAIN="local")
+    with log.open("a") as out:
+        out.write(f"$ go install {target}\n")
+        out.flush()
+        result = subprocess.run(
+            ["go", "install", "-trimpath", "-ldflags", ldflags, target],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=gobin,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"go install {target} failed, see {log}:\n{log.read_text()[-3000:]}")
 
 
 def build_helm(version: str = HELM_VERSION) -> Path:
@@ -139,33 +262,28 @@ def build_helm(version: str = HELM_VERSION) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     log = bin_dir.parent / "build.log"
     log.write_text("")
-    env_bin = dict(os.environ, GOBIN=str(bin_dir))
-    env_bin.update(GOFLAGS="-mod=mod", CGO_ENABLED="0", GOTOOLCHAIN="local")
-    with log.open("a") as out:
-        result = subprocess.run(
-            [
-                "go",
-                "install",
-                "-trimpath",
-                "-ldflags",
-                f"-s -w -X {HELM_MODULE}/internal/version.version={version}",
-                f"{HELM_MODULE}/cmd/helm@{version}",
-            ],
-            env=env_bin,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=bin_dir,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(f"helm build failed, see {log}:\n{log.read_text()[-3000:]}")
+    ldflags = f"-s -w -X {HELM_MODULE}/internal/version.version={version}"
+    _go_install(f"{HELM_MODULE}/cmd/helm@{version}", bin_dir, log, ldflags)
     return bin_dir
+
+
+BUILDERS = {
+    "kubernetes": build_kubernetes,
+    "helm": build_helm,
+    "node": build_node,
+    "cni": build_cni,
+    "pause": build_pause,
+}
 
 
 def main(argv: list[str]) -> int:
     what = argv[1:] or ["kubernetes"]
+    unknown = [item for item in what if item not in BUILDERS]
+    if unknown:
+        print(f"unknown build target(s) {unknown}; choose from {sorted(BUILDERS)}", file=sys.stderr)
+        return 2
     for item in what:
-        path = build_kubernetes() if item == "kubernetes" else build_helm()
-        print(path)
+        print(BUILDERS[item]())
     return 0
 
 

@@ -241,7 +241,7 @@ class Pki:
     sa_private: Path
 
 
-def generate_pki(directory: Path) -> Pki:
+def generate_pki(directory: Path, extra_ips: Sequence[str] = ()) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
 
     def name(common: str, org: str | None = None) -> x509.Name:
@@ -264,6 +264,11 @@ def generate_pki(directory: Path) -> Pki:
         x509.DNSName("kubernetes.default.svc"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(
+            x509.IPAddress(ipaddress.ip_address(ip))
+            for ip in dict.fromkeys(extra_ips)
+            if ip not in ("127.0.0.1", "10.0.0.1")
+        ),
     ]
     serving = _certificate(name("kube-apiserver"), serving_key, ca_name, ca_key, sans=sans)
     pki.serving_cert.write_bytes(serving.public_bytes(pem))
@@ -316,17 +321,24 @@ def write_kubeconfig(
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver under one working directory."""
+    """etcd + kube-apiserver under one working directory.
+
+    On loopback by default; the local node (hack/localnode.py) runs it inside its network
+    namespace, advertised on the node's address with the node's Service range.
+    """
 
     workdir: Path
     bin_dir: Path = field(default_factory=k8sbuild.kube_bin_dir)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     etcd_port: int = 0
     apiserver_port: int = 0
+    advertise_address: str = "127.0.0.1"
+    service_cidr: str = "10.0.0.0/24"
+    extra_apiserver_args: Sequence[str] = ()
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.advertise_address}:{self.apiserver_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -338,7 +350,8 @@ class ControlPlane:
 
     def start(self, timeout: float = 120.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        pki = generate_pki(self.workdir / "pki")
+        service_ip = str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+        pki = generate_pki(self.workdir / "pki", extra_ips=[self.advertise_address, service_ip])
         self._start_etcd()
         self._start_apiserver(pki)
         write_kubeconfig(
@@ -380,8 +393,9 @@ class ControlPlane:
         self.processes["kube-apiserver"] = spawn(
             [
                 str(self.bin_dir / "kube-apiserver"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # Loopback, or every address of the node's own network namespace.
+                "--bind-address=" + ("127.0.0.1" if self.advertise_address == "127.0.0.1" else "0.0.0.0"),
+                f"--advertise-address={self.advertise_address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
@@ -392,11 +406,12 @@ class ControlPlane:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.sa_public}",
                 f"--service-account-signing-key-file={pki.sa_private}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=false",
                 "--profiling=false",
                 "--event-ttl=1h",
                 "--v=1",
+                *self.extra_apiserver_args,
             ],
             self.workdir / "kube-apiserver.log",
         )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -106,6 +109,16 @@ def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
 
 
+def operator_identity(environ: Mapping[str, str] = os.environ) -> str:
+    """Who this operator is, for kopf: the pod's name (the chart passes it as POD_NAME from the
+    downward API; HOSTNAME is the pod name too), else this host's name.
+
+    Given explicitly because kopf's own default calls getpass.getuser(), which raises
+    KeyError for a UID without a passwd entry: the chart's 65532, or any UID OpenShift assigns.
+    """
+    return environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
+
+
 def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
     """Run until SIGTERM/SIGINT (kopf handles the signals and calls cleanup)."""
     namespaces = list(config.namespaces)
@@ -116,6 +129,8 @@ def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
     asyncio.run(
         kopf.operator(
             standalone=True,
+            # kopf types this as its own NewType of str, which it does not export.
+            identity=cast(Any, operator_identity()),
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,

@@ -79,7 +79,8 @@ def container(manifests: list[Manifest]) -> Manifest:
 
 
 def env_of(manifests: list[Manifest]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container(manifests)["env"]}
+    """The operator's settings: the env entries with a literal value."""
+    return {item["name"]: item["value"] for item in container(manifests)["env"] if "value" in item}
 
 
 def rules_of(manifests: list[Manifest]) -> Iterator[tuple[Manifest, dict[str, Any]]]:
@@ -213,6 +214,12 @@ def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) ->
     assert len(cli_env) >= 10
     full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}})
     assert set(env_of(full)) == cli_env
+
+
+def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
+    """kopf's identity: the pod name from the downward API (see handlers.operator_identity)."""
+    (pod_name,) = [item for item in container(render())["env"] if item["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 # --- RBAC ------------------------------------------------------------------------------------
