@@ -228,7 +228,9 @@ class Engine:
             clock=clock,
             sleep=sleep,
         )
-        self._rate_limiters = rate_limiters or RateLimiterRegistry(on_wait=metrics.observe_ratelimiter_wait)
+        self._rate_limiters = rate_limiters or RateLimiterRegistry(
+            on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
+        )
         self._mixpeek_transport = mixpeek_transport
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
