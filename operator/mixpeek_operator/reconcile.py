@@ -168,7 +168,8 @@ class RemoteCache(Protocol):
         self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None: ...
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
+        """The bucket's syncs, newest first; None when there is no listing yet (then the caller lists)."""
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
@@ -657,15 +658,16 @@ async def _find_owned(
     ctx: ReconcileContext,
     group: ListingScope,
 ) -> SyncConfiguration | None:
-    if fresh:
+    # The bucket's shared listing when there is one; without it (its first listing failed,
+    # e.g. under 429s) a listing of this connection alone, rather than waiting for the shared one.
+    candidates = None if fresh else await ctx.remote.listing(group)
+    if candidates is None:
         listing = await client.list_all_syncs(
             spec.bucket_id, ListSyncConfigurationsRequest(connection_id=spec.connection_id)
         )
         candidates = listing.syncs
         for sync in candidates:
             ctx.remote.remember(group, sync)
-    else:
-        candidates = await ctx.remote.listing(group) or []
     for sync in candidates:  # newest first
         if sync.connection_id == spec.connection_id and _is_ours(sync, obj):
             return sync
