@@ -3,9 +3,8 @@ Mixpeek, and an in-memory recorder of the Kubernetes writes the reconcile makes.
 
 from __future__ import annotations
 
-import dataclasses
-
 import base64
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
