@@ -42,6 +42,7 @@ from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
+from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.status import find_condition
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
@@ -211,8 +212,10 @@ class Engine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
+        secret_guard: SecretUseGuard | None = None,
     ) -> None:
         self.kube = kube
+        self.secret_guard = secret_guard
         self.credentials = credentials
         self.metrics = metrics
         self.settings = settings
@@ -286,8 +289,12 @@ class Engine:
         self.observer.leave(key)
         self.credentials.forget(key)
         await self.queue.discard(key)
+        if self.secret_guard is not None:
+            await self.secret_guard.object_gone(key)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if self.secret_guard is not None:
+            await self.secret_guard.secret_event(event_type, body)
         dependents = self.credentials.secret_changed(key_of(body), None if event_type == "DELETED" else body)
         for key in dependents:
             self.queue.forget(key)  # new credentials deserve an immediate try
@@ -353,6 +360,8 @@ class Engine:
         if record is None:
             return
         record.handled = trigger_snapshot(record.body)
+        if self.secret_guard is not None:  # before any remote create
+            await self.secret_guard.protect(key, record.body)
         obj = ObjectState.from_body(record.body)
         started = self._clock()
         outcome = await reconcile(obj, self.context)

@@ -55,7 +55,7 @@ def retry_after_violations(log: list[dict[str, Any]], slack: timedelta = IN_FLIG
 def test_retry_after_holds_every_request_with_the_key(
     objects: Objects, mixpeek: EmulatorProcess, credentials: str, start_operator: OperatorFactory
 ) -> None:
-    mixpeek.admin.set_faults(rate_limit_rate=0.2, retry_after_seconds=RETRY_AFTER_SECONDS)
+    mixpeek.admin.set_faults(rate_limit_rate=0.25, retry_after_seconds=RETRY_AFTER_SECONDS)
     operator = start_operator(objects.namespace)
     names = [f"storm-{index:02d}" for index in range(30)]
     for name in names:
@@ -75,7 +75,7 @@ def test_retry_after_holds_every_request_with_the_key(
         f"(> {IN_FLIGHT_SLACK.total_seconds() * 1000:.0f} ms after its 429), "
         f"{len(retry_after_violations(log, timedelta(0)))} with no slack"
     )
-    assert len(throttled) >= 5, "the fault injection did not bite: the test would prove nothing"
+    assert len(throttled) >= 3, "the fault injection did not bite: the test would prove nothing"
     assert violations == [], "\n".join(violations)
     creates = [entry for entry in log if entry["endpoint"] == "create" and entry["status"] == 200]
     assert len(creates) == 30
