@@ -32,6 +32,7 @@ venv: $(STAMP)
 
 binaries: $(STAMP)
 	$(BIN)/python hack/k8sbuild.py kubernetes helm
+	$(BIN)/python hack/gotools.py argocd-health kstatus
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator hack tests

@@ -40,12 +40,12 @@ func main() {
 }
 
 func run(configPath string) error {
-	raw, err := os.ReadFile(configPath)
+	config, err := os.ReadFile(configPath)
 	if err != nil {
 		return err
 	}
 	var cm corev1.ConfigMap
-	if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
+	if err := yaml.UnmarshalStrict(config, &cm); err != nil {
 		return fmt.Errorf("%s: %w", configPath, err)
 	}
 	// The settings manager reads the ConfigMap through an informer; an in-memory clientset
@@ -60,13 +60,17 @@ func run(configPath string) error {
 		return fmt.Errorf("argocd-cm: %w", err)
 	}
 
-	var objects []map[string]any
-	if err := json.NewDecoder(os.Stdin).Decode(&objects); err != nil {
+	var raw []json.RawMessage
+	if err := json.NewDecoder(os.Stdin).Decode(&raw); err != nil {
 		return fmt.Errorf("stdin: %w", err)
 	}
-	results := make([]result, 0, len(objects))
-	for _, object := range objects {
-		obj := &unstructured.Unstructured{Object: object}
+	results := make([]result, 0, len(raw))
+	for _, item := range raw {
+		// Decoded as the API machinery does (integers stay int64), as the controller sees objects.
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(item); err != nil {
+			return fmt.Errorf("object: %w", err)
+		}
 		status, err := health.GetResourceHealth(obj, lua.ResourceHealthOverrides(overrides))
 		switch {
 		case err != nil:

@@ -29,22 +29,28 @@ type results struct {
 }
 
 func main() {
-	var objects []map[string]any
-	if err := json.NewDecoder(os.Stdin).Decode(&objects); err != nil {
+	var raw []json.RawMessage
+	if err := json.NewDecoder(os.Stdin).Decode(&raw); err != nil {
 		fmt.Fprintln(os.Stderr, "kstatus: stdin:", err)
 		os.Exit(1)
 	}
-	out := make([]results, 0, len(objects))
-	for _, object := range objects {
+	out := make([]results, 0, len(raw))
+	for _, item := range raw {
+		// Decoded as the API machinery does (integers stay int64), as clients see objects.
+		object := &unstructured.Unstructured{}
+		if err := object.UnmarshalJSON(item); err != nil {
+			fmt.Fprintln(os.Stderr, "kstatus: object:", err)
+			os.Exit(1)
+		}
 		var r results
 		// Each library gets its own copy: Compute must not see the other's side effects.
-		sigs, err := sigsstatus.Compute(&unstructured.Unstructured{Object: deepCopy(object)})
+		sigs, err := sigsstatus.Compute(object.DeepCopy())
 		if err != nil {
 			r.Sigs.Error = err.Error()
 		} else {
 			r.Sigs = result{Status: sigs.Status.String(), Message: sigs.Message}
 		}
-		flux, err := fluxstatus.Compute(&unstructured.Unstructured{Object: deepCopy(object)})
+		flux, err := fluxstatus.Compute(object.DeepCopy())
 		if err != nil {
 			r.FluxCD.Error = err.Error()
 		} else {
@@ -56,8 +62,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kstatus:", err)
 		os.Exit(1)
 	}
-}
-
-func deepCopy(object map[string]any) map[string]any {
-	return (&unstructured.Unstructured{Object: object}).DeepCopy().Object
 }

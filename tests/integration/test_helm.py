@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from lupa import lua51
 from operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
@@ -33,13 +32,14 @@ from operator_support import (
     wait_for,
 )
 
+from gotools import argocd_health
 from k8sbuild import build_helm
 from localcluster import ControlPlane, write_kubeconfig
 from mixpeek_operator.constants import CRD_NAME, FINALIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"
-HEALTH_LUA = REPO_ROOT / "docs" / "argocd" / "health.lua"
+ARGOCD_CM = REPO_ROOT / "docs" / "argocd" / "argocd-cm.yaml"
 DEFAULT_SECRET = "mixpeek-default"
 ENV_PREFIX = "MIXPEEK_OPERATOR_"
 
@@ -152,12 +152,6 @@ def wait_ready(objects: Objects, name: str, operator: OperatorProcess) -> dict[s
     return result
 
 
-def argocd_health(obj: dict[str, Any]) -> str:
-    lua = lua51.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    return str(lua.execute(HEALTH_LUA.read_text())["status"])
-
-
 def can_i(cluster: ControlPlane, kubeconfig: Path, *args: str) -> bool:
     result = cluster.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
     assert result.stdout.strip() in ("yes", "no"), result.stderr
@@ -196,7 +190,7 @@ def test_cluster_wide_chart_rbac_is_sufficient(
     for name in ("with-secret-ref", "with-default-secret"):
         obj = wait_ready(objects, name, operator)
         assert FINALIZER in obj["metadata"]["finalizers"]
-        assert argocd_health(obj) == "Healthy"
+        assert argocd_health([obj], ARGOCD_CM)[0]["status"] == "Healthy"
     waited = objects.kubectl("wait", "--for=condition=Ready", "bucketsync/with-secret-ref", "--timeout=10s")
     assert "condition met" in waited.stdout
     wait_for(lambda: objects.events("with-secret-ref"), 20, what="an Event posted by the operator")
