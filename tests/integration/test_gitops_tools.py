@@ -169,3 +169,17 @@ def test_helm_install_wait_times_out_without_an_operator(
     assert result.returncode != 0
     assert seconds >= 8
     assert "InProgress" in result.stderr or "context deadline exceeded" in result.stderr
+
+
+def test_kubectl_explain_describes_fields_and_recursive_lists_names_and_types(objects: Objects) -> None:
+    """What README and docs/reference.md promise of `kubectl explain`, with the real kubectl."""
+    field = objects.kubectl("explain", "bucketsync.spec.pollingIntervalSeconds").stdout
+    level = objects.kubectl("explain", "bucketsync.spec").stdout
+    recursive = objects.kubectl("explain", "bucketsync.spec", "--recursive").stdout
+    description = "Seconds between polls in continuous mode."
+    assert "DESCRIPTION:" in field
+    assert description in field
+    assert description in level  # one level: each field with its description
+    fields = recursive.split("FIELDS:", 1)[1]
+    assert "pollingIntervalSeconds\t<integer>" in fields
+    assert description not in fields  # --recursive: names and types only
