@@ -37,7 +37,14 @@ from mixpeek_operator.constants import (
 )
 from mixpeek_operator.credentials import Credentials, CredentialStore
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import EventType, JsonObject, KubeForbidden, ObjectReference
+from mixpeek_operator.kube import (
+    EventType,
+    JsonObject,
+    KubeError,
+    KubeForbidden,
+    ObjectReference,
+    is_kube_outage,
+)
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
@@ -185,7 +192,9 @@ class _Writer:
         try:
             await self._kube.create_event(reference, type=kind, reason=reason, message=message)
         except Exception as exc:  # an Event is best effort; never fail a reconcile for it
-            log.warning("could not post event %s: %s", reason, exc, extra={"object": obj.ref})
+            # During an outage the reconcile's own failed write reports it, once.
+            level = logging.DEBUG if isinstance(exc, KubeError) and is_kube_outage(exc) else logging.WARNING
+            log.log(level, "could not post event %s: %s", reason, exc, extra={"object": obj.ref})
 
     async def owner_exists(self, namespace: str, name: str, uid: str) -> bool:
         cached = self._engine.objects.get(ObjectKey(namespace, name))
@@ -238,6 +247,7 @@ class Engine:
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._kube_outage: dict[ObjectKey, str] = {}  # objects whose last reconcile hit an outage
         self.context = ReconcileContext(
             writer=_Writer(self),
             credentials=credentials,
@@ -347,8 +357,21 @@ class Engine:
     async def _handle(self, key: ObjectKey) -> None:
         try:
             await self._process(key)
+            if self._kube_outage.pop(key, None) is not None:
+                log.info("Kubernetes API reachable again", extra={"object": str(key)})
         except asyncio.CancelledError:
             raise
+        except KubeError as exc:
+            if not is_kube_outage(exc):
+                log.exception("reconcile crashed", extra={"object": str(key)})
+            elif key not in self._kube_outage:
+                # An apiserver restart or overload, not a bug: once per object and outage,
+                # no traceback; the retries back off like any failed reconcile.
+                self._kube_outage[key] = str(exc)
+                log.warning(
+                    "Kubernetes API unavailable, retrying with backoff: %s", exc, extra={"object": str(key)}
+                )
+            await self.queue.add_rate_limited(key)
         except Exception:
             log.exception("reconcile crashed", extra={"object": str(key)})
             await self.queue.add_rate_limited(key)

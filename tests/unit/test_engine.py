@@ -27,7 +27,7 @@ from mixpeek_operator.emulator.testing import FROZEN_START
 from mixpeek_operator.emulator.traffic import FaultRule
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import EventType, JsonObject, ObjectReference
+from mixpeek_operator.kube import EventType, JsonObject, KubeConnectionError, KubeError, ObjectReference
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import RateLimiterRegistry
 from mixpeek_operator.status import merge_patch
@@ -277,6 +277,44 @@ async def test_a_crashing_reconcile_is_logged_and_retried(rig: Rig, caplog: pyte
     rig.clock.advance(1.0)
     assert await rig.drain() == [KEY]
     assert rig.condition("Ready")["status"] == "True"
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        KubeConnectionError(0, "ConnectionError", "connection refused", "PATCH /apis/x"),
+        KubeError(503, "ServiceUnavailable", "apiserver is shutting down", "PATCH /apis/x"),
+        KubeError(429, "TooManyRequests", "storage is (re)initializing", "PATCH /apis/x"),
+    ],
+)
+async def test_a_kubernetes_api_outage_is_one_warning_per_object_not_a_crash(
+    rig: Rig, caplog: pytest.LogCaptureFixture, outage: KubeError
+) -> None:
+    rig.kube.fail_status_with = outage
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.INFO, logger="mixpeek_operator.engine"):
+        for attempt in range(3):
+            assert await rig.drain() == [KEY]
+            assert rig.engine.queue.failures(KEY) == attempt + 1  # backing off
+            rig.clock.advance(60.0)
+        rig.kube.fail_status_with = None
+        assert await rig.drain() == [KEY]
+    records = [r for r in caplog.records if r.name == "mixpeek_operator.engine"]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "Kubernetes API unavailable" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert not [r for r in records if r.levelno >= logging.ERROR]
+    assert any(r.getMessage() == "Kubernetes API reachable again" for r in records)
+    assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_kubernetes_client_error_is_still_a_crash(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.kube.fail_status_with = KubeError(400, "BadRequest", "bad patch", "PATCH /apis/x")
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.ERROR, logger="mixpeek_operator.engine"):
+        await rig.drain()
+    assert "reconcile crashed" in caplog.text
 
 
 async def test_a_stalled_object_requeues_only_when_told(rig: Rig) -> None:
