@@ -49,7 +49,7 @@ from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
-from mixpeek_operator.secret_guard import SecretUseGuard
+from mixpeek_operator.secret_guard import FinalizerApi, SecretUseGuard
 from mixpeek_operator.status import find_condition
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
@@ -79,24 +79,8 @@ class EngineSettings:
     burst: int = 20
 
 
-class KubeApi(Protocol):
+class KubeApi(FinalizerApi, Protocol):
     """The Kubernetes calls the engine makes (kube.KubeClient)."""
-
-    async def add_finalizer(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        finalizer: str,
-        *,
-        current: JsonObject | None = None,
-    ) -> JsonObject: ...
-
-    async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
-    ) -> JsonObject | None: ...
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject

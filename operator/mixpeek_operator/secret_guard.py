@@ -34,8 +34,8 @@ from mixpeek_operator.kube import JsonObject, KubeError, KubeNotFound
 log = logging.getLogger("mixpeek_operator.secret_guard")
 
 
-class SecretGuardApi(Protocol):
-    """The Kubernetes calls the guard makes (kube.KubeClient)."""
+class FinalizerApi(Protocol):
+    """Finalizer edits of kube.KubeClient (the engine's on BucketSyncs, the guard's on Secrets)."""
 
     async def add_finalizer(
         self,
@@ -52,6 +52,10 @@ class SecretGuardApi(Protocol):
     async def remove_finalizer(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
     ) -> JsonObject | None: ...
+
+
+class SecretGuardApi(FinalizerApi, Protocol):
+    """The Kubernetes calls the guard makes (kube.KubeClient)."""
 
     async def list_objects(
         self, group: str, version: str, plural: str, namespace: str | None = None
