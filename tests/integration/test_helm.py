@@ -203,6 +203,43 @@ def test_cluster_wide_chart_rbac_is_sufficient(
     assert_no_permission_errors(operator)
 
 
+def test_the_chart_identity_may_change_only_its_finalizer_on_secrets(
+    install: Installer,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    """RBAC grants secrets/patch for the in-use finalizer; the chart's admission policy keeps it to that."""
+    release = install({})
+    make_secret(api_client, namespace, "guarded", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+
+    def patch(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(
+            "-n", namespace, "patch", "secret", "guarded", "--type=merge", "-p", json.dumps(body),
+            kubeconfig=kubeconfig, check=False,
+        )  # fmt: skip
+
+    # The policy binding takes effect asynchronously: wait until a forbidden change is refused.
+    refused = wait_for(
+        lambda: (result := patch({"data": {"apiKey": "c3RvbGVu"}})).returncode != 0 and result,
+        30,
+        what="the secret write policy in force",
+    )
+    assert "may only add or remove its mixpeek.com/secret-in-use finalizer" in refused.stderr
+    for forbidden in (
+        {"metadata": {"labels": {"x": "y"}}},
+        {"metadata": {"finalizers": ["other/finalizer"]}},
+    ):
+        assert patch(forbidden).returncode != 0, forbidden
+    assert patch({"metadata": {"finalizers": ["mixpeek.com/secret-in-use"]}}).returncode == 0
+    assert patch({"metadata": {"finalizers": None}}).returncode == 0
+    # Anyone else (here the admin) is not affected.
+    assert cluster.kubectl("-n", namespace, "label", "secret", "guarded", "x=y").returncode == 0
+
+
 def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
     install: Installer,
     start_operator: OperatorFactory,
@@ -250,11 +287,13 @@ def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
     denied = cluster.kubectl("get", "secrets", "-n", other, kubeconfig=kubeconfig, check=False)
     assert denied.returncode != 0
     assert "Forbidden" in denied.stderr
-    # Inside, exactly the verbs it needs: reads of Secrets, never writes.
+    # Inside, exactly the verbs it needs: reads of Secrets, and patch for the in-use finalizer
+    # (the chart's admission policy refuses any other change, see the test above).
     assert can_i(cluster, kubeconfig, "get", "secrets", "-n", watched)
+    assert can_i(cluster, kubeconfig, "patch", "secrets", "-n", watched)
     assert can_i(cluster, kubeconfig, "patch", "bucketsyncs.mixpeek.com/status", "-n", watched)
     assert can_i(cluster, kubeconfig, "create", "events", "-n", watched)
-    for verb in ("create", "update", "patch", "delete"):
+    for verb in ("create", "update", "delete"):
         assert not can_i(cluster, kubeconfig, verb, "secrets", "-n", watched)
     for verb in ("create", "update", "delete"):
         assert not can_i(cluster, kubeconfig, verb, "bucketsyncs.mixpeek.com", "-n", watched)
@@ -283,6 +322,8 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
         "RoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",  # the Secret write policy is cluster-scoped in both modes
+        "ValidatingAdmissionPolicyBinding",
     }
 
     release.run("uninstall", release.name)

@@ -106,6 +106,8 @@ def test_default_render_has_exactly_the_operator_objects(render: Any) -> None:
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert all(m["metadata"].get("namespace", RELEASE_NS) == RELEASE_NS for m in manifests)
 
