@@ -212,7 +212,9 @@ def render(crd: Mapping[str, Any] | None = None) -> str:
         "",
         schema.get("description", ""),
         "",
-        "`kubectl explain bucketsync.spec --recursive` shows the same descriptions from the live cluster.",
+        "`kubectl explain bucketsync.spec` (one level) and `kubectl explain bucketsync.spec.<field>` "
+        "show the same descriptions from the live cluster; "
+        "`--recursive` lists the whole tree's names and types only.",
         "",
         "## Columns of `kubectl get bucketsyncs`",
         "",

@@ -362,9 +362,7 @@ class ControlPlane:
         except BaseException:
             self.stop()
             raise
-        (self.workdir / "pids.json").write_text(
-            json.dumps({name: proc.pid for name, proc in self.processes.items()})
-        )
+        self._write_pids()
 
     def _start_etcd(self) -> None:
         data_dir = self.workdir / "etcd-data"
@@ -389,7 +387,7 @@ class ControlPlane:
         )
 
     def _start_apiserver(self, pki: Pki) -> None:
-        self.apiserver_port = free_port()
+        self.apiserver_port = self.apiserver_port or free_port()  # a restart keeps its address
         self.processes["kube-apiserver"] = spawn(
             [
                 str(self.bin_dir / "kube-apiserver"),
@@ -439,6 +437,23 @@ class ControlPlane:
                 last_error = str(exc)
             time.sleep(0.25)
         raise TimeoutError(f"kube-apiserver not ready after {timeout:.0f}s: {last_error}")
+
+    def _write_pids(self) -> None:
+        (self.workdir / "pids.json").write_text(
+            json.dumps({name: proc.pid for name, proc in self.processes.items()})
+        )
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver only (an outage); etcd and its data stay."""
+        proc = self.processes.pop("kube-apiserver", None)
+        if proc is not None:
+            terminate(proc)
+
+    def start_apiserver(self, timeout: float = 120.0) -> None:
+        """Start kube-apiserver again on the same port, certificates and etcd."""
+        self._start_apiserver(self.pki)
+        self._wait_ready(timeout)
+        self._write_pids()
 
     def stop(self) -> None:
         # The apiserver first, so it does not spin on a vanished etcd.

@@ -22,17 +22,10 @@ local function describe(condition, fallback)
   return fallback
 end
 
-local stalled = conditions["Stalled"]
-
--- Argo CD answers "Pending deletion" itself before calling this script; other callers get
--- the same answer, unless the deletion waits for a human (e.g. its Secret is gone).
-if obj.metadata.deletionTimestamp ~= nil then
-  if is_true(stalled) then
-    return {status = "Degraded", message = "Deletion blocked: " .. describe(stalled, "Stalled")}
-  end
-  return {status = "Progressing", message = "Pending deletion"}
-end
-
+-- Argo CD answers Progressing "Pending deletion" for an object being deleted before it
+-- runs this script, so the script never sees one.
+-- Only Lua's base and table libraries exist in Argo CD's sandbox (argocd-cm has no
+-- useOpenLibs for this kind): no string.format, no string methods.
 if obj.status == nil then
   return {status = "Progressing", message = "Waiting for the operator to handle the object"}
 end
@@ -50,11 +43,12 @@ local observed = obj.status.observedGeneration
 if generation ~= nil and observed ~= nil and observed ~= generation then
   return {
     status = "Progressing",
-    message = string.format("Waiting for the operator to observe generation %d", generation),
+    message = "Waiting for the operator to observe generation " .. tostring(generation),
   }
 end
 
 -- Stalled wins over Reconciling: only a human can fix it (the operator never sets both).
+local stalled = conditions["Stalled"]
 if is_true(stalled) then
   return {status = "Degraded", message = describe(stalled, "Stalled")}
 end

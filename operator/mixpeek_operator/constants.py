@@ -17,6 +17,8 @@ CRD_NAME: Final = f"{PLURAL}.{GROUP}"
 
 ANNOTATION_PREFIX: Final = f"{GROUP}/"
 FINALIZER: Final = f"{GROUP}/finalizer"
+# On credentials Secrets named by a BucketSync, while one exists (see secret_guard.py).
+SECRET_IN_USE_FINALIZER: Final = f"{GROUP}/secret-in-use"
 RECONCILE_REQUESTED_AT: Final = f"{GROUP}/reconcile-requested-at"
 TRIGGER_REQUESTED_AT: Final = f"{GROUP}/trigger-requested-at"
 RECONCILE_PAUSED: Final = f"{GROUP}/reconcile-paused"

@@ -44,11 +44,13 @@ from mixpeek_operator.kube import (
     KubeForbidden,
     KubeNotFound,
     ObjectReference,
+    is_kube_outage,
 )
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, StatusWriteError, reconcile
+from mixpeek_operator.secret_guard import FinalizerApi, SecretUseGuard
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
@@ -77,24 +79,8 @@ class EngineSettings:
     burst: int = 20
 
 
-class KubeApi(Protocol):
+class KubeApi(FinalizerApi, Protocol):
     """The Kubernetes calls the engine makes (kube.KubeClient)."""
-
-    async def add_finalizer(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        finalizer: str,
-        *,
-        current: JsonObject | None = None,
-    ) -> JsonObject: ...
-
-    async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
-    ) -> JsonObject | None: ...
 
     async def patch_status(
         self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
@@ -190,6 +176,8 @@ class _Writer:
         except KubeNotFound:
             return  # deleted meanwhile: no status to report; its DELETED event drops the record
         except KubeError as exc:
+            if is_kube_outage(exc):
+                raise  # the engine reports an outage once per object, not once per failed write
             raise StatusWriteError(str(exc)) from exc
         self._engine.cache_body(body)
 
@@ -204,7 +192,9 @@ class _Writer:
         try:
             await self._kube.create_event(reference, type=kind, reason=reason, message=message)
         except Exception as exc:  # an Event is best effort; never fail a reconcile for it
-            log.warning("could not post event %s: %s", reason, exc, extra={"object": obj.ref})
+            # During an outage the reconcile's own failed write reports it, once.
+            level = logging.DEBUG if isinstance(exc, KubeError) and is_kube_outage(exc) else logging.WARNING
+            log.log(level, "could not post event %s: %s", reason, exc, extra={"object": obj.ref})
 
     async def owner_exists(self, namespace: str, name: str, uid: str) -> bool:
         cached = self._engine.objects.get(ObjectKey(namespace, name))
@@ -231,8 +221,10 @@ class Engine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
+        secret_guard: SecretUseGuard | None = None,
     ) -> None:
         self.kube = kube
+        self.secret_guard = secret_guard
         self.credentials = credentials
         self.metrics = metrics
         self.settings = settings
@@ -248,11 +240,14 @@ class Engine:
             clock=clock,
             sleep=sleep,
         )
-        self._rate_limiters = rate_limiters or RateLimiterRegistry(on_wait=metrics.observe_ratelimiter_wait)
+        self._rate_limiters = rate_limiters or RateLimiterRegistry(
+            on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
+        )
         self._mixpeek_transport = mixpeek_transport
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._kube_outage: dict[ObjectKey, str] = {}  # objects whose last reconcile hit an outage
         self.context = ReconcileContext(
             writer=_Writer(self),
             credentials=credentials,
@@ -304,8 +299,12 @@ class Engine:
         self.observer.leave(key)
         self.credentials.forget(key)
         await self.queue.discard(key)
+        if self.secret_guard is not None:
+            await self.secret_guard.object_gone(key)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        if self.secret_guard is not None:
+            await self.secret_guard.secret_event(event_type, body)
         dependents = self.credentials.secret_changed(key_of(body), None if event_type == "DELETED" else body)
         for key in dependents:
             self.queue.forget(key)  # new credentials deserve an immediate try
@@ -358,8 +357,21 @@ class Engine:
     async def _handle(self, key: ObjectKey) -> None:
         try:
             await self._process(key)
+            if self._kube_outage.pop(key, None) is not None:
+                log.info("Kubernetes API reachable again", extra={"object": str(key)})
         except asyncio.CancelledError:
             raise
+        except KubeError as exc:
+            if not is_kube_outage(exc):
+                log.exception("reconcile crashed", extra={"object": str(key)})
+            elif key not in self._kube_outage:
+                # An apiserver restart or overload, not a bug: once per object and outage,
+                # no traceback; the retries back off like any failed reconcile.
+                self._kube_outage[key] = str(exc)
+                log.warning(
+                    "Kubernetes API unavailable, retrying with backoff: %s", exc, extra={"object": str(key)}
+                )
+            await self.queue.add_rate_limited(key)
         except Exception:
             log.exception("reconcile crashed", extra={"object": str(key)})
             await self.queue.add_rate_limited(key)
@@ -371,6 +383,8 @@ class Engine:
         if record is None:
             return
         record.handled = trigger_snapshot(record.body)
+        if self.secret_guard is not None:  # before any remote create
+            await self.secret_guard.protect(key, record.body)
         obj = ObjectState.from_body(record.body)
         started = self._clock()
         outcome = await reconcile(obj, self.context)

@@ -120,6 +120,11 @@ class KubeInvalid(KubeError):
     """422: the object or patch fails validation (OpenAPI, CEL, metadata rules)."""
 
 
+def is_kube_outage(error: KubeError) -> bool:
+    """The API server is unreachable, restarting or overloaded (no answer, 429 or 5xx): retry later."""
+    return isinstance(error, KubeConnectionError) or error.status == 429 or error.status >= 500
+
+
 _ERRORS_BY_STATUS: Final[dict[int, type[KubeError]]] = {
     401: KubeUnauthorized,
     403: KubeForbidden,

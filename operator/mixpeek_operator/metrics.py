@@ -113,7 +113,13 @@ class OperatorMetrics:
         )
         self.ratelimiter_wait = Counter(
             "mixpeek_ratelimiter_wait_seconds_total",
-            "Seconds requests waited in the operator's own client-side rate limiter",
+            "Seconds requests waited in the operator's own client-side rate limiter, "
+            "including Retry-After holds of their API key",
+            registry=r,
+        )
+        self.key_holds = Counter(
+            "mixpeek_api_key_holds_total",
+            "Retry-After answers that held every request with the API key until the wait passed",
             registry=r,
         )
         self.reconciles = Counter(
@@ -171,6 +177,10 @@ class OperatorMetrics:
     def observe_ratelimiter_wait(self, seconds: float) -> None:
         """Time spent waiting for the client-side rate limiter (its `on_wait` hook)."""
         self.ratelimiter_wait.inc(seconds)
+
+    def observe_key_hold(self, seconds: float) -> None:
+        """A Retry-After hold began on an API key (the rate limiter's `on_hold` hook)."""
+        self.key_holds.inc()
 
     def observe_reconcile(self, result: ReconcileResult, seconds: float) -> None:
         if result not in RECONCILE_RESULTS:

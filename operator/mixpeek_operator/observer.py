@@ -191,8 +191,8 @@ class Observer:
         if listing is None:
             return None
         await self._wait_primed(listing)
-        if listing.error is not None and listing.fetched_at is None:
-            raise listing.error
+        if listing.fetched_at is None:
+            return None  # not listed yet (failing or slow): the caller lists what it needs itself
         return sorted(
             listing.syncs.values(),
             key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC),

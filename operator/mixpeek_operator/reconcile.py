@@ -169,13 +169,14 @@ class ObjectState:
 
 
 class StatusWriteError(Exception):
-    """`KubeWriter.patch_status` could not write the status; the reconcile is retried with backoff."""
+    """`KubeWriter.patch_status` was refused by the API server; the reconcile is retried with backoff."""
 
 
 class KubeWriter(Protocol):
     """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs.
 
-    `patch_status` raises StatusWriteError when the API server refuses or cannot be reached.
+    `patch_status` raises StatusWriteError when the API server refuses the write; an outage (no
+    answer, 429, 5xx) propagates as the Kubernetes error, which the engine reports once per outage.
     """
 
     async def add_finalizer(self, obj: ObjectState) -> None: ...
@@ -200,7 +201,8 @@ class RemoteCache(Protocol):
         self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None: ...
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
+        """The bucket's syncs, newest first; None when there is no listing yet (then the caller lists)."""
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
@@ -690,15 +692,16 @@ async def _find_owned(
 ) -> SyncConfiguration | None:
     """The newest remote sync in `scope` marked as this object's: listed now, or from the cache."""
     remote, connection_id = run.ctx.remote, conn.spec.connection_id
-    if fresh:
+    # The bucket's shared listing when there is one; without it (its first listing failed,
+    # e.g. under 429s) a listing of this connection alone, rather than waiting for the shared one.
+    candidates = None if fresh else await remote.listing(scope)
+    if candidates is None:
         listing = await conn.client.list_all_syncs(
             scope.bucket, ListSyncConfigurationsRequest(connection_id=connection_id)
         )
         candidates = listing.syncs
         for sync in candidates:
             remote.remember(scope, sync)
-    else:
-        candidates = await remote.listing(scope) or []
     for sync in candidates:  # newest first
         if sync.connection_id == connection_id and _is_ours(sync, run.obj):
             return sync

@@ -12,6 +12,7 @@ from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.kube import KubeClient, load_default_connection
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
+from mixpeek_operator.secret_guard import SecretUseGuard
 
 log = logging.getLogger("mixpeek_operator.runtime")
 
@@ -47,7 +48,11 @@ class OperatorRuntime:
             on_secret_value=self.secrets.add,
         )
         self.engine = Engine(
-            kube=self.kube, credentials=store, metrics=self.metrics, settings=self.config.engine
+            kube=self.kube,
+            credentials=store,
+            metrics=self.metrics,
+            settings=self.config.engine,
+            secret_guard=SecretUseGuard(self.kube),
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
         if self.config.metrics_port:

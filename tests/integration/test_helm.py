@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from lupa import lua51
 from operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
@@ -33,13 +32,14 @@ from operator_support import (
     wait_for,
 )
 
+from gotools import argocd_health
 from k8sbuild import build_helm
 from localcluster import ControlPlane, write_kubeconfig
 from mixpeek_operator.constants import CRD_NAME, FINALIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"
-HEALTH_LUA = REPO_ROOT / "docs" / "argocd" / "health.lua"
+ARGOCD_CM = REPO_ROOT / "docs" / "argocd" / "argocd-cm.yaml"
 DEFAULT_SECRET = "mixpeek-default"
 ENV_PREFIX = "MIXPEEK_OPERATOR_"
 
@@ -152,12 +152,6 @@ def wait_ready(objects: Objects, name: str, operator: OperatorProcess) -> dict[s
     return result
 
 
-def argocd_health(obj: dict[str, Any]) -> str:
-    lua = lua51.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    return str(lua.execute(HEALTH_LUA.read_text())["status"])
-
-
 def can_i(cluster: ControlPlane, kubeconfig: Path, *args: str) -> bool:
     result = cluster.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
     assert result.stdout.strip() in ("yes", "no"), result.stderr
@@ -196,7 +190,7 @@ def test_cluster_wide_chart_rbac_is_sufficient(
     for name in ("with-secret-ref", "with-default-secret"):
         obj = wait_ready(objects, name, operator)
         assert FINALIZER in obj["metadata"]["finalizers"]
-        assert argocd_health(obj) == "Healthy"
+        assert argocd_health([obj], ARGOCD_CM)[0]["status"] == "Healthy"
     waited = objects.kubectl("wait", "--for=condition=Ready", "bucketsync/with-secret-ref", "--timeout=10s")
     assert "condition met" in waited.stdout
     wait_for(lambda: objects.events("with-secret-ref"), 20, what="an Event posted by the operator")
@@ -207,6 +201,43 @@ def test_cluster_wide_chart_rbac_is_sufficient(
     for name in ("with-secret-ref", "with-default-secret"):
         wait_for(lambda name=name: objects.get(name) is None, 30, what=f"{name} deleted")
     assert_no_permission_errors(operator)
+
+
+def test_the_chart_identity_may_change_only_its_finalizer_on_secrets(
+    install: Installer,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    """RBAC grants secrets/patch for the in-use finalizer; the chart's admission policy keeps it to that."""
+    release = install({})
+    make_secret(api_client, namespace, "guarded", api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+
+    def patch(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(
+            "-n", namespace, "patch", "secret", "guarded", "--type=merge", "-p", json.dumps(body),
+            kubeconfig=kubeconfig, check=False,
+        )  # fmt: skip
+
+    # The policy binding takes effect asynchronously: wait until a forbidden change is refused.
+    refused = wait_for(
+        lambda: (result := patch({"data": {"apiKey": "c3RvbGVu"}})).returncode != 0 and result,
+        30,
+        what="the secret write policy in force",
+    )
+    assert "may only add or remove its mixpeek.com/secret-in-use finalizer" in refused.stderr
+    for forbidden in (
+        {"metadata": {"labels": {"x": "y"}}},
+        {"metadata": {"finalizers": ["other/finalizer"]}},
+    ):
+        assert patch(forbidden).returncode != 0, forbidden
+    assert patch({"metadata": {"finalizers": ["mixpeek.com/secret-in-use"]}}).returncode == 0
+    assert patch({"metadata": {"finalizers": None}}).returncode == 0
+    # Anyone else (here the admin) is not affected.
+    assert cluster.kubectl("-n", namespace, "label", "secret", "guarded", "x=y").returncode == 0
 
 
 def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
@@ -256,11 +287,13 @@ def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
     denied = cluster.kubectl("get", "secrets", "-n", other, kubeconfig=kubeconfig, check=False)
     assert denied.returncode != 0
     assert "Forbidden" in denied.stderr
-    # Inside, exactly the verbs it needs: reads of Secrets, never writes.
+    # Inside, exactly the verbs it needs: reads of Secrets, and patch for the in-use finalizer
+    # (the chart's admission policy refuses any other change, see the test above).
     assert can_i(cluster, kubeconfig, "get", "secrets", "-n", watched)
+    assert can_i(cluster, kubeconfig, "patch", "secrets", "-n", watched)
     assert can_i(cluster, kubeconfig, "patch", "bucketsyncs.mixpeek.com/status", "-n", watched)
     assert can_i(cluster, kubeconfig, "create", "events", "-n", watched)
-    for verb in ("create", "update", "patch", "delete"):
+    for verb in ("create", "update", "delete"):
         assert not can_i(cluster, kubeconfig, verb, "secrets", "-n", watched)
     for verb in ("create", "update", "delete"):
         assert not can_i(cluster, kubeconfig, verb, "bucketsyncs.mixpeek.com", "-n", watched)
@@ -289,6 +322,8 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
         "RoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",  # the Secret write policy is cluster-scoped in both modes
+        "ValidatingAdmissionPolicyBinding",
     }
 
     release.run("uninstall", release.name)

@@ -1,7 +1,12 @@
-"""The Argo CD health check (docs/argocd/health.lua), run by a real Lua 5.1 interpreter (the
-language version of Argo CD's gopher-lua) against the table of cases in Argo CD's upstream
-format: docs/argocd/health_test.yaml + testdata/. The same objects also go through the Flux
-CEL fallback of docs/gitops.md (a real CEL interpreter), which must agree with kstatus."""
+"""The Argo CD health check (docs/argocd/health.lua) run by Argo CD's own code against the
+table of cases in Argo CD's upstream format: docs/argocd/health_test.yaml + testdata/.
+
+hack/argocd-health (built from the Go module proxy, cached) loads docs/argocd/argocd-cm.yaml
+as shipped through Argo CD's settings manager and computes health through gitops-engine's
+entry point, which answers deleting objects itself and runs the script in Argo CD's
+gopher-lua sandbox (base, table and a safe os library only, unless useOpenLibs is set).
+The same objects go through both kstatus libraries (hack/kstatus) and the Flux CEL fallback
+of docs/gitops.md (a real CEL interpreter), which must agree with kstatus."""
 
 from __future__ import annotations
 
@@ -11,27 +16,17 @@ from typing import Any
 import cel
 import pytest
 import yaml
-from lupa import lua51
 
+from gotools import argocd_health, kstatus
 from mixpeek_operator.crd import build_crd
 
 ARGOCD = Path(__file__).resolve().parents[2] / "docs" / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
+ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
 CASES: list[dict[str, Any]] = yaml.safe_load((ARGOCD / "health_test.yaml").read_text())["tests"]
 ARGOCD_STATES = {"Healthy", "Progressing", "Degraded", "Suspended"}
 HEALTH_KEY = "resource.customizations.health.mixpeek.com_BucketSync"
 IGNORE_KEY = "resource.customizations.ignoreResourceUpdates.mixpeek.com_BucketSync"
-
-
-def evaluate(script: str, obj: dict[str, Any]) -> dict[str, str]:
-    """Run a health script the way Argo CD does: `obj` as a global, the result returned."""
-    lua = lua51.LuaRuntime(register_eval=False, register_builtins=False)
-    # Argo CD's sandbox has no I/O, OS or module loading; the script must not need them.
-    for unsafe in ("io", "os", "package", "require", "dofile", "loadfile", "load", "debug"):
-        lua.globals()[unsafe] = None
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(script)
-    return {str(key): str(value) for key, value in result.items()}
 
 
 def load(case: dict[str, Any]) -> dict[str, Any]:
@@ -43,14 +38,26 @@ def case_id(case: dict[str, Any]) -> str:
     return Path(case["inputPath"]).stem
 
 
-def test_the_script_is_lua_5_1() -> None:
-    lua = lua51.LuaRuntime()
-    assert lua.eval("_VERSION") == "Lua 5.1"
+@pytest.fixture(scope="module")
+def argocd_results() -> dict[str, dict[str, str]]:
+    """Argo CD's answer for every case, from one run of its code."""
+    results = argocd_health([load(case) for case in CASES], ARGOCD_CM)
+    return {case_id(case): result for case, result in zip(CASES, results, strict=True)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_health_check_case(case: dict[str, Any]) -> None:
-    assert evaluate(HEALTH_LUA.read_text(), load(case)) == case["healthStatus"]
+def test_health_check_case(case: dict[str, Any], argocd_results: dict[str, dict[str, str]]) -> None:
+    assert argocd_results[case_id(case)] == case["healthStatus"]
+
+
+def test_without_its_check_argo_cd_gives_a_bucketsync_no_health(tmp_path: Path) -> None:
+    """Why the patch is needed at all: Argo CD's own answer for the kind with no script."""
+    bare = yaml.safe_load(ARGOCD_CM.read_text())
+    bare["data"] = {}
+    config = tmp_path / "argocd-cm.yaml"
+    config.write_text(yaml.safe_dump(bare))
+    (result,) = argocd_health([load(CASES[0])], config)
+    assert result == {"status": "", "message": "no health check"}
 
 
 def test_cases_cover_every_testdata_file_and_every_state() -> None:
@@ -141,32 +148,31 @@ def flux_status(exprs: dict[str, str], obj: dict[str, Any]) -> str:
     return "InProgress"
 
 
-def kstatus(obj: dict[str, Any]) -> str:
-    """kstatus' generic rules for a custom resource (sigs.k8s.io/cli-utils status.Compute)."""
-    status = obj.get("status") or {}
-    observed = status.get("observedGeneration")
-    if observed is not None and observed != obj["metadata"].get("generation"):
-        return "InProgress"
-    conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-    if conditions.get("Reconciling") == "True":
-        return "InProgress"
-    if conditions.get("Stalled") == "True":
-        return "Failed"
-    if conditions.get("Ready") in ("False", "Unknown"):
-        return "InProgress"
-    return "Current"
+@pytest.fixture(scope="module")
+def kstatus_results() -> dict[str, dict[str, dict[str, str]]]:
+    """Both kstatus libraries' answer for every case, from one run of their code."""
+    results = kstatus([load(case) for case in CASES])
+    return {case_id(case): result for case, result in zip(CASES, results, strict=True)}
+
+
+def test_both_kstatus_libraries_agree(kstatus_results: dict[str, dict[str, dict[str, str]]]) -> None:
+    for name, result in kstatus_results.items():
+        assert result["sigs"] == result["fluxcd"], name
 
 
 # Deletion is left out: Flux and kstatus handle it themselves (Terminating).
 @pytest.mark.parametrize(
     "case", [c for c in CASES if "deletionTimestamp" not in load(c)["metadata"]], ids=case_id
 )
-def test_flux_cel_fallback_agrees_with_kstatus(case: dict[str, Any]) -> None:
+def test_flux_cel_fallback_agrees_with_kstatus(
+    case: dict[str, Any], kstatus_results: dict[str, dict[str, dict[str, str]]]
+) -> None:
     obj = load(case)
     got = flux_status(flux_health_exprs(), obj)
+    computed = kstatus_results[case_id(case)]["sigs"]["status"]
     if "status" not in obj:
         # kstatus' known corner case: no status at all is "Current". The CRD's status default
         # makes it impossible for a stored object; the CEL waits instead.
-        assert (kstatus(obj), got) == ("Current", "InProgress")
+        assert (computed, got) == ("Current", "InProgress")
     else:
-        assert got == kstatus(obj)
+        assert got == computed

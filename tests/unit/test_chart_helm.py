@@ -27,7 +27,7 @@ Manifest = dict[str, Any]
 EXPECTED_RULES = {
     ("mixpeek.com", "bucketsyncs"): {"get", "list", "watch", "patch"},
     ("mixpeek.com", "bucketsyncs/status"): {"patch"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("", "secrets"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create"},
 }
 RBAC_MODES = {
@@ -107,6 +107,8 @@ def test_default_render_has_exactly_the_operator_objects(render: Any) -> None:
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert all(m["metadata"].get("namespace", RELEASE_NS) == RELEASE_NS for m in manifests)
 
@@ -242,7 +244,8 @@ def test_rbac_has_no_wildcards_and_no_secret_writes(render: Any, mode: str) -> N
     for manifest, rule in rules_of(render(RBAC_MODES[mode])):
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], manifest["metadata"]
         if "secrets" in rule["resources"]:
-            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+            # patch only for the in-use finalizer; never create, update or delete a Secret.
+            assert set(rule["verbs"]) <= {"get", "list", "watch", "patch"}
 
 
 def test_cluster_mode_binds_a_cluster_role_and_no_roles(render: Any) -> None:

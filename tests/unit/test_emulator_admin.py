@@ -70,6 +70,20 @@ async def test_error_rate_is_a_seeded_probability() -> None:
     assert set(statuses[0]) == {200, 502}
 
 
+async def test_rate_limit_rate_answers_a_seeded_share_with_retry_after() -> None:
+    app = create_app(EmulatorConfig(time_scale=0, random_seed=7))
+    async with asgi_client(app) as client:
+        await set_faults(client, {"rate_limit_rate": 0.5, "retry_after_seconds": 1.5})
+        responses = [await client.post(f"{SYNCS_PATH}/list") for _ in range(40)]
+        log = (await client.get(f"{ADMIN}/requests")).json()["requests"]
+    limited = [r for r in responses if r.status_code == 429]
+    assert 5 < len(limited) < 35
+    assert {r.headers["retry-after"] for r in limited} == {"1.5"}
+    # The log says which answers carried a Retry-After, and when each request arrived.
+    assert [e["retry_after"] for e in log] == [r.headers.get("retry-after") for r in responses]
+    assert all(e["started_at"] <= e["at"] for e in log)
+
+
 @pytest.mark.parametrize(("status", "error_type"), [(400, "BadRequestError"), (422, "ValidationError")])
 async def test_injected_client_errors_carry_the_given_message(
     emulator_client: httpx.AsyncClient, status: int, error_type: str
@@ -386,7 +400,10 @@ async def test_request_log_has_no_headers_or_keys(emulator_client: httpx.AsyncCl
         ("POST", f"{SYNCS_PATH}/list", "limit=5", 200),
         ("POST", SYNCS_PATH, "", 200),
     ]
-    assert set(log[0]) == {"at", "method", "path", "query", "endpoint", "status", "duration_ms", "faults"}
+    assert set(log[0]) == {
+        "at", "started_at", "method", "path", "query", "endpoint", "status", "duration_ms", "faults",
+        "retry_after",
+    }  # fmt: skip
     text = json.dumps(log).lower()
     assert DEFAULT_API_KEY not in text
     assert "authorization" not in text

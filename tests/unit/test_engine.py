@@ -27,7 +27,15 @@ from mixpeek_operator.emulator.testing import FROZEN_START
 from mixpeek_operator.emulator.traffic import FaultRule
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import EventType, JsonObject, KubeConflict, KubeNotFound, ObjectReference
+from mixpeek_operator.kube import (
+    EventType,
+    JsonObject,
+    KubeConflict,
+    KubeConnectionError,
+    KubeError,
+    KubeNotFound,
+    ObjectReference,
+)
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import RateLimiterRegistry
 from mixpeek_operator.status import merge_patch
@@ -73,6 +81,7 @@ class InMemoryKube:
     events: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     fail_status_with: Exception | None = None
+    fail_finalizer_with: Exception | None = None
     revision: int = 100
 
     def _bump(self, key: ObjectKey) -> JsonObject:
@@ -91,6 +100,8 @@ class InMemoryKube:
         *,
         current: JsonObject | None = None,
     ) -> JsonObject:
+        if self.fail_finalizer_with is not None:
+            raise self.fail_finalizer_with
         key = ObjectKey(namespace or "", name)
         self.writes.append("add_finalizer")
         self.objects[key]["metadata"].setdefault("finalizers", []).append(finalizer)
@@ -302,6 +313,47 @@ async def test_a_status_write_to_a_deleted_object_is_not_an_error(rig: Rig) -> N
     assert await rig.drain() == [KEY]
     assert rig.engine.queue.failures(KEY) == 0
     assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "success"}) == 1
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        KubeConnectionError(0, "ConnectionError", "connection refused", "PATCH /apis/x"),
+        KubeError(503, "ServiceUnavailable", "apiserver is shutting down", "PATCH /apis/x"),
+        KubeError(429, "TooManyRequests", "storage is (re)initializing", "PATCH /apis/x"),
+    ],
+)
+async def test_a_kubernetes_api_outage_is_one_warning_per_object_not_a_crash(
+    rig: Rig, caplog: pytest.LogCaptureFixture, outage: KubeError
+) -> None:
+    rig.kube.fail_status_with = outage
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.INFO, logger="mixpeek_operator.engine"):
+        for attempt in range(3):
+            assert await rig.drain() == [KEY]
+            assert rig.engine.queue.failures(KEY) == attempt + 1  # backing off
+            rig.clock.advance(60.0)
+        rig.kube.fail_status_with = None
+        assert await rig.drain() == [KEY]
+    records = [r for r in caplog.records if r.name.startswith("mixpeek_operator.")]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # neither the reconcile's "status not written" nor Event failures
+    assert "Kubernetes API unavailable" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    assert not [r for r in records if r.levelno >= logging.ERROR]
+    assert any(r.getMessage() == "Kubernetes API reachable again" for r in records)
+    assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_kubernetes_client_error_is_still_a_crash(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    # Not a status write (a refused one is retried with a warning): a finalizer patch.
+    rig.kube.fail_finalizer_with = KubeError(400, "BadRequest", "bad patch", "PATCH /apis/x")
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.ERROR, logger="mixpeek_operator.engine"):
+        assert await rig.drain() == [KEY]
+    assert "reconcile crashed" in caplog.text
+    assert "Kubernetes API unavailable" not in caplog.text
+    assert rig.engine.queue.failures(KEY) == 1
 
 
 async def test_a_stalled_object_requeues_only_when_told(rig: Rig) -> None:

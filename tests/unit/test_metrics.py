@@ -121,6 +121,7 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "mixpeek_api_request_duration_seconds",
         "mixpeek_api_throttled",
         "mixpeek_ratelimiter_wait_seconds",
+        "mixpeek_api_key_holds",
         "bucketsync_reconcile",
         "bucketsync_reconcile_duration_seconds",
         "bucketsync_drift_corrections",

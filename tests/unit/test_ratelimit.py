@@ -117,6 +117,98 @@ async def test_cancelled_waiter_gives_its_token_back(fake_time: FakeTime) -> Non
     assert await limiter.acquire() == 0.0
 
 
+# --- Retry-After holds --------------------------------------------------------------------
+
+
+async def test_hold_stops_the_next_request_until_it_ends(fake_time: FakeTime) -> None:
+    limiter = bucket(fake_time, rate=2.0, burst=3)
+    await limiter.acquire()
+
+    assert limiter.hold(2.0) is True
+    started = fake_time.monotonic
+    waited = await limiter.acquire()
+
+    assert waited == pytest.approx(2.0)
+    assert fake_time.monotonic - started == pytest.approx(2.0)
+    assert limiter.held_for() == 0.0
+
+
+async def test_hold_reaches_callers_already_waiting_for_a_token() -> None:
+    """A caller asleep for its token when the 429 arrives wakes, sees the hold, sleeps again."""
+    clock = FakeTime()
+    sleeping = asyncio.Event()
+    release = asyncio.Event()
+
+    async def controlled_sleep(seconds: float) -> None:
+        clock.sleeps.append(seconds)
+        sleeping.set()
+        await release.wait()
+        release.clear()
+        clock.advance(seconds)
+
+    limiter = TokenBucket(1.0, 1, clock=clock.clock, sleep=controlled_sleep)
+    await limiter.acquire()  # the banked token
+    waiter = asyncio.create_task(limiter.acquire())
+    await sleeping.wait()  # waiting 1 s for the next token
+
+    limiter.hold(5.0)  # a 429 with Retry-After: 5 arrives for another request
+    release.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    release.set()
+    waited = await waiter
+
+    assert clock.sleeps == [1.0, pytest.approx(4.0)]  # its own token, then the rest of the hold
+    assert waited == pytest.approx(5.0)
+
+
+async def test_no_tokens_accrue_during_a_hold_and_requests_resume_at_rate(fake_time: FakeTime) -> None:
+    limiter = bucket(fake_time, rate=2.0, burst=3)
+    limiter.hold(10.0)
+
+    waits = [await limiter.acquire() for _ in range(3)]
+
+    # The first waits out the hold with the one token left; the rest follow at the rate,
+    # not as a burst of three banked during the hold.
+    assert waits == [pytest.approx(10.0), pytest.approx(0.5), pytest.approx(0.5)]
+
+
+async def test_shorter_hold_does_not_shorten_a_longer_one(fake_time: FakeTime) -> None:
+    holds: list[float] = []
+    limiter = TokenBucket(1.0, 1, clock=fake_time.clock, sleep=fake_time.sleep, on_hold=holds.append)
+
+    assert limiter.hold(3.0) is True
+    assert limiter.hold(1.0) is False
+    fake_time.advance(1.0)
+    assert limiter.hold(4.0) is True  # now ends later than the first
+
+    assert limiter.held_for() == pytest.approx(4.0)
+    assert await limiter.acquire() == pytest.approx(4.0)
+    assert holds == [3.0, 4.0]
+    assert limiter.holds == 2
+
+
+async def test_hold_wait_is_counted_by_the_wait_hook(fake_time: FakeTime) -> None:
+    seen: list[float] = []
+    limiter = TokenBucket(5.0, 5, clock=fake_time.clock, sleep=fake_time.sleep, on_wait=seen.append)
+    limiter.hold(1.5)
+
+    await limiter.acquire()
+
+    assert seen == [pytest.approx(1.5)]
+    assert limiter.wait_seconds_total == pytest.approx(1.5)
+
+
+def test_registry_passes_the_hold_hook_to_every_bucket(fake_time: FakeTime) -> None:
+    holds: list[float] = []
+    registry = RateLimiterRegistry(clock=fake_time.clock, sleep=fake_time.sleep, on_hold=holds.append)
+    shared = registry.get(credential_fingerprint("sk_a", "https://api.mixpeek.com"), 5.0, 10)
+
+    shared.hold(2.0)
+
+    assert holds == [2.0]
+
+
 @pytest.mark.parametrize(("rate", "burst"), [(0.0, 1), (-1.0, 1), (1.0, 0)])
 def test_bucket_refuses_nonsense_limits(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="rate"):

@@ -4,6 +4,7 @@ Mixpeek, and an in-memory recorder of the Kubernetes writes the reconcile makes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,7 @@ class RecordingWriter:
 
 
 class NoCache:
-    """A remote cache that knows nothing: every lookup falls back to a GET."""
+    """A remote cache that knows no sync: every lookup falls back to a GET, the bucket lists empty."""
 
     def join(self, obj: tuple[str, str], group: ListingScope, client: MixpeekClient) -> None:
         return None
@@ -88,7 +89,7 @@ class NoCache:
         return "unknown"
 
     async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        return None
+        return []
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
         return None
@@ -297,6 +298,32 @@ async def test_an_interrupted_create_is_adopted_not_duplicated(harness: Harness)
     await harness.run()
     assert harness.writer.body["status"]["syncConfigId"] == first
     assert harness.counts()["create"] == 1
+    assert "Adopted" in harness.writer.events()
+
+
+class UnlistedCache(NoCache):
+    """A cache whose bucket listing has not succeeded yet (for example its first list got 429s)."""
+
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
+        return None
+
+
+async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_itself(
+    harness: Harness,
+) -> None:
+    await harness.run()
+    first = harness.writer.body["status"]["syncConfigId"]
+    # The manifest is re-applied on a rebuilt cluster: no status, no finalizer; and the
+    # bucket's shared listing is failing, so the reconcile must not wait for it.
+    harness.writer.body["status"] = {"observedGeneration": -1}
+    harness.writer.body["metadata"].pop("finalizers", None)
+    harness.ctx = dataclasses.replace(harness.ctx, remote=UnlistedCache())
+    harness.emulator.stats.clear()
+
+    await harness.run()
+
+    assert harness.writer.body["status"]["syncConfigId"] == first
+    assert harness.counts() == {"list": 1}  # one list of the connection; no second create
     assert "Adopted" in harness.writer.events()
 
 

@@ -80,10 +80,13 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs/status"]
   verbs: ["patch"]
-# Read the credentials Secret named by spec.credentialsRef (or the default one); never write.
+# Read the credentials Secret named by spec.credentialsRef (or the default one). patch: only
+# the in-use finalizer mixpeek.com/secret-in-use on Secrets a BucketSync names, so that
+# helm uninstall / a GitOps prune deleting the Secret first cannot strand the remote sync
+# (a JSON patch of metadata.finalizers pinned to a resourceVersion; data is never written).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "patch"]
 # Events on transitions (Created, Updated, Stalled, ...); core/v1, create only.
 - apiGroups: [""]
   resources: ["events"]

@@ -108,12 +108,16 @@ class TrafficMiddleware:
         outcome = self.emulator.faults.decide(endpoint, method)
         started = time.perf_counter()
         status = 500  # what the server answers if the app raises before responding
+        retry_after: str | None = None
         held: list[Message] | None = [] if outcome.response_delay_seconds else None
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, retry_after
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"retry-after":
+                        retry_after = value.decode("latin-1")
             if held is None:
                 await send(message)
             else:
@@ -139,6 +143,7 @@ class TrafficMiddleware:
                 status=status,
                 seconds=time.perf_counter() - started,
                 faults=outcome.kinds,
+                retry_after=retry_after,
             )
         if held is not None:  # handled already; the client just does not hear about it yet
             await asyncio.sleep(outcome.response_delay_seconds)

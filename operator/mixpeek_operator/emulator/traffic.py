@@ -7,7 +7,7 @@ import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any, Literal, get_args
 
@@ -55,6 +55,9 @@ class FaultRule(BaseModel):
     error_status: int = Field(default=500, ge=400, le=599, description="5xx, or a 4xx such as 422 or 400.")
     error_message: str | None = Field(default=None, description="error.message of the injected error.")
     rate_limit_count: int = Field(default=0, ge=0, description="The next N matching requests answer 429.")
+    rate_limit_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Probability of answering 429 with Retry-After."
+    )
     # Fractions are sent as written ("1.25"): Mixpeek documents seconds, and clients that parse
     # a float must honour it to the millisecond.
     retry_after_seconds: float = Field(default=1, ge=0)
@@ -108,8 +111,8 @@ class FaultInjector:
         return outcome
 
     def _error_for(self, rule: FaultRule, kinds: list[str]) -> ApiError | None:
-        if rule.rate_limit_count:
-            rule.rate_limit_count -= 1
+        if rule.rate_limit_count or (rule.rate_limit_rate and self._dice.random() < rule.rate_limit_rate):
+            rule.rate_limit_count = max(rule.rate_limit_count - 1, 0)
             kinds.append("rate_limit")
             return _rate_limited(rule)
         if rule.error_count or (rule.error_rate and self._dice.random() < rule.error_rate):
@@ -160,12 +163,18 @@ class RequestStats:
         status: int,
         seconds: float,
         faults: list[str],
+        retry_after: str | None = None,
     ) -> None:
         self._by_endpoint_status.setdefault(endpoint, Counter())[str(status)] += 1
         self._by_method[method] += 1
+        finished = datetime.now(UTC)
         self._log.append(
             {
-                "at": datetime.now(UTC).isoformat(),
+                "at": finished.isoformat(),
+                # When the request arrived (before any injected delay): what a client's
+                # "did I wait for Retry-After" is measured against.
+                "started_at": (finished - timedelta(seconds=seconds)).isoformat(),
+                "retry_after": retry_after,
                 "method": method,
                 "path": path,
                 "query": query,

@@ -58,6 +58,8 @@ DEFAULT_LIMITS: Final = httpx.Limits(max_connections=20, max_keepalive_connectio
 DEFAULT_RATE_PER_SECOND: Final = 5.0
 DEFAULT_BURST: Final = 10
 DEFAULT_PAGE_SIZE: Final = 100
+# Statuses whose Retry-After stops every request with the key (Mixpeek limits per key).
+KEY_HOLD_STATUS_CODES: Final = frozenset({429, 503})
 # Shown in repr and logs to tell credentials apart without revealing anything about them.
 FINGERPRINT_LENGTH: Final = 12
 # Printable ASCII without spaces: anything else would break the header, and httpx's error
@@ -323,17 +325,29 @@ class MixpeekClient:
                     return _decode_success(response, method, path)
                 error = make_status_error(response, now=self._now(), secrets=secrets)
                 self._report(endpoint, method, response.status_code, started, attempt, error)
+                held = self._hold_key(response.status_code, error.retry_after)
                 if attempt == policy.max_retries or not should_retry(method, endpoint, response.status_code):
                     raise error
                 delay = retry_delay(attempt, policy, error.retry_after, self._random())
                 if delay is None:
                     raise error  # the server asked for a longer wait than we sleep on; the caller schedules
+                if held:
+                    delay = 0.0  # the key's hold makes the next acquire() wait the Retry-After
             logger.warning(
                 "Mixpeek %s %s failed (attempt %d of %d), retrying in %.3f s: %s",
-                method, path, attempt + 1, policy.max_retries + 1, delay, error,
+                method, path, attempt + 1, policy.max_retries + 1,
+                max(delay, self.rate_limiter.held_for()), error,
             )  # fmt: skip
-            await self._sleep(delay)
+            if delay > 0.0:
+                await self._sleep(delay)
             attempt += 1
+
+    def _hold_key(self, status_code: int, retry_after: float | None) -> bool:
+        """A Retry-After on 429 (or 503) is about the key, not this request: hold every user of it."""
+        if retry_after is None or status_code not in KEY_HOLD_STATUS_CODES:
+            return False
+        self.rate_limiter.hold(retry_after)
+        return True
 
     def _report(
         self,

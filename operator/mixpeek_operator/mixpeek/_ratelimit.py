@@ -2,6 +2,8 @@
 
 Mixpeek limits requests per API key, so two clients holding the same key must draw from
 one budget; a per-client limiter would let N reconcilers send N times the allowed rate.
+For the same reason a 429's `Retry-After` holds the whole key: every request with it (all
+workers, the observer's listing) waits until the server's window has passed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 WaitHook = Callable[[float], None]
+HoldHook = Callable[[float], None]
 
 
 def credential_fingerprint(api_key: str, base_url: str) -> str:
@@ -29,6 +32,10 @@ class TokenBucket:
     the reservation is due. There is no await between reading and updating the balance, so
     no lock is needed, and nothing is bound to one event loop: a shared bucket works from
     any loop.
+
+    `hold(seconds)` (a server's Retry-After) stops every caller until the hold ends,
+    including callers already waiting for a token: no tokens accrue during a hold, and
+    what is banked shrinks to one, so requests resume one at a time at `rate`.
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class TokenBucket:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         on_wait: WaitHook | None = None,
+        on_hold: HoldHook | None = None,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError(f"rate must be > 0 and burst >= 1 (got rate={rate}, burst={burst})")
@@ -47,31 +55,60 @@ class TokenBucket:
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
+        self._on_hold = on_hold
         self._tokens = float(burst)
-        self._updated_at = clock()
+        self._updated_at = clock()  # in the future during a hold: tokens accrue from then on
+        self._held_until = float("-inf")
         self.wait_seconds_total = 0.0
+        self.holds = 0
 
     async def acquire(self) -> float:
-        """Take one token, waiting as long as needed; returns the seconds waited."""
-        self._refill()
+        """Take one token, waiting as long as needed (holds included); returns the seconds waited."""
+        now = self._clock()
+        self._refill(now)
         self._tokens -= 1
-        wait = max(0.0, -self._tokens / self.rate)
-        if wait == 0.0:
-            return 0.0
-        self.wait_seconds_total += wait
-        if self._on_wait is not None:
-            self._on_wait(wait)
+        wait = max(0.0, self._updated_at - now) + max(0.0, -self._tokens / self.rate)
+        waited = 0.0
         try:
-            await self._sleep(wait)
+            while wait > 0.0:
+                self._count_wait(wait)
+                await self._sleep(wait)
+                waited += wait
+                # A hold that began while we slept applies to us too.
+                wait = max(0.0, self._held_until - self._clock())
         except asyncio.CancelledError:
             self._tokens += 1  # give the reserved slot to the next caller
             raise
-        return wait
+        return waited
 
-    def _refill(self) -> None:
+    def hold(self, seconds: float) -> bool:
+        """Stop every request for `seconds` from now; False if an existing hold already covers it."""
         now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._updated_at) * self.rate)
-        self._updated_at = now
+        until = now + max(0.0, seconds)
+        if until <= self._held_until:
+            return False
+        self._refill(now)
+        self._held_until = until
+        self._updated_at = max(self._updated_at, until)
+        self._tokens = min(self._tokens, 1.0)
+        self.holds += 1
+        if self._on_hold is not None:
+            self._on_hold(seconds)
+        return True
+
+    def held_for(self) -> float:
+        """Seconds until the current hold ends (0 when there is none)."""
+        return max(0.0, self._held_until - self._clock())
+
+    def _count_wait(self, seconds: float) -> None:
+        self.wait_seconds_total += seconds
+        if self._on_wait is not None:
+            self._on_wait(seconds)
+
+    def _refill(self, now: float) -> None:
+        if now > self._updated_at:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._updated_at) * self.rate)
+            self._updated_at = now
 
 
 class RateLimiterRegistry:
@@ -81,18 +118,31 @@ class RateLimiterRegistry:
     """
 
     def __init__(
-        self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep, on_wait: WaitHook | None = None
+        self,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        on_wait: WaitHook | None = None,
+        on_hold: HoldHook | None = None,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._on_wait = on_wait
+        self._on_hold = on_hold
         self._buckets: weakref.WeakValueDictionary[str, TokenBucket] = weakref.WeakValueDictionary()
 
     def get(self, credential_key: str, rate: float, burst: int) -> TokenBucket:
         """The shared bucket of `credential_key` (a fingerprint, never a raw API key)."""
         bucket = self._buckets.get(credential_key)
         if bucket is None:
-            bucket = TokenBucket(rate, burst, clock=self._clock, sleep=self._sleep, on_wait=self._on_wait)
+            bucket = TokenBucket(
+                rate,
+                burst,
+                clock=self._clock,
+                sleep=self._sleep,
+                on_wait=self._on_wait,
+                on_hold=self._on_hold,
+            )
             self._buckets[credential_key] = bucket
         elif (bucket.rate, bucket.burst) != (rate, burst):
             # Two budgets for one credential would defeat the point of sharing it.

@@ -1,0 +1,131 @@
+"""An in-use finalizer on credentials Secrets, so a Secret outlives the objects that need it.
+
+Tools that remove a Secret and its `BucketSync` together (`helm uninstall`, an Argo CD or
+Flux prune, `kubectl delete -f`) delete the Secret first or at the same moment. Without
+the Secret the operator could not delete the remote sync, and the object would wait for a
+human. Crossplane solves the same problem for its ProviderConfigs with a usage finalizer;
+this is that pattern for the Secrets named by `spec.credentialsRef`:
+
+- before an object is reconciled (so before any remote create), its Secret gets the
+  finalizer `mixpeek.com/secret-in-use`;
+- a Secret deleted while in use stays readable (Terminating) until no `BucketSync` of
+  its namespace names it any more — deleting ones included, since they need it to delete
+  their remote sync — and then the finalizer is removed and the Secret goes;
+- whether a Secret is still in use is decided by listing the namespace's `BucketSync`s
+  from the API, never from this process's memory alone, so a restart cannot release a
+  Secret too early.
+
+The operator-wide default Secret never gets the finalizer: it belongs to the operator's
+own release, which would otherwise never uninstall. The only Secret write is this
+finalizer (a JSON patch of `metadata.finalizers` pinned to the resourceVersion read).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from mixpeek_operator.constants import GROUP, PLURAL, SECRET_IN_USE_FINALIZER, VERSION
+from mixpeek_operator.credentials import SecretRef
+from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.kube import JsonObject, KubeError, KubeNotFound
+
+log = logging.getLogger("mixpeek_operator.secret_guard")
+
+
+class FinalizerApi(Protocol):
+    """Finalizer edits of kube.KubeClient (the engine's on BucketSyncs, the guard's on Secrets)."""
+
+    async def add_finalizer(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        finalizer: str,
+        *,
+        current: JsonObject | None = None,
+    ) -> JsonObject: ...
+
+    async def remove_finalizer(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+    ) -> JsonObject | None: ...
+
+
+class SecretGuardApi(FinalizerApi, Protocol):
+    """The Kubernetes calls the guard makes (kube.KubeClient)."""
+
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[JsonObject]: ...
+
+
+def credentials_ref_of(body: Mapping[str, Any]) -> SecretRef | None:
+    """The Secret a `BucketSync` body names, or None when it uses the default Secret."""
+    spec = body.get("spec") or {}
+    name = (spec.get("credentialsRef") or {}).get("name") if isinstance(spec, Mapping) else None
+    if not name:
+        return None
+    return ((body.get("metadata") or {}).get("namespace", ""), str(name))
+
+
+class SecretUseGuard:
+    def __init__(self, kube: SecretGuardApi) -> None:
+        self._kube = kube
+        self._uses: dict[ObjectKey, SecretRef] = {}
+        self._protected: set[SecretRef] = set()  # known to carry the finalizer
+
+    async def protect(self, obj: ObjectKey, body: Mapping[str, Any]) -> None:
+        """Before reconciling `obj`: its Secret carries the finalizer (best effort, never raises)."""
+        ref = credentials_ref_of(body)
+        previous = self._uses.pop(obj, None)
+        if ref is not None:
+            self._uses[obj] = ref
+        if previous is not None and previous != ref:
+            await self.release_if_unused(previous)
+        deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
+        if ref is None or ref in self._protected or deleting:
+            return
+        try:
+            await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+        except KubeNotFound:
+            return  # the reconcile reports the missing Secret; its creation triggers a retry
+        except KubeError as exc:
+            # Not fatal (for example RBAC without secrets/patch): only uninstall order suffers.
+            log.warning("could not mark Secret %s/%s as in use: %s", *ref, exc)
+            return
+        self._protected.add(ref)
+
+    async def object_gone(self, obj: ObjectKey) -> None:
+        """`obj` no longer exists: its Secret may be released."""
+        ref = self._uses.pop(obj, None)
+        if ref is not None:
+            await self.release_if_unused(ref)
+
+    async def secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        ref: SecretRef = (meta.get("namespace", ""), meta.get("name", ""))
+        carries = SECRET_IN_USE_FINALIZER in (meta.get("finalizers") or [])
+        if event_type == "DELETED" or not carries:
+            self._protected.discard(ref)
+            return
+        self._protected.add(ref)
+        if meta.get("deletionTimestamp"):
+            await self.release_if_unused(ref)
+
+    async def release_if_unused(self, ref: SecretRef) -> None:
+        """Remove the finalizer if no `BucketSync` of the Secret's namespace names it."""
+        if ref in self._uses.values():
+            return
+        try:
+            objects = await self._kube.list_objects(GROUP, VERSION, PLURAL, ref[0])
+            if any(credentials_ref_of(obj) == ref for obj in objects):
+                return
+            await self._kube.remove_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+        except KubeError as exc:
+            log.warning("could not release Secret %s/%s: %s", *ref, exc)
+            return
+        self._protected.discard(ref)
+        log.info("Secret %s/%s is no longer used by any BucketSync; released it", *ref)
