@@ -546,6 +546,21 @@ class KubeClient:
         """The Secret (its `data` values still base64), or None if it does not exist."""
         return await self.get_object("", "v1", "secrets", namespace, name)
 
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str | None = None
+    ) -> list[JsonObject]:
+        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
+        path = resource_path(group, version, plural, namespace)
+        items: list[JsonObject] = []
+        params = {"limit": "500"}
+        while True:
+            page = await self._call("GET", path, params=params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": token}
+
     # --- writes ---------------------------------------------------------------------------
 
     async def patch_status(

@@ -1,4 +1,4 @@
-"""KubeClient with the calls only tests make (the operator never lists or patches objects this way)."""
+"""KubeClient with the calls only tests make (the operator never patches objects this way)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,6 @@ _CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/
 
 class TestingKubeClient(KubeClient):
     __test__ = False  # a helper, not a test class
-
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]:
-        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
-        path = resource_path(group, version, plural, namespace)
-        items: list[JsonObject] = []
-        params = {"limit": "500"}
-        while True:
-            page = await self._call("GET", path, params=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            params = {"limit": "500", "continue": token}
 
     async def patch_object(
         self,
