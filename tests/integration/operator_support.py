@@ -180,6 +180,16 @@ class Objects:
             raise
         return result
 
+    def secret(self, name: str) -> k8s.V1Secret | None:
+        """The Secret `name` of this namespace, or None once it is gone."""
+        try:
+            found: k8s.V1Secret = self.core.read_namespaced_secret(name, self.namespace)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     def patch(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.api.patch_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, name, patch

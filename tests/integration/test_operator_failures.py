@@ -26,7 +26,7 @@ from operator_support import (
 )
 
 from localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY
+from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 
@@ -106,10 +106,26 @@ def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
     start_operator(objects.namespace)
     objects.create(bucketsync("stuck"))
     remote_id = sync_id(objects.wait_ready("stuck"))
+    # The in-use finalizer keeps a deleted Secret while "stuck" names it; only someone who
+    # removes that finalizer by hand leaves the deletion without credentials.
     objects.core.delete_namespaced_secret(credentials, objects.namespace)
+    kept = objects.secret(credentials)
+    assert kept is not None
+    assert kept.metadata.deletion_timestamp is not None
+    assert SECRET_IN_USE_FINALIZER in (kept.metadata.finalizers or [])
+    objects.core.patch_namespaced_secret(credentials, objects.namespace, {"metadata": {"finalizers": None}})
+    wait_for(lambda: objects.secret(credentials) is None, what="the Secret gone")
     objects.delete("stuck")
-    obj = objects.wait_stalled("stuck", "SecretNotFound")
-    assert "set spec.deletionPolicy: Orphan" in condition(obj, "Stalled")["message"]
+    # Stalled/SecretNotFound comes first from the Secret's removal; the deletion's names the way out.
+    obj = wait_for(
+        lambda: (
+            (o := objects.get("stuck"))
+            and has_condition(o, "Stalled", "True", "SecretNotFound")
+            and "set spec.deletionPolicy: Orphan" in condition(o, "Stalled")["message"]
+            and o
+        ),
+        what="stuck Stalled/SecretNotFound naming Orphan",
+    )
     assert obj["metadata"]["deletionTimestamp"]
 
     objects.patch("stuck", {"spec": {"deletionPolicy": "Orphan"}})

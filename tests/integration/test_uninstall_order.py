@@ -39,19 +39,10 @@ def remote_ids(mixpeek: EmulatorProcess) -> set[str]:
     return {sync["sync_config_id"] for sync in mixpeek.admin.list_syncs()}
 
 
-def secret(core: k8s.CoreV1Api, namespace: str, name: str) -> k8s.V1Secret | None:
-    try:
-        return core.read_namespaced_secret(name, namespace)
-    except k8s.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def assert_all_gone(objects: Objects, core: k8s.CoreV1Api, name: str, secret_name: str, remote: str,
+def assert_all_gone(objects: Objects, name: str, secret_name: str, remote: str,
                     mixpeek: EmulatorProcess) -> None:  # fmt: skip
     wait_for(lambda: objects.get(name) is None, 30, what=f"BucketSync {name} deleted")
-    wait_for(lambda: secret(core, objects.namespace, secret_name) is None, 30, what="Secret deleted")
+    wait_for(lambda: objects.secret(secret_name) is None, 30, what="Secret deleted")
     assert remote not in remote_ids(mixpeek), "the remote sync was left behind"
     assert "Deleted" in objects.event_reasons(name)
 
@@ -70,8 +61,7 @@ def test_helm_uninstall_of_secret_and_bucketsync_finishes_and_deletes_the_remote
     values = f"apiKey={EMULATOR_API_KEY},baseUrl={mixpeek.url}"
     subprocess.run([*base, "install", release, str(APP_CHART), "--set", values], check=True, timeout=60)
     remote = sync_id(objects.wait_ready(release))
-    core = k8s.CoreV1Api(api_client)
-    held = secret(core, objects.namespace, f"{release}-credentials")
+    held = objects.secret(f"{release}-credentials")
     assert held is not None
     assert SECRET_IN_USE_FINALIZER in (held.metadata.finalizers or [])
 
@@ -84,7 +74,7 @@ def test_helm_uninstall_of_secret_and_bucketsync_finishes_and_deletes_the_remote
 
     assert uninstall.returncode == 0, uninstall.stderr
     assert remote is not None
-    assert_all_gone(objects, core, release, f"{release}-credentials", remote, mixpeek)
+    assert_all_gone(objects, release, f"{release}-credentials", remote, mixpeek)
 
 
 def test_kubectl_delete_of_a_file_with_both_finishes(
@@ -108,13 +98,12 @@ def test_kubectl_delete_of_a_file_with_both_finishes(
 
     objects.kubectl("delete", "-f", str(path), "--wait=true", "--timeout=60s")
 
-    assert_all_gone(objects, k8s.CoreV1Api(api_client), "from-file", "file-credentials", remote, mixpeek)
+    assert_all_gone(objects, "from-file", "file-credentials", remote, mixpeek)
 
 
 def test_prune_order_secret_then_bucketsync_finishes(
     objects: Objects, mixpeek: EmulatorProcess, api_client: k8s.ApiClient, start_operator: OperatorFactory
 ) -> None:
-    core = k8s.CoreV1Api(api_client)
     make_secret(
         api_client, objects.namespace, "pruned-credentials", api_key=EMULATOR_API_KEY, base_url=mixpeek.url
     )
@@ -123,20 +112,19 @@ def test_prune_order_secret_then_bucketsync_finishes(
     remote = sync_id(objects.wait_ready("pruned"))
     assert remote is not None
 
-    core.delete_namespaced_secret("pruned-credentials", objects.namespace)
+    objects.core.delete_namespaced_secret("pruned-credentials", objects.namespace)
     # In use: the Secret stays (Terminating) and the object keeps working with it.
-    terminating = secret(core, objects.namespace, "pruned-credentials")
+    terminating = objects.secret("pruned-credentials")
     assert terminating is not None
     assert terminating.metadata.deletion_timestamp is not None
     objects.delete("pruned")
 
-    assert_all_gone(objects, core, "pruned", "pruned-credentials", remote, mixpeek)
+    assert_all_gone(objects, "pruned", "pruned-credentials", remote, mixpeek)
 
 
 def test_a_secret_no_bucketsync_names_any_more_is_released(
     objects: Objects, mixpeek: EmulatorProcess, api_client: k8s.ApiClient, start_operator: OperatorFactory
 ) -> None:
-    core = k8s.CoreV1Api(api_client)
     for name in ("old-credentials", "new-credentials"):
         make_secret(api_client, objects.namespace, name, api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
     start_operator(objects.namespace)
@@ -147,7 +135,7 @@ def test_a_secret_no_bucketsync_names_any_more_is_released(
     objects.wait_ready("moving")
 
     def finalizers(name: str) -> list[str]:
-        found = secret(core, objects.namespace, name)
+        found = objects.secret(name)
         return list((found.metadata.finalizers or []) if found else [])
 
     wait_for(
