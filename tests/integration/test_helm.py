@@ -9,6 +9,8 @@ and the settings (env) of the installed Deployment.
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import subprocess
 import uuid
@@ -223,10 +225,16 @@ def test_the_chart_identity_may_change_only_its_finalizer_on_secrets(
         )  # fmt: skip
 
     # The policy binding takes effect asynchronously: wait until a forbidden change is refused.
+    # Each try writes a new value: once one got through, writing it again would change nothing
+    # and the policy (data unchanged) would allow it.
+    attempts = itertools.count()
+
+    def steal() -> subprocess.CompletedProcess[str]:
+        stolen = base64.b64encode(f"stolen-{next(attempts)}".encode()).decode()
+        return patch({"data": {"apiKey": stolen}})
+
     refused = wait_for(
-        lambda: (result := patch({"data": {"apiKey": "c3RvbGVu"}})).returncode != 0 and result,
-        30,
-        what="the secret write policy in force",
+        lambda: (result := steal()).returncode != 0 and result, 30, what="the secret write policy in force"
     )
     assert "may only add or remove its mixpeek.com/secret-in-use finalizer" in refused.stderr
     for forbidden in (
