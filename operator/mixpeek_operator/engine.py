@@ -245,15 +245,26 @@ class Engine:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start reconciling (and with it remote calls and writes); events only fill the queue before."""
+        if self._workers:
+            return
         for index in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._worker(), name=f"reconcile-worker-{index}"))
 
-    async def stop(self) -> None:
+    async def stop_work(self) -> None:
+        """Cancel every reconcile and listing; the caches stay, and every object is queued again,
+        so the next start (e.g. after regaining leadership) reconciles each once."""
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
         await self.observer.close()
+        for key, record in list(self.objects.items()):
+            record.handled = None
+            await self.queue.add(key)
+
+    async def stop(self) -> None:
+        await self.stop_work()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 JsonPatch = list[dict[str, Any]]
 ConnectionProvider = Callable[[], Awaitable["KubeConnection"]]
-# (kind of write: "status" | "metadata" | "event", HTTP status or 0 when no response arrived)
+# (kind of write: "status" | "metadata" | "event" | "lease", HTTP status or 0 when no response arrived)
 WriteHook = Callable[[str, int], None]
 PatchType = Literal["merge", "json"]
 EventType = Literal["Normal", "Warning"]
@@ -561,6 +561,20 @@ class KubeClient:
         return await self._call(
             "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES[patch_type], write="metadata"
         )
+
+    async def create_object(
+        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+    ) -> JsonObject:
+        """POST a new object; KubeConflict (409) when it already exists. `write` labels the write hook."""
+        path = resource_path(group, version, plural, namespace)
+        return await self._call("POST", path, body=body, write=write)
+
+    async def replace_object(
+        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+    ) -> JsonObject:
+        """PUT the whole object; with `metadata.resourceVersion` set, KubeConflict (409) when stale."""
+        path = resource_path(group, version, plural, namespace, body["metadata"]["name"])
+        return await self._call("PUT", path, body=body, write=write)
 
     async def add_finalizer(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -152,6 +152,17 @@ class OperatorMetrics:
             buckets=_TIME_TO_READY_BUCKETS,
             registry=r,
         )
+        self.leader = Gauge(
+            "mixpeek_operator_leader",
+            "1 while this replica reconciles (leads, or runs without leader election), 0 on a standby",
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "mixpeek_operator_leader_transitions_total",
+            "Times this replica became leader or stopped leading",
+            registry=r,
+        )
+        self._leading = False
         self._resources = _ResourceCollector()
         r.register(self._resources)
         for result in RECONCILE_RESULTS:
@@ -191,6 +202,12 @@ class OperatorMetrics:
 
     def observe_time_to_ready(self, seconds: float) -> None:
         self.time_to_ready.observe(max(0.0, seconds))
+
+    def set_leader(self, leading: bool) -> None:
+        if leading != self._leading:
+            self.leader_transitions.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
 
     def set_resource_source(self, source: ResourceSource | None) -> None:
         """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""

@@ -272,3 +272,4 @@ class Observer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.listings.clear()
+        self._membership.clear()
