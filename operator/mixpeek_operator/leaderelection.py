@@ -298,7 +298,8 @@ class LeaderElector:
             return
         released = self.tracker.released(self._wall())
         try:
-            if await self.lease.write(released, create=False):
+            # Bounded: an unreachable API server must not hold up shutdown (the lease expires anyway).
+            if await asyncio.wait_for(self.lease.write(released, create=False), self.timings.retry_period):
                 self.tracker.observe(released, self._clock())
                 log.info("released lease %s", self.lease_name, extra={"lease": self.lease_name})
         except KubeError as exc:
