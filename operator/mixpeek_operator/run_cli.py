@@ -128,9 +128,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     election.add_argument(
         "--leader-election-identity",
-        default=_env("LEADER_ELECTION_IDENTITY", None),
-        help="this replica's name in the Lease; default: $POD_NAME, else host name plus a random "
-        "suffix (env MIXPEEK_OPERATOR_LEADER_ELECTION_IDENTITY)",
+        default=None,
+        help="this replica's name in the Lease; default: $POD_NAME (the chart sets it from the "
+        "downward API), else host name plus a random suffix",
     )
     election.add_argument(
         "--leader-election-lease-duration",

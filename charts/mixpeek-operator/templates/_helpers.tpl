@@ -89,3 +89,17 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/* "true" when the replicas elect a leader: leaderElection.enabled, else replicaCount > 1. */}}
+{{- define "mixpeek-operator.leaderElection" -}}
+{{- $enabled := .Values.leaderElection.enabled }}
+{{- if kindIs "invalid" $enabled }}
+{{- gt (int .Values.replicaCount) 1 }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{- define "mixpeek-operator.leaseName" -}}
+{{- default (include "mixpeek-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
