@@ -302,7 +302,7 @@ class LeaderElector:
             if await asyncio.wait_for(self.lease.write(released, create=False), self.timings.retry_period):
                 self.tracker.observe(released, self._clock())
                 log.info("released lease %s", self.lease_name, extra={"lease": self.lease_name})
-        except KubeError as exc:
+        except (KubeError, TimeoutError) as exc:
             log.warning(
                 "could not release lease %s: %s", self.lease_name, exc, extra={"lease": self.lease_name}
             )
