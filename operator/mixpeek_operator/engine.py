@@ -211,6 +211,7 @@ class Engine:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
+        owns: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self.kube = kube
         self.credentials = credentials
@@ -218,6 +219,8 @@ class Engine:
         self.settings = settings
         self._clock = clock
         self._now = now
+        # Sharding: whether this replica reconciles an object (always, without sharding).
+        self.owns = owns or (lambda body: True)
         self.objects: dict[ObjectKey, TrackedObject] = {}
         self.queue: WorkQueue[ObjectKey] = WorkQueue(
             Backoff(settings.backoff_base, settings.backoff_cap), clock=clock
@@ -359,8 +362,8 @@ class Engine:
 
     async def _process(self, key: ObjectKey) -> None:
         record = self.objects.get(key)
-        if record is None:
-            return
+        if record is None or not self.owns(record.body):
+            return  # another replica's; requeued when ownership changes (stop_work)
         record.handled = trigger_snapshot(record.body)
         obj = ObjectState.from_body(record.body)
         started = self._clock()

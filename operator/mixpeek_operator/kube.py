@@ -510,19 +510,27 @@ class KubeClient:
         return await self.get_object("", "v1", "secrets", namespace, name)
 
     async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
     ) -> list[JsonObject]:
-        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
+        """Every object of a kind (matching `label_selector`), in one namespace or cluster-wide,
+        following continue tokens."""
         path = resource_path(group, version, plural, namespace)
         items: list[JsonObject] = []
-        params = {"limit": "500"}
+        base = {"limit": "500", **({"labelSelector": label_selector} if label_selector else {})}
+        params = base
         while True:
             page = await self._call("GET", path, params=params)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
-            params = {"limit": "500", "continue": token}
+            params = {**base, "continue": token}
 
     # --- writes ---------------------------------------------------------------------------
 

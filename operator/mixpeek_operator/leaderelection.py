@@ -60,7 +60,7 @@ def replica_identity(environ: Mapping[str, str] | None = None) -> str:
     pod = env.get("POD_NAME", "").strip()
     if pod:
         return pod
-    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,15 @@ class LeaseTracker:
 
 
 def lease_body(
-    namespace: str, name: str, record: LeaseRecord, resource_version: str | None
+    namespace: str,
+    name: str,
+    record: LeaseRecord,
+    resource_version: str | None,
+    labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
     return {
@@ -184,10 +190,13 @@ def lease_body(
 class LeaseClient:
     """Read and optimistically write one Lease; every failure is reported as "did not win"."""
 
-    def __init__(self, kube: KubeClient, namespace: str, name: str) -> None:
+    def __init__(
+        self, kube: KubeClient, namespace: str, name: str, labels: Mapping[str, str] | None = None
+    ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
+        self.labels = dict(labels or {})
         self.resource_version: str | None = None  # of the version we last read or wrote
 
     async def read(self) -> LeaseRecord | None:
@@ -201,7 +210,9 @@ class LeaseClient:
 
     async def write(self, record: LeaseRecord, *, create: bool) -> bool:
         """Create, or replace the version last read; False when someone else wrote first."""
-        body = lease_body(self.namespace, self.name, record, None if create else self.resource_version)
+        body = lease_body(
+            self.namespace, self.name, record, None if create else self.resource_version, self.labels
+        )
         try:
             if create:
                 result = await self.kube.create_object(
@@ -233,6 +244,7 @@ class LeaderElector:
         name: str,
         identity: str,
         timings: ElectionTimings | None = None,
+        labels: Mapping[str, str] | None = None,
         on_started_leading: Callback,
         on_stopped_leading: Callback,
         on_transition: Callable[[bool], None] | None = None,
@@ -241,7 +253,7 @@ class LeaderElector:
     ) -> None:
         self.identity = identity
         self.timings = timings or ElectionTimings()
-        self.lease = LeaseClient(kube, namespace, name)
+        self.lease = LeaseClient(kube, namespace, name, labels)
         self.tracker = LeaseTracker(identity, self.timings.lease_duration)
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading

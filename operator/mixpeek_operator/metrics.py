@@ -162,6 +162,26 @@ class OperatorMetrics:
             "Times this replica became leader or stopped leading",
             registry=r,
         )
+        self.shard_members = Gauge(
+            "mixpeek_operator_shard_members",
+            "Live replicas in this replica's view of the shard ring (sharding only)",
+            registry=r,
+        )
+        self.owned_objects = Gauge(
+            "mixpeek_operator_owned_objects",
+            "BucketSync objects this replica reconciles (sharding only)",
+            registry=r,
+        )
+        self.owned_groups = Gauge(
+            "mixpeek_operator_owned_groups",
+            "Listing groups (credentials Secret x bucket) this replica owns (sharding only)",
+            registry=r,
+        )
+        self.handovers = Counter(
+            "mixpeek_operator_handovers",
+            "Listing groups that moved to or away from this replica (sharding only)",
+            registry=r,
+        )
         self._leading = False
         self._resources = _ResourceCollector()
         r.register(self._resources)
@@ -208,6 +228,17 @@ class OperatorMetrics:
             self.leader_transitions.inc()
         self._leading = leading
         self.leader.set(1 if leading else 0)
+
+    def set_shard_members(self, count: int) -> None:
+        self.shard_members.set(count)
+
+    def set_ownership_source(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Where the owned objects/groups gauges read (objects, groups) at scrape time."""
+        self.owned_objects.set_function(lambda: source()[0])
+        self.owned_groups.set_function(lambda: source()[1])
+
+    def count_handovers(self, groups: int) -> None:
+        self.handovers.inc(groups)
 
     def set_resource_source(self, source: ResourceSource | None) -> None:
         """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""

@@ -116,6 +116,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="reconcile only while holding the Lease (env MIXPEEK_OPERATOR_LEADER_ELECTION=true)",
     )
     election.add_argument(
+        "--sharding",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("SHARDING"),
+        help="active/active instead: the live replicas split the objects by credentials Secret and "
+        "bucket, each holding a Lease of its own (env MIXPEEK_OPERATOR_SHARDING=true); uses the "
+        "namespace, id (the ring's name) and timings below",
+    )
+    election.add_argument(
         "--leader-election-namespace",
         default=_env("LEADER_ELECTION_NAMESPACE", None),
         help="namespace of the Lease; in a pod, defaults to the pod's own namespace "
@@ -200,14 +208,20 @@ def leader_election_config(args: argparse.Namespace) -> LeaderElectionConfig | N
     """The election settings, or None when disabled; bad settings end the process with a clear message."""
     from mixpeek_operator.runtime import LeaderElectionConfig
 
-    if not args.leader_election:
+    if args.leader_election and args.sharding:
+        raise SystemExit(
+            "--leader-election and --sharding are exclusive: choose active/standby or active/active"
+        )
+    if not (args.leader_election or args.sharding):
         return None
     namespace = args.leader_election_namespace
     if not namespace and os.path.exists(_POD_NAMESPACE_FILE):
         with open(_POD_NAMESPACE_FILE) as file:
             namespace = file.read().strip()
     if not namespace:
-        raise SystemExit("--leader-election needs --leader-election-namespace (the namespace of its Lease)")
+        raise SystemExit(
+            "--leader-election and --sharding need --leader-election-namespace (the namespace of the Leases)"
+        )
     try:
         timings = ElectionTimings(
             lease_duration=args.leader_election_lease_duration,
@@ -221,4 +235,5 @@ def leader_election_config(args: argparse.Namespace) -> LeaderElectionConfig | N
         identity=args.leader_election_identity or replica_identity(),
         lease_name=args.leader_election_id,
         timings=timings,
+        mode="shards" if args.sharding else "leader",
     )

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
 from mixpeek_operator.credentials import CredentialStore, SecretRef
@@ -14,6 +15,7 @@ from mixpeek_operator.kube import KubeClient, KubeConnection
 from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, LeaderElector
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
+from mixpeek_operator.sharding import ShardCoordinator, ShardKey, shard_key_of
 
 log = logging.getLogger("mixpeek_operator.runtime")
 
@@ -22,8 +24,10 @@ log = logging.getLogger("mixpeek_operator.runtime")
 class LeaderElectionConfig:
     namespace: str
     identity: str
-    lease_name: str = DEFAULT_LEASE_NAME
+    lease_name: str = DEFAULT_LEASE_NAME  # the ring's name with sharding
     timings: ElectionTimings = field(default_factory=ElectionTimings)
+    # leader: one replica reconciles everything; shards: the live replicas split the objects.
+    mode: Literal["leader", "shards"] = "leader"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class OperatorRuntime:
         self.engine: Engine | None = None
         self._stop_metrics: Callable[[], None] | None = None
         self.elector: LeaderElector | None = None
+        self.shards: ShardCoordinator | None = None
+        self._owned: set[ShardKey] = set()
 
     async def start(self) -> Engine:
         self.kube = KubeClient(kube_connection(), on_write=self.metrics.observe_kube_write)
@@ -66,7 +72,11 @@ class OperatorRuntime:
             on_secret_value=self.secrets.add,
         )
         self.engine = Engine(
-            kube=self.kube, credentials=store, metrics=self.metrics, settings=self.config.engine
+            kube=self.kube,
+            credentials=store,
+            metrics=self.metrics,
+            settings=self.config.engine,
+            owns=self._owns,
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
         if self.config.metrics_port:
@@ -75,6 +85,19 @@ class OperatorRuntime:
         if election is None:
             self.metrics.set_leader(True)
             self.engine.start()
+        elif election.mode == "shards":
+            self.shards = ShardCoordinator(
+                self.kube,
+                namespace=election.namespace,
+                ring=election.lease_name,
+                identity=election.identity,
+                timings=election.timings,
+                on_change=self._ownership_changed,
+                on_members=self.metrics.set_shard_members,
+            )
+            self.metrics.set_ownership_source(self._ownership)
+            self.engine.start()
+            self.shards.start()
         else:
             # Watches and caches run on every replica; reconciling (every remote call and
             # every Kubernetes write) only on the leader.
@@ -93,11 +116,59 @@ class OperatorRuntime:
         log.info("operator started", extra={"namespaces": list(self.config.namespaces) or "all"})
         return self.engine
 
+    # --- sharding ----------------------------------------------------------------------------
+
+    def _shard_key(self, body: Any) -> ShardKey | None:
+        return shard_key_of(body, self.config.default_secret)
+
+    def _owns(self, body: Any) -> bool:
+        if self.shards is None:
+            return True
+        key = self._shard_key(body)
+        return key is not None and self.shards.owns(key)
+
+    def _owned_keys(self) -> set[ShardKey]:
+        assert self.engine is not None
+        keys = {self._shard_key(record.body) for record in list(self.engine.objects.values())}
+        return {key for key in keys if key is not None and self.shards is not None and self.shards.owns(key)}
+
+    def _ownership(self) -> tuple[int, int]:
+        """(objects, groups) this replica owns now, for the metrics."""
+        assert self.engine is not None
+        owned = self._owned_keys()
+        objects = sum(
+            1 for record in list(self.engine.objects.values()) if self._shard_key(record.body) in owned
+        )
+        return objects, len(owned)
+
+    async def _ownership_changed(self) -> None:
+        """Restart the work: what moved away is cancelled, everything is queued again."""
+        assert self.engine is not None
+        assert self.shards is not None
+        await self.engine.stop_work()
+        self.engine.start()
+        owned = self._owned_keys()
+        gained, lost = len(owned - self._owned), len(self._owned - owned)
+        if gained or lost:
+            log.info(
+                "shard ownership changed: took %d groups, handed over %d, own %d",
+                gained,
+                lost,
+                len(owned),
+                extra={"members": sorted(self.shards.members)},
+            )
+            self.metrics.count_handovers(gained + lost)
+        self._owned = owned
+        self.metrics.set_leader(self.shards.active())
+
     async def _read_secret(self, namespace: str, name: str) -> dict[str, object] | None:
         assert self.kube is not None
         return await self.kube.get_secret(namespace, name)
 
     async def stop(self) -> None:
+        if self.shards is not None:
+            # Leaves the ring: work stops, then our lease is released and the others take over.
+            await self.shards.stop()
         if self.elector is not None:
             # Stops the work first, then hands the lease over so a standby takes over at once.
             await self.elector.stop()

@@ -129,6 +129,10 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "bucketsync_resources",
         "mixpeek_operator_leader",
         "mixpeek_operator_leader_transitions",
+        "mixpeek_operator_shard_members",
+        "mixpeek_operator_owned_objects",
+        "mixpeek_operator_owned_groups",
+        "mixpeek_operator_handovers",
     }
     assert set(families) == expected
     assert all(len(text) > 20 for text in families.values())

@@ -1,0 +1,249 @@
+"""Sharding (active/active): the live replicas split the objects between them by listing group.
+
+Membership comes from one Lease per replica (`<ring>-<identity>`, labelled with the ring),
+each held and renewed by its replica through the same `LeaderElector` that runs leader
+election, so a replica's fencing is the same: it stops all work when it cannot renew for
+the renew deadline. A replica's view of the members is the set of ring Leases that are held
+and have changed within their duration by its own clock (client-go's expiry rule).
+
+Assignment is rendezvous (highest-random-weight) hashing of a shard key over the live
+members. The shard key is (credentials Secret, bucket), so one listing group (credential x
+Mixpeek namespace x bucket) is always owned by one replica and listed once per interval
+fleet-wide. Rendezvous hashing moves only what must move: when a member leaves, only its
+keys move; when one joins, only the keys it now wins move to it.
+
+Handover rules, so that two replicas never reconcile one object at once:
+- A departed member's keys are taken only once its Lease expired (so, by its fencing, it
+  stopped working at least `lease_duration - renew_deadline` earlier) or was released (it
+  releases only after its work stopped).
+- A joining member owns nothing until `join_delay` (the lease duration) after it first
+  holds its Lease. Every other member lists the ring every retry period and drops the keys
+  the joiner wins at once; a member that could not list the ring for the renew deadline
+  owns nothing until it can, so by the end of the join delay every previous owner has
+  either let go or stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mixpeek_operator.kube import KubeClient, KubeError
+from mixpeek_operator.leaderelection import (
+    LEASE_GROUP,
+    LEASE_PLURAL,
+    LEASE_VERSION,
+    ElectionTimings,
+    LeaderElector,
+    LeaseRecord,
+)
+
+log = logging.getLogger("mixpeek_operator.sharding")
+
+RING_LABEL: Final = "mixpeek.com/shard-ring"
+ShardKey = tuple[str, str, str]  # (Secret namespace, Secret name, bucket id)
+Clock = Callable[[], float]
+
+
+def rendezvous_owner(key: str, members: Iterable[str]) -> str | None:
+    """The member with the highest hash of (member, key); None when there is no member."""
+    best: tuple[int, str] | None = None
+    for member in members:
+        digest = hashlib.blake2b(f"{member}\0{key}".encode(), digest_size=8).digest()
+        score = (int.from_bytes(digest, "big"), member)
+        if best is None or score > best:
+            best = score
+    return best[1] if best is not None else None
+
+
+def shard_key_of(body: Mapping[str, Any], default_secret: tuple[str, str] | None) -> ShardKey | None:
+    """The object's shard key from its spec alone (no Secret read), or None when it has none.
+
+    Keyed by the Secret, not by the API key inside it, so that rotating a key never moves
+    objects between replicas.
+    """
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    ref = spec.get("credentialsRef") or {}
+    if isinstance(ref, Mapping) and ref.get("name"):
+        secret = (str(meta.get("namespace", "")), str(ref["name"]))
+    elif default_secret is not None:
+        secret = default_secret
+    else:
+        secret = ("", "")
+    return (secret[0], secret[1], str(spec.get("bucketId", "")))
+
+
+def lease_name_for(ring: str, identity: str) -> str:
+    """A valid Lease name for a replica: lower case, `-` for anything else, at most 253 chars."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", f"{ring}-{identity}".lower()).strip("-.")
+    return name[:253]
+
+
+@dataclass
+class _Seen:
+    record: LeaseRecord
+    since: float  # our clock when this version was first seen
+
+
+class MembershipView:
+    """Which replicas are live, by our clock; pure (tested with an injected clock)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, _Seen] = {}  # lease name -> last version seen
+
+    def observe(self, leases: Mapping[str, LeaseRecord], now: float) -> None:
+        for name in list(self._seen):
+            if name not in leases:
+                del self._seen[name]  # deleted: its holder is gone
+        for name, record in leases.items():
+            seen = self._seen.get(name)
+            if seen is None or seen.record != record:
+                self._seen[name] = _Seen(record, now)
+
+    def members(self, now: float) -> set[str]:
+        return {
+            seen.record.holder
+            for seen in self._seen.values()
+            if seen.record.holder and seen.since + seen.record.duration_seconds > now
+        }
+
+
+class ShardCoordinator:
+    """This replica's Lease, its view of the ring, and the keys it owns.
+
+    `on_change` is awaited whenever the owned key space may have changed (members joined
+    or left, this replica started or stopped owning anything); the engine then restarts its
+    work, which cancels what it no longer owns and queues everything again.
+    """
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        namespace: str,
+        ring: str,
+        identity: str,
+        timings: ElectionTimings,
+        on_change: Callable[[], Awaitable[None]],
+        on_members: Callable[[int], None] | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.ring = ring
+        self.identity = identity
+        self.timings = timings
+        self._on_change = on_change
+        self._on_members = on_members
+        self._clock = clock
+        self.view = MembershipView()
+        self._members: frozenset[str] = frozenset()
+        self._viewed_at: float | None = None
+        self._settled = False  # holding our lease for at least the join delay
+        self._tasks: list[asyncio.Task[None]] = []
+        self._join: asyncio.Task[None] | None = None
+        self.lease = LeaderElector(
+            kube,
+            namespace=namespace,
+            name=lease_name_for(ring, identity),
+            identity=identity,
+            timings=timings,
+            labels={RING_LABEL: ring},
+            on_started_leading=self._joined,
+            on_stopped_leading=self._left,
+            clock=clock,
+        )
+
+    # --- ownership -------------------------------------------------------------------------
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self._members
+
+    def active(self) -> bool:
+        """Owning anything at all: lease held past the join delay, ring view fresh."""
+        if not (self._settled and self.lease.is_leader()) or self._viewed_at is None:
+            return False
+        return self._clock() - self._viewed_at < self.timings.renew_deadline
+
+    def owns(self, key: ShardKey) -> bool:
+        if not self.active():
+            return False
+        return rendezvous_owner("\0".join(key), self._members | {self.identity}) == self.identity
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.lease.start()
+        self._tasks.append(asyncio.create_task(self._watch_ring(), name=f"shard-ring {self.ring}"))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *([self._join] if self._join else [])]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.lease.stop()  # stops our work, then releases our lease: the others take over
+
+    async def _joined(self) -> None:
+        log.info(
+            "joined shard ring %s as %s; owning keys after %.0fs", self.ring, self.identity, self._delay()
+        )
+        self._join = asyncio.create_task(self._settle_after_delay())
+
+    def _delay(self) -> float:
+        return self.timings.lease_duration
+
+    async def _settle_after_delay(self) -> None:
+        await asyncio.sleep(self._delay())
+        self._settled = True
+        await self._on_change()
+
+    async def _left(self) -> None:
+        if self._join is not None:
+            self._join.cancel()
+        self._settled = False
+        log.warning("left shard ring %s: own lease not renewed", self.ring)
+        await self._on_change()
+
+    async def _watch_ring(self) -> None:
+        stale = False
+        while True:
+            now = self._clock()
+            try:
+                items = await self.kube.list_objects(
+                    LEASE_GROUP,
+                    LEASE_VERSION,
+                    LEASE_PLURAL,
+                    self.namespace,
+                    label_selector=f"{RING_LABEL}={self.ring}",
+                )
+            except KubeError as exc:
+                log.warning("cannot list shard ring %s: %s", self.ring, exc)
+                if (
+                    not stale
+                    and self._viewed_at is not None
+                    and now - self._viewed_at >= self.timings.renew_deadline
+                ):
+                    stale = True
+                    await self._on_change()  # owns() is now False everywhere: stop working
+            else:
+                self.view.observe(
+                    {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now
+                )
+                self._viewed_at = now
+                members = frozenset(self.view.members(now))
+                if members != self._members or stale:
+                    log.info("shard ring %s members: %s", self.ring, sorted(members))
+                    self._members = members
+                    stale = False
+                    if self._on_members is not None:
+                        self._on_members(len(members))
+                    await self._on_change()
+            await asyncio.sleep(self.timings.retry_period)
