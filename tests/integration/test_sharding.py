@@ -107,6 +107,13 @@ def owned_groups(shards: dict[str, OperatorProcess]) -> dict[str, float]:
     }
 
 
+def settled(shard: OperatorProcess) -> bool:
+    """Three members in its view and past its join delay (it owns keys)."""
+    return (
+        shard.metric("mixpeek_operator_shard_members") == 3 and shard.metric("mixpeek_operator_leader") == 1
+    )
+
+
 def create_fleet(objects: Objects, total: int) -> tuple[list[str], set[str]]:
     names, uids = [], set()
     for index in range(total):
@@ -191,17 +198,23 @@ def test_a_shard_killed_mid_create_hands_its_groups_over_without_duplicates(
 ) -> None:
     ring.admin.add_fault(endpoint="create", latency_ms=50, response_delay_seconds=0.3)
     shards = start_shards(start_operator, objects.namespace, "--rate-limit", "20", "--rate-burst", "5")
-    wait_for(lambda: sum(owned_groups(shards).values()) == len(BUCKETS), 60, what="the ring to settle")
+    wait_for(lambda: all(settled(shard) for shard in shards.values()), 60, what="the ring to settle")
     names, uids = create_fleet(objects, 300)
     wait_for(lambda: endpoint_counts(ring.admin)["create"] >= 100, 120, what="100 remote creates")
     victim = shards["shard-b"]
-    victim_groups = victim.metric("mixpeek_operator_owned_groups")
+    survivors = {name: shard for name, shard in shards.items() if name != "shard-b"}
+    groups = owned_groups(shards)
+    assert sum(groups.values()) == len(BUCKETS), groups
+    handovers = sum(shard.metric("mixpeek_operator_handovers_total") for shard in survivors.values())
     victim.kill()
     killed = time.monotonic()
-    survivors = {name: shard for name, shard in shards.items() if name != "shard-b"}
     wait_for(lambda: sum(owned_groups(survivors).values()) == len(BUCKETS), 60, interval=0.1, what="handover")
     handover = time.monotonic() - killed
-    print(f"\nSIGKILL handover of {victim_groups:.0f} groups: {handover:.2f}s (lease {LEASE}s)")
+    print(
+        f"\nSIGKILL of shard-b (groups per shard {groups}): handover after {handover:.2f}s (lease {LEASE}s)"
+    )
+    moved = sum(shard.metric("mixpeek_operator_handovers_total") for shard in survivors.values()) - handovers
+    assert moved == groups["shard-b"] > 0  # exactly its groups moved, nothing else
     wait_for(lambda: all_ready(objects, names), 300, interval=1.0, what="300 objects Ready")
     owners = remote_owners(ring, uids)
     duplicates = len(owners) - len(set(owners))
