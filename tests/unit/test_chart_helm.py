@@ -283,6 +283,24 @@ def test_the_lease_permission_is_get_create_update_in_the_release_namespace_only
     assert binding["metadata"]["namespace"] == RELEASE_NS
 
 
+def test_sharding_replaces_leader_election_and_may_list_the_ring(
+    render: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render({"replicaCount": 3, "sharding": {"enabled": True}})
+    env = env_of(manifests)
+    assert (env["MIXPEEK_OPERATOR_SHARDING"], env["MIXPEEK_OPERATOR_LEADER_ELECTION"]) == ("true", "false")
+    ((role, rule),) = [(m, r) for m, r in rules_of(manifests) if "leases" in r["resources"]]
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert rule["verbs"] == ["get", "create", "update", "list"]
+    config = run_cli.leader_election_config(cli_args_from_env(monkeypatch, env))
+    assert config is not None
+    assert (config.mode, config.namespace, config.lease_name) == (
+        "shards",
+        RELEASE_NS,
+        "rel-mixpeek-operator",
+    )
+
+
 def test_hard_anti_affinity_and_explicit_affinity(render: Any) -> None:
     hard = only(render({"replicaCount": 3, "podAntiAffinityPreset": "hard"}), "Deployment")
     anti = hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -296,6 +314,7 @@ def test_hard_anti_affinity_and_explicit_affinity(render: Any) -> None:
     ("values", "error"),
     [
         ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection"),
+        ({"sharding": {"enabled": "yes"}}, "at '/sharding/enabled'"),
         (
             {"replicaCount": 2, "leaderElection": {"leaseDuration": 10, "renewDeadline": 10}},
             "renewDeadline must be shorter",

@@ -90,10 +90,12 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   verbs: ["create"]
 {{- end }}
 
-{{/* "true" when the replicas elect a leader: leaderElection.enabled, else replicaCount > 1. */}}
+{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else replicaCount > 1. */}}
 {{- define "mixpeek-operator.leaderElection" -}}
 {{- $enabled := .Values.leaderElection.enabled }}
-{{- if kindIs "invalid" $enabled }}
+{{- if .Values.sharding.enabled }}
+{{- false }}
+{{- else if kindIs "invalid" $enabled }}
 {{- gt (int .Values.replicaCount) 1 }}
 {{- else }}
 {{- $enabled }}
