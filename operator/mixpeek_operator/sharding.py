@@ -115,6 +115,51 @@ class MembershipView:
         }
 
 
+class Ownership:
+    """The handover rules as a pure state machine over our clock (tested without I/O).
+
+    A replica owns keys only while all hold: it has held its own Lease for `join_delay`
+    (so every previous owner has seen it and let go, or stopped), its Lease is still valid
+    (fencing), and its view of the ring is fresher than `view_ttl` (it would otherwise miss
+    a joiner and keep keys the joiner is about to take).
+    """
+
+    def __init__(self, identity: str, join_delay: float, view_ttl: float) -> None:
+        self.identity = identity
+        self.join_delay = join_delay
+        self.view_ttl = view_ttl
+        self.joined_at: float | None = None
+        self.viewed_at: float | None = None
+        self.members: frozenset[str] = frozenset()
+
+    def join(self, now: float) -> None:
+        self.joined_at = now
+
+    def leave(self) -> None:
+        self.joined_at = None
+
+    def view(self, members: Iterable[str], now: float) -> bool:
+        """Record a fresh view of the ring; True when the members changed."""
+        members = frozenset(members)
+        changed = members != self.members
+        self.members, self.viewed_at = members, now
+        return changed
+
+    def active(self, now: float, lease_valid: bool) -> bool:
+        return (
+            lease_valid
+            and self.joined_at is not None
+            and now >= self.joined_at + self.join_delay
+            and self.viewed_at is not None
+            and now - self.viewed_at < self.view_ttl
+        )
+
+    def owns(self, key: ShardKey, now: float, lease_valid: bool) -> bool:
+        if not self.active(now, lease_valid):
+            return False
+        return rendezvous_owner("\0".join(key), self.members | {self.identity}) == self.identity
+
+
 class ShardCoordinator:
     """This replica's Lease, its view of the ring, and the keys it owns.
 
@@ -144,9 +189,9 @@ class ShardCoordinator:
         self._on_members = on_members
         self._clock = clock
         self.view = MembershipView()
-        self._members: frozenset[str] = frozenset()
-        self._viewed_at: float | None = None
-        self._settled = False  # holding our lease for at least the join delay
+        self.ownership = Ownership(
+            identity, join_delay=timings.lease_duration, view_ttl=timings.renew_deadline
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._join: asyncio.Task[None] | None = None
         self.lease = LeaderElector(
@@ -165,18 +210,14 @@ class ShardCoordinator:
 
     @property
     def members(self) -> frozenset[str]:
-        return self._members
+        return self.ownership.members
 
     def active(self) -> bool:
-        """Owning anything at all: lease held past the join delay, ring view fresh."""
-        if not (self._settled and self.lease.is_leader()) or self._viewed_at is None:
-            return False
-        return self._clock() - self._viewed_at < self.timings.renew_deadline
+        """Owning anything at all (see `Ownership`)."""
+        return self.ownership.active(self._clock(), self.lease.is_leader())
 
     def owns(self, key: ShardKey) -> bool:
-        if not self.active():
-            return False
-        return rendezvous_owner("\0".join(key), self._members | {self.identity}) == self.identity
+        return self.ownership.owns(key, self._clock(), self.lease.is_leader())
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -192,24 +233,20 @@ class ShardCoordinator:
         await self.lease.stop()  # stops our work, then releases our lease: the others take over
 
     async def _joined(self) -> None:
-        log.info(
-            "joined shard ring %s as %s; owning keys after %.0fs", self.ring, self.identity, self._delay()
-        )
-        self._join = asyncio.create_task(self._settle_after_delay())
+        delay = self.ownership.join_delay
+        log.info("joined shard ring %s as %s; owning keys after %.0fs", self.ring, self.identity, delay)
+        self.ownership.join(self._clock())
+        self._join = asyncio.create_task(self._settle_after(delay))
 
-    def _delay(self) -> float:
-        return self.timings.lease_duration
-
-    async def _settle_after_delay(self) -> None:
-        await asyncio.sleep(self._delay())
-        self._settled = True
+    async def _settle_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         await self._on_change()
 
     async def _left(self) -> None:
         if self._join is not None:
             self._join.cancel()
-        self._settled = False
-        log.warning("left shard ring %s: own lease not renewed", self.ring)
+        self.ownership.leave()
+        log.warning("left shard ring %s", self.ring)
         await self._on_change()
 
     async def _watch_ring(self) -> None:
@@ -226,22 +263,17 @@ class ShardCoordinator:
                 )
             except KubeError as exc:
                 log.warning("cannot list shard ring %s: %s", self.ring, exc)
-                if (
-                    not stale
-                    and self._viewed_at is not None
-                    and now - self._viewed_at >= self.timings.renew_deadline
-                ):
+                viewed = self.ownership.viewed_at
+                if not stale and viewed is not None and now - viewed >= self.ownership.view_ttl:
                     stale = True
                     await self._on_change()  # owns() is now False everywhere: stop working
             else:
                 self.view.observe(
                     {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now
                 )
-                self._viewed_at = now
-                members = frozenset(self.view.members(now))
-                if members != self._members or stale:
+                members = self.view.members(now)
+                if self.ownership.view(members, now) or stale:
                     log.info("shard ring %s members: %s", self.ring, sorted(members))
-                    self._members = members
                     stale = False
                     if self._on_members is not None:
                         self._on_members(len(members))

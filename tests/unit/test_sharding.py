@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from mixpeek_operator.leaderelection import LeaseRecord
-from mixpeek_operator.sharding import MembershipView, lease_name_for, rendezvous_owner, shard_key_of
+from mixpeek_operator.sharding import (
+    MembershipView,
+    Ownership,
+    ShardKey,
+    lease_name_for,
+    rendezvous_owner,
+    shard_key_of,
+)
 
 KEYS = [f"team-{i % 7}\0creds\0bkt_{i}" for i in range(3000)]
 
@@ -73,3 +80,61 @@ def test_shard_keys_come_from_the_spec_and_lease_names_are_valid() -> None:
     del body["spec"]["credentialsRef"]
     assert shard_key_of(body, ("ops", "default")) == ("ops", "default", "bkt_1")
     assert lease_name_for("mixpeek-operator", "Host_Name-1a2b") == "mixpeek-operator-host-name-1a2b"
+
+
+GROUPS: list[ShardKey] = [("team", "creds", f"bkt_{i:02d}") for i in range(30)]
+
+
+def owned(replica: Ownership, now: float, lease_valid: bool = True) -> set[ShardKey]:
+    return {key for key in GROUPS if replica.owns(key, now, lease_valid)}
+
+
+def test_a_joiner_owns_nothing_until_its_join_delay_while_the_others_let_go_at_once() -> None:
+    a, b = Ownership("a", join_delay=15, view_ttl=10), Ownership("b", join_delay=15, view_ttl=10)
+    a.join(0.0)
+    a.view({"a"}, 0.0)
+    assert owned(a, 14.9) == set()  # a's own join delay
+    a.view({"a"}, 15.0)
+    assert owned(a, 15.0) == set(GROUPS)
+
+    b.join(20.0)  # b's lease appears at 20
+    b.view({"a", "b"}, 20.5)
+    a.view({"a", "b"}, 21.0)  # a sees b one retry period later and drops b's groups
+    for now in (21.0, 30.0, 34.9):
+        a.view({"a", "b"}, now)
+        b.view({"a", "b"}, now)
+        assert owned(b, now) == set()
+        assert owned(a, now) | owned(b, now) != set(GROUPS)  # b's groups are nobody's meanwhile
+    a.view({"a", "b"}, 35.0)
+    b.view({"a", "b"}, 35.0)
+    mine, theirs = owned(a, 35.0), owned(b, 35.0)
+    assert mine.isdisjoint(theirs)
+    assert mine | theirs == set(GROUPS)
+    assert theirs  # b took its share
+
+
+def test_never_two_owners_while_views_disagree_about_a_departed_member() -> None:
+    a, b = Ownership("a", 15, 10), Ownership("b", 15, 10)
+    for replica in (a, b):
+        replica.join(0.0)
+        replica.view({"a", "b", "c"}, 20.0)
+    before = owned(a, 20.0) | owned(b, 20.0)
+    a.view({"a", "b"}, 21.0)  # a has seen c's lease expire, b not yet
+    b.view({"a", "b", "c"}, 21.0)
+    assert owned(a, 21.0).isdisjoint(owned(b, 21.0))
+    assert owned(a, 21.0) >= (owned(a, 20.0) & before)  # a keeps what it had
+    b.view({"a", "b"}, 22.0)
+    assert owned(a, 22.0) | owned(b, 22.0) == set(GROUPS)
+    assert owned(a, 22.0).isdisjoint(owned(b, 22.0))
+
+
+def test_a_stale_view_or_an_unrenewed_lease_owns_nothing() -> None:
+    a = Ownership("a", 15, 10)
+    a.join(0.0)
+    a.view({"a"}, 20.0)
+    assert owned(a, 29.9) == set(GROUPS)
+    assert owned(a, 30.0) == set()  # could not list the ring for the view TTL: might miss a joiner
+    a.view({"a"}, 31.0)
+    assert owned(a, 31.0, lease_valid=False) == set()  # fencing: own lease not renewed
+    a.leave()
+    assert owned(a, 31.0) == set()
