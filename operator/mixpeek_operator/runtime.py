@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,7 @@ class OperatorRuntime:
         self.elector: LeaderElector | None = None
         self.shards: ShardCoordinator | None = None
         self._owned: set[ShardKey] = set()
+        self._ownership_lock = asyncio.Lock()  # one restart of the work at a time
 
     async def start(self) -> Engine:
         self.kube = KubeClient(kube_connection(), on_write=self.metrics.observe_kube_write)
@@ -145,8 +147,13 @@ class OperatorRuntime:
         """Restart the work: what moved away is cancelled, everything is queued again."""
         assert self.engine is not None
         assert self.shards is not None
-        await self.engine.stop_work()
-        self.engine.start()
+        async with self._ownership_lock:
+            await self.engine.stop_work()
+            self.engine.start()
+            self._account_ownership()
+
+    def _account_ownership(self) -> None:
+        assert self.shards is not None
         owned = self._owned_keys()
         gained, lost = len(owned - self._owned), len(self._owned - owned)
         if gained or lost:

@@ -18,8 +18,8 @@ Handover rules, so that two replicas never reconcile one object at once:
   releases only after its work stopped).
 - A joining member owns nothing until `join_delay` (the lease duration) after it first
   holds its Lease. Every other member lists the ring every retry period and drops the keys
-  the joiner wins at once; a member that could not list the ring for the renew deadline
-  owns nothing until it can, so by the end of the join delay every previous owner has
+  the joiner wins at once; a member that could not list the ring for the join delay (less a
+  retry period) owns nothing until it can, so by the end of the join delay every previous owner has
   either let go or stopped.
 """
 
@@ -189,9 +189,14 @@ class ShardCoordinator:
         self._on_members = on_members
         self._clock = clock
         self.view = MembershipView()
+        # A view older than the join delay could miss a joiner that already owns its keys; one
+        # retry period of margin for clock-rate differences.
         self.ownership = Ownership(
-            identity, join_delay=timings.lease_duration, view_ttl=timings.renew_deadline
+            identity,
+            join_delay=timings.lease_duration,
+            view_ttl=timings.lease_duration - timings.retry_period,
         )
+        self._was_active = False
         self._tasks: list[asyncio.Task[None]] = []
         self._join: asyncio.Task[None] | None = None
         self.lease = LeaderElector(
@@ -250,7 +255,6 @@ class ShardCoordinator:
         await self._on_change()
 
     async def _watch_ring(self) -> None:
-        stale = False
         while True:
             now = self._clock()
             try:
@@ -263,19 +267,20 @@ class ShardCoordinator:
                 )
             except KubeError as exc:
                 log.warning("cannot list shard ring %s: %s", self.ring, exc)
-                viewed = self.ownership.viewed_at
-                if not stale and viewed is not None and now - viewed >= self.ownership.view_ttl:
-                    stale = True
-                    await self._on_change()  # owns() is now False everywhere: stop working
+                changed = False
             else:
                 self.view.observe(
                     {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now
                 )
                 members = self.view.members(now)
-                if self.ownership.view(members, now) or stale:
+                changed = self.ownership.view(members, now)
+                if changed:
                     log.info("shard ring %s members: %s", self.ring, sorted(members))
-                    stale = False
                     if self._on_members is not None:
                         self._on_members(len(members))
-                    await self._on_change()
+            # Objects skipped while we owned nothing (a stale view) are queued again once we do.
+            active = self.active()
+            if changed or active != self._was_active:
+                self._was_active = active
+                await self._on_change()
             await asyncio.sleep(self.timings.retry_period)
