@@ -1,7 +1,7 @@
 """Sharding (active/active) with three `mixpeek-operator run --sharding` processes, the real
 API server and an emulator seeded with 30 buckets (30 listing groups: one Secret x 30 buckets).
 
-Shorter lease timings than the defaults (6/4/1 s) keep the test quick; the rules are the same.
+Shorter lease timings than the defaults (8/6/1 s) keep the test quick; the rules are the same.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("crd_installed")
 
 BUCKETS = [f"bkt_{index:02d}" for index in range(30)]
 INTERVAL = 2.0  # the operator fixture's observe interval
-LEASE = 6
+LEASE = 8
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,11 @@ def start_shards(start_operator: OperatorFactory, namespace: str, *extra: str) -
                 "--leader-election-lease-duration",
                 str(LEASE),
                 "--leader-election-renew-deadline",
-                "4",
+                str(LEASE - 2),
+                # Three replicas and 300 objects on a shared 2-core machine: DEBUG logging alone
+                # can starve a replica's event loop past its renew deadline.
+                "--log-level",
+                "INFO",
                 "--leader-election-retry-period",
                 "1",
                 *extra,
@@ -140,6 +144,17 @@ def remote_owners(emulator: EmulatorProcess, uids: set[str]) -> list[str]:
     ]
 
 
+def create_answers(emulator: EmulatorProcess) -> dict[str, int]:
+    answers: dict[str, int] = emulator.admin.request_counts()["endpoint_status"].get("create", {})
+    return answers
+
+
+def successful_creates(emulator: EmulatorProcess) -> int:
+    """Creates Mixpeek carried out. A replica that stops working mid-request (its groups moved)
+    cancels the request; a half-sent body is answered 400 and creates nothing."""
+    return sum(n for status, n in create_answers(emulator).items() if status.startswith("2"))
+
+
 def lists_per_bucket(emulator: EmulatorProcess) -> Counter[str]:
     return Counter(
         entry["path"].split("/")[3] for entry in emulator.admin.request_log() if entry["endpoint"] == "list"
@@ -158,7 +173,7 @@ def test_three_shards_split_the_groups_list_each_once_and_idle_without_writes(
     assert all(count > 0 for count in groups.values())
     owners = remote_owners(ring, uids)
     assert len(owners) == len(set(owners)) == 300
-    assert endpoint_counts(ring.admin)["create"] == 300
+    assert successful_creates(ring) == 300
 
     time.sleep(2 * INTERVAL)  # the last status writes and Events land
     writes_before = kubernetes_writes(cluster)
@@ -219,9 +234,9 @@ def test_a_shard_killed_mid_create_hands_its_groups_over_without_duplicates(
     owners = remote_owners(ring, uids)
     duplicates = len(owners) - len(set(owners))
     print(
-        f"remote syncs: {len(owners)}, creates: {endpoint_counts(ring.admin)['create']}, "
-        f"duplicates: {duplicates}"
+        f"remote syncs: {len(owners)}, successful creates: {successful_creates(ring)}, "
+        f"create answers: {create_answers(ring)}, duplicates: {duplicates}"
     )
     assert duplicates == 0
     assert len(owners) == 300
-    assert endpoint_counts(ring.admin)["create"] == 300
+    assert successful_creates(ring) == 300
