@@ -258,14 +258,18 @@ class ShardCoordinator:
         while True:
             now = self._clock()
             try:
-                items = await self.kube.list_objects(
-                    LEASE_GROUP,
-                    LEASE_VERSION,
-                    LEASE_PLURAL,
-                    self.namespace,
-                    label_selector=f"{RING_LABEL}={self.ring}",
+                # Bounded, so that a view going stale is noticed (and the work stopped) in time.
+                items = await asyncio.wait_for(
+                    self.kube.list_objects(
+                        LEASE_GROUP,
+                        LEASE_VERSION,
+                        LEASE_PLURAL,
+                        self.namespace,
+                        label_selector=f"{RING_LABEL}={self.ring}",
+                    ),
+                    2 * self.timings.retry_period,
                 )
-            except KubeError as exc:
+            except (KubeError, TimeoutError) as exc:
                 log.warning("cannot list shard ring %s: %s", self.ring, exc)
                 changed = False
             else:
