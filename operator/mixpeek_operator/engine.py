@@ -257,10 +257,14 @@ class Engine:
     async def stop_work(self) -> None:
         """Cancel every reconcile and listing; the caches stay, and every object is queued again,
         so the next start (e.g. after regaining leadership) reconciles each once."""
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
+        workers, self._workers = self._workers, []
+        while workers:
+            for task in workers:
+                task.cancel()
+            # Cancel again what is still running: a library's asyncio.wait_for (Python 3.11)
+            # can drop a cancellation, and no reconcile may outlive this call.
+            _, pending = await asyncio.wait(workers, timeout=1.0)
+            workers = list(pending)
         await self.observer.close()
         for key, record in list(self.objects.items()):
             record.handled = None

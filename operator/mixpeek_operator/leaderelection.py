@@ -311,7 +311,9 @@ class LeaderElector:
         released = self.tracker.released(self._wall())
         try:
             # Bounded: an unreachable API server must not hold up shutdown (the lease expires anyway).
-            if await asyncio.wait_for(self.lease.write(released, create=False), self.timings.retry_period):
+            async with asyncio.timeout(self.timings.retry_period):
+                released_ok = await self.lease.write(released, create=False)
+            if released_ok:
                 self.tracker.observe(released, self._clock())
                 log.info("released lease %s", self.lease_name, extra={"lease": self.lease_name})
         except (KubeError, TimeoutError) as exc:
@@ -375,7 +377,9 @@ class LeaderElector:
                     )
                     return
                 try:
-                    renewed = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
+                    # asyncio.timeout, not wait_for, which can drop a cancellation on Python 3.11.
+                    async with asyncio.timeout(remaining):
+                        renewed = await self.try_acquire_or_renew()
                 except TimeoutError:
                     renewed = False
                 if renewed:

@@ -197,6 +197,7 @@ class ShardCoordinator:
             view_ttl=timings.lease_duration - timings.retry_period,
         )
         self._was_active = False
+        self._skipped = False  # an object was skipped because we owned nothing at the time
         self._tasks: list[asyncio.Task[None]] = []
         self._join: asyncio.Task[None] | None = None
         self.lease = LeaderElector(
@@ -222,7 +223,13 @@ class ShardCoordinator:
         return self.ownership.active(self._clock(), self.lease.is_leader())
 
     def owns(self, key: ShardKey) -> bool:
-        return self.ownership.owns(key, self._clock(), self.lease.is_leader())
+        now, lease_valid = self._clock(), self.lease.is_leader()
+        if not self.ownership.active(now, lease_valid):
+            # The engine drops what it skips: queue everything again once we own keys again,
+            # even if the pause was too short for the ring loop to see it.
+            self._skipped = True
+            return False
+        return self.ownership.owns(key, now, lease_valid)
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -245,6 +252,7 @@ class ShardCoordinator:
 
     async def _settle_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        self._skipped = False
         await self._on_change()
 
     async def _left(self) -> None:
@@ -259,16 +267,14 @@ class ShardCoordinator:
             now = self._clock()
             try:
                 # Bounded, so that a view going stale is noticed (and the work stopped) in time.
-                items = await asyncio.wait_for(
-                    self.kube.list_objects(
+                async with asyncio.timeout(2 * self.timings.retry_period):
+                    items = await self.kube.list_objects(
                         LEASE_GROUP,
                         LEASE_VERSION,
                         LEASE_PLURAL,
                         self.namespace,
                         label_selector=f"{RING_LABEL}={self.ring}",
-                    ),
-                    2 * self.timings.retry_period,
-                )
+                    )
             except (KubeError, TimeoutError) as exc:
                 log.warning("cannot list shard ring %s: %s", self.ring, exc)
                 changed = False
@@ -284,7 +290,8 @@ class ShardCoordinator:
                         self._on_members(len(members))
             # Objects skipped while we owned nothing (a stale view) are queued again once we do.
             active = self.active()
-            if changed or active != self._was_active:
+            if changed or active != self._was_active or (active and self._skipped):
                 self._was_active = active
+                self._skipped = False
                 await self._on_change()
             await asyncio.sleep(self.timings.retry_period)
