@@ -137,6 +137,13 @@ class LeaseTracker:
         if record != self.observed:
             self.observed, self.observed_at = record, now
 
+    def expires_at(self) -> float | None:
+        """When (our clock) the observed holder's lease expires unless renewed; None if free."""
+        record = self.observed
+        if record is None or not record.holder:
+            return None
+        return self.observed_at + record.duration_seconds
+
     def held_by_other(self, now: float) -> bool:
         """Someone else holds the lease and it has not expired by our clock."""
         record = self.observed
@@ -311,7 +318,7 @@ class LeaderElector:
         released = self.tracker.released(self._wall())
         try:
             # Bounded: an unreachable API server must not hold up shutdown (the lease expires anyway).
-            async with asyncio.timeout(self.timings.retry_period):
+            async with asyncio.timeout(self.timings.renew_deadline):
                 released_ok = await self.lease.write(released, create=False)
             if released_ok:
                 self.tracker.observe(released, self._clock())
@@ -361,7 +368,12 @@ class LeaderElector:
                     extra={"lease": self.lease_name},
                 )
                 announced = True
-            await asyncio.sleep(self._retry_delay())
+            # Try again at the next retry, or the moment the holder's lease expires if sooner.
+            delay = self._retry_delay()
+            expiry = self.tracker.expires_at()
+            if expiry is not None:
+                delay = min(delay, max(0.0, expiry - self._clock()) + 0.01)
+            await asyncio.sleep(delay)
 
     async def _renew_until_lost(self) -> None:
         while True:

@@ -39,6 +39,7 @@ def test_a_lease_held_by_another_is_respected_until_unchanged_for_its_duration_b
     tracker.observe(held("a"), now=110.0)
     assert tracker.held_by_other(114.9)
     assert not tracker.held_by_other(115.0)
+    assert tracker.expires_at() == 115.0  # a standby retries right then, not on its retry grid
 
 
 def test_a_renewal_restarts_the_expiry_even_when_the_holders_clock_is_far_off() -> None:
