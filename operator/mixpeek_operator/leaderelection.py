@@ -397,11 +397,9 @@ class LeaderElector:
                 if renewed:
                     break
                 if self.tracker.held_by_other(self._clock()):
+                    holder = self.tracker.observed.holder if self.tracker.observed else ""
                     log.error(
-                        "lease %s was taken by %s",
-                        self.lease_name,
-                        self.tracker.observed,
-                        extra={"lease": self.lease_name},
+                        "lease %s was taken by %s", self.lease_name, holder, extra={"lease": self.lease_name}
                     )
                     return
                 await asyncio.sleep(

@@ -124,6 +124,9 @@ class OperatorRuntime:
         return shard_key_of(body, self.config.default_secret)
 
     def _owns(self, body: Any) -> bool:
+        if self.elector is not None:
+            # Checked before every reconcile too, not only when the renew loop steps down.
+            return self.elector.is_leader()
         if self.shards is None:
             return True
         key = self._shard_key(body)
