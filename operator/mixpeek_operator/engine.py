@@ -268,10 +268,20 @@ class Engine:
             return
         for index in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._worker(), name=f"reconcile-worker-{index}"))
+        if self.secret_guard is not None:
+            # Secret releases another replica was to make (seen while standing by); part of the
+            # work, so stop_work cancels it too.
+            self._workers.append(
+                asyncio.create_task(self.secret_guard.release_deferred(), name="secret-releases")
+            )
 
     async def stop_work(self) -> None:
-        """Cancel every reconcile and listing; the caches stay, and every object is queued again,
-        so the next start (e.g. after regaining leadership) reconciles each once."""
+        """Cancel every reconcile and listing; the object caches stay, and every object is queued
+        again, so the next start (e.g. after regaining leadership) reconciles each once.
+
+        Every remote listing is dropped: a group this replica owns again is listed anew after it
+        acquired it. A listing from before could miss a sync the previous owner created, and a
+        create deduplicated against it would make a second one."""
         workers, self._workers = self._workers, []
         while workers:
             for task in workers:
@@ -313,12 +323,12 @@ class Engine:
 
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
-        self.objects.pop(key, None)
+        record = self.objects.pop(key, None)
         self.observer.leave(key)
         self.credentials.forget(key)
         await self.queue.discard(key)
         if self.secret_guard is not None:
-            await self.secret_guard.object_gone(key)
+            await self.secret_guard.object_gone(key, record.body if record else None)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if self.secret_guard is not None:

@@ -50,17 +50,21 @@ WallClock = Callable[[], datetime]
 Callback = Callable[[], Awaitable[None]]
 
 
-def replica_identity(environ: Mapping[str, str] | None = None) -> str:
-    """This replica's name in Leases: the pod name (downward API `POD_NAME`), unique per pod.
+def operator_identity(environ: Mapping[str, str] | None = None) -> str:
+    """This process's name, for kopf and in Leases: the pod name (downward API `POD_NAME`).
 
-    Outside a pod: host name plus a random suffix (as controller-runtime does), so two
-    processes on one machine never share an identity. Never the user name (`getpass`).
+    Outside a pod (or without POD_NAME): the host name (`HOSTNAME`, else the system's) plus a
+    random suffix, as controller-runtime does, so two processes on one machine, or pods sharing a
+    `spec.hostname`, never share an identity. Never the user name: kopf's default calls
+    getpass.getuser(), which raises KeyError for a UID without a passwd entry (the chart's 65532,
+    or any UID OpenShift assigns).
     """
     env = os.environ if environ is None else environ
     pod = env.get("POD_NAME", "").strip()
     if pod:
         return pod
-    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    host = env.get("HOSTNAME", "").strip() or socket.gethostname()
+    return f"{host}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
-from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, replica_identity
+from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, operator_identity
 
 # The pod's own namespace, mounted with its ServiceAccount token.
 _POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -232,7 +232,7 @@ def leader_election_config(args: argparse.Namespace) -> LeaderElectionConfig | N
         raise SystemExit(f"invalid leader election timings: {exc}") from exc
     return LeaderElectionConfig(
         namespace=namespace,
-        identity=args.leader_election_identity or replica_identity(),
+        identity=args.leader_election_identity or operator_identity(),
         lease_name=args.leader_election_id,
         timings=timings,
         mode="shards" if args.sharding else "leader",

@@ -72,7 +72,7 @@ class OperatorRuntime:
             credentials=store,
             metrics=self.metrics,
             settings=self.config.engine,
-            secret_guard=SecretUseGuard(self.kube),
+            secret_guard=SecretUseGuard(self.kube, may_release=self._may_release),
             owns=self._owns,
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
@@ -126,6 +126,15 @@ class OperatorRuntime:
             return True
         key = self._shard_key(body)
         return key is not None and self.shards.owns(key)
+
+    def _may_release(self, secret: SecretRef) -> bool:
+        """Whether this replica may remove a Secret's in-use finalizer now: the leader, or with
+        sharding the one replica owning the Secret itself (its key with no bucket)."""
+        if self.elector is not None:
+            return self.elector.is_leader()
+        if self.shards is None:
+            return True
+        return self.shards.owns((secret[0], secret[1], ""))
 
     def _owned_keys(self) -> set[ShardKey]:
         assert self.engine is not None

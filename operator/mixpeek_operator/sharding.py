@@ -145,6 +145,17 @@ class Ownership:
         self.members, self.viewed_at = members, now
         return changed
 
+    def view_expiry(self) -> float | None:
+        """When the current view goes stale (and with it all ownership), or None before the first."""
+        return None if self.viewed_at is None else self.viewed_at + self.view_ttl
+
+    def lapsed(self, now: float) -> bool:
+        """Whether the current view has gone stale by `now`. Until a fresh one, this replica owned
+        nothing and another may have owned (and created syncs in) its groups, so even with the
+        same members it must restart its work: what it listed before is not to be trusted."""
+        expiry = self.view_expiry()
+        return expiry is not None and now >= expiry
+
     def active(self, now: float, lease_valid: bool) -> bool:
         return (
             lease_valid
@@ -264,10 +275,17 @@ class ShardCoordinator:
 
     async def _watch_ring(self) -> None:
         while True:
+            # A view that went stale while we slept stops the work now, not after the next list.
+            await self._restart_if_changed(False)
             now = self._clock()
+            budget = 2 * self.timings.retry_period
+            expiry = self.ownership.view_expiry()
+            if expiry is not None and expiry > now:
+                budget = min(budget, expiry - now)
             try:
-                # Bounded, so that a view going stale is noticed (and the work stopped) in time.
-                async with asyncio.timeout(2 * self.timings.retry_period):
+                # Bounded (by the view's expiry too), so that a view going stale is noticed and
+                # the work stopped in time: before a joiner we could not see owns our groups.
+                async with asyncio.timeout(budget):
                     items = await self.kube.list_objects(
                         LEASE_GROUP,
                         LEASE_VERSION,
@@ -279,6 +297,7 @@ class ShardCoordinator:
                 log.warning("cannot list shard ring %s: %s", self.ring, exc)
                 changed = False
             else:
+                lapsed = self.ownership.lapsed(self._clock())
                 self.view.observe(
                     {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now
                 )
@@ -288,10 +307,21 @@ class ShardCoordinator:
                     log.info("shard ring %s members: %s", self.ring, sorted(members))
                     if self._on_members is not None:
                         self._on_members(len(members))
-            # Objects skipped while we owned nothing (a stale view) are queued again once we do.
-            active = self.active()
-            if changed or active != self._was_active or (active and self._skipped):
-                self._was_active = active
-                self._skipped = False
-                await self._on_change()
-            await asyncio.sleep(self.timings.retry_period)
+                # After a stale view, restart even with the same members: the restart drops our
+                # listings, which could miss a sync another replica created in the meantime.
+                changed = changed or lapsed
+            await self._restart_if_changed(changed)
+            pause = self.timings.retry_period
+            expiry = self.ownership.view_expiry()
+            if expiry is not None and expiry > self._clock():
+                pause = min(pause, expiry - self._clock())
+            await asyncio.sleep(pause)
+
+    async def _restart_if_changed(self, changed: bool) -> None:
+        """Restart the work when the owned key space may have changed."""
+        # Objects skipped while we owned nothing (a stale view) are queued again once we do.
+        active = self.active()
+        if changed or active != self._was_active or (active and self._skipped):
+            self._was_active = active
+            self._skipped = False
+            await self._on_change()

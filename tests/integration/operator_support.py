@@ -291,14 +291,15 @@ _APISERVER_REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} 
 
 
 def kubernetes_writes(cluster: ControlPlane) -> dict[str, float]:
-    """Mutating requests the API server has served for BucketSyncs and Events, by verb."""
+    """Mutating requests the API server has served for BucketSyncs, Events and Secrets (the
+    in-use finalizer), by verb."""
     totals: dict[str, float] = {}
     for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
         match = _APISERVER_REQUEST.match(line)
         if not match:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("resource") not in ("bucketsyncs", "events"):
+        if labels.get("resource") not in ("bucketsyncs", "events", "secrets"):
             continue
         if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
             key = f"{labels['resource']}/{labels.get('subresource', '')}/{labels['verb']}"

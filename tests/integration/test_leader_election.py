@@ -37,7 +37,7 @@ from operator_support import (
 )
 
 from localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY
+from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
 from mixpeek_operator.kube import KubeClient, KubeConnection
 from mixpeek_operator.leaderelection import (
     ElectionTimings,
@@ -296,15 +296,30 @@ def test_a_standby_keeps_its_cache_warm_but_makes_no_remote_call_and_no_kubernet
     names = [f"standby-{i}" for i in range(10)]
     for name in names:
         objects.create(bucketsync(name))
+    # A Secret the leader marked in use, whose last user goes while only the standby runs.
+    core = k8s.CoreV1Api(api_client)
+    core.create_namespaced_secret(
+        namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="retired-creds", finalizers=[SECRET_IN_USE_FINALIZER]),
+            string_data={"apiKey": "unused"},
+        ),
+    )
+    objects.create(bucketsync("retired", credentialsRef={"name": "retired-creds"}))
     writes_before = kubernetes_writes(cluster)
 
     standby = start_operator(namespace, extra_args=election_args(namespace, "replica-b"))
-    wait_for(lambda: cached_objects(standby) == len(names), 30, what="the standby's cache")
+    wait_for(lambda: cached_objects(standby) == len(names) + 1, 30, what="the standby's cache")
     wait_for(lambda: "standing by" in standby.logs(), 10, what="the standby log line")
+    objects.delete("retired")  # no finalizer of ours yet: gone at once
+    core.delete_namespaced_secret("retired-creds", namespace)  # stays, Terminating, while in use
+    wait_for(lambda: cached_objects(standby) == len(names), 10, what="the deletion seen by the standby")
     time.sleep(3 * 2.0)  # three observe intervals: a leader would have listed, created and written
 
     assert mixpeek.admin.request_counts()["total"] == 0, "the standby called Mixpeek"
-    assert kubernetes_writes(cluster) == writes_before, "the standby wrote to the Kubernetes API"
+    ours = {"bucketsyncs//DELETE": 1.0, "secrets//DELETE": 1.0}  # the test's own two deletions
+    expected = {key: writes_before.get(key, 0.0) + ours.get(key, 0.0) for key in {*writes_before, *ours}}
+    assert kubernetes_writes(cluster) == expected, "the standby wrote to the Kubernetes API"
     assert standby.metric("bucketsync_kube_writes_total") == 0
     assert standby.metric("mixpeek_api_requests_total") == 0
     assert standby.metric("mixpeek_operator_leader") == 0
@@ -315,6 +330,8 @@ def test_a_standby_keeps_its_cache_warm_but_makes_no_remote_call_and_no_kubernet
         assert not obj["metadata"].get("finalizers")  # neither ours nor kopf's
         assert not obj["metadata"].get("annotations")  # no kopf progress or diff-base storage
     assert holder(api_client, namespace) == "other-replica"
+    # The Secret's release was the leader's to make, not the standby's.
+    assert objects.secret("retired-creds") is not None
 
     # The other replica hands the lease back (as on SIGTERM): the standby leads within a retry period.
     lease = coordination.read_namespaced_lease(LEASE, namespace)
@@ -330,6 +347,8 @@ def test_a_standby_keeps_its_cache_warm_but_makes_no_remote_call_and_no_kubernet
     for name in names:
         objects.wait_ready(name, timeout=60)
     assert standby.metric("mixpeek_operator_leader") == 1
+    # As the leader it makes the release it saw become due while standing by.
+    wait_for(lambda: objects.secret("retired-creds") is None, 10, what="the deferred Secret release")
     assert endpoint_counts(mixpeek.admin)["create"] == len(names)
 
 

@@ -220,7 +220,8 @@ def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) ->
 
 
 def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
-    """kopf's identity: the pod name from the downward API (see handlers.operator_identity)."""
+    """kopf's identity and the Lease holder's: the pod name from the downward API
+    (see leaderelection.operator_identity)."""
     (pod_name,) = [item for item in container(render())["env"] if item["name"] == "POD_NAME"]
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 

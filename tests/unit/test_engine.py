@@ -426,8 +426,11 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
     assert await rig.drain() == [KEY]
     await rig.echo()
     writes = list(rig.kube.writes)
+    assert rig.engine.observer.listings  # the object's group is listed
     # Leadership lost: work stops, the cache stays, and a new term reconciles everything once.
     await rig.engine.stop_work()
     assert KEY in rig.engine.objects
+    # Listings are not kept: a group owned again is listed after it was (re)acquired.
+    assert rig.engine.observer.listings == {}
     assert await rig.drain() == [KEY]
     assert rig.kube.writes == writes  # the object was already converged: nothing to write

@@ -12,7 +12,6 @@ from mixpeek_operator.leaderelection import (
     LeaseTracker,
     lease_body,
     micro_time,
-    replica_identity,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -102,9 +101,3 @@ def test_timings_that_would_let_two_leaders_overlap_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         ElectionTimings(lease_duration=lease, renew_deadline=renew, retry_period=retry)
-
-
-def test_identity_is_the_pod_name_else_unique_per_process() -> None:
-    assert replica_identity({"POD_NAME": "mixpeek-operator-7d9f-abcde"}) == "mixpeek-operator-7d9f-abcde"
-    first, second = replica_identity({}), replica_identity({})
-    assert first != second

@@ -138,3 +138,17 @@ def test_a_stale_view_or_an_unrenewed_lease_owns_nothing() -> None:
     assert owned(a, 31.0, lease_valid=False) == set()  # fencing: own lease not renewed
     a.leave()
     assert owned(a, 31.0) == set()
+
+
+def test_a_view_that_went_stale_counts_as_a_change_even_with_the_same_members() -> None:
+    """Between a stale view and the next one another replica may have owned (and created syncs
+    in) our groups: the work restarts, dropping listings fetched before."""
+    a = Ownership("a", 15, 10)
+    a.join(0.0)
+    assert not a.lapsed(5.0)  # no view yet
+    a.view({"a"}, 20.0)
+    assert a.view_expiry() == 30.0
+    assert not a.lapsed(29.9)
+    assert a.lapsed(30.0)
+    assert not a.view({"a"}, 31.0)  # the members alone say nothing changed
+    assert not a.lapsed(31.0)
