@@ -191,8 +191,10 @@ class Observer:
         if listing is None:
             return None
         await self._wait_primed(listing)
-        if listing.error is not None and listing.fetched_at is None:
-            raise listing.error
+        if listing.fetched_at is None:
+            if listing.error is not None:
+                raise listing.error
+            return None  # not listed yet: the caller must not take "absent" for "never created"
         return sorted(
             listing.syncs.values(),
             key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC),
