@@ -17,7 +17,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from bench import policy, stats
+from bench import objcost, policy, stats
 from bench.kube import Kube, Watcher
 from bench.procs import CpuMeter, Emulator
 from bench.scenarios import Admin, Bench, Settings
@@ -82,6 +82,10 @@ async def run_huge(
                 if stage == "large":
                     say(f"idle: {settings.idle_intervals} intervals of {settings.observe_interval}s")
                     results["idle"] = await bench.idle(operator, n)
+                    say("object cost: tracemalloc over the served bodies and remote syncs")
+                    results["object_cost"] = await objcost.measure(
+                        kube, ns[stage], emulator.url, bench.buckets
+                    )
             finally:
                 await watcher.stop()
                 bench.stop_operator(operator)
@@ -183,6 +187,16 @@ def huge_rows(settings: Settings, results: dict[str, Any], judge: Any, rows: lis
         )
     )
     _memory_rows(results["memory"], judge, rows)
+    cost = results.get("object_cost")
+    if cost:
+        rows.append(
+            stats.Row(
+                "Memory",
+                f"per object, tracemalloc over {cost['objects']} served bodies and {cost['remote_syncs']} "
+                f"remote syncs ({cost['served_json_bytes_per_object']:.0f} B of JSON each as served)",
+                "; ".join(f"{what}: {size / 1024:.1f} KB" for what, size in cost["bytes_per_object"].items()),
+            )
+        )
     _restart_rows(results["restart"], judge, rows)
 
 

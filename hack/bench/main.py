@@ -613,6 +613,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"comma-separated subset of {','.join(SCENARIOS)} (idle, churn and edit run on the bulk fleet)",
     )
+    parser.add_argument("--huge-n", type=int, help="size huge: override the second stage's N (10000)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="seconds a timed scenario waits for other processes to go quiet (a shared machine)",
+    )
     parser.add_argument(
         "--no-admission-policy",
         action="store_true",
@@ -641,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         size.update(n=n, memory_points=(0, max(1, n // 10), n) if n >= 1000 else (0, max(1, n // 2), n))
     if args.repeat:
         size["repeat"] = args.repeat
+    if args.huge_n:
+        size["huge_n"] = args.huge_n
     settings = Settings(
         size=args.size,
         profile=args.profile,
@@ -648,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         scenarios=only,
         operator_env=operator_env,  # type: ignore[arg-type]
         admission_policy=not args.no_admission_policy,
+        quiet_wait=args.quiet_wait,
         **size,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -699,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     standard = (
         not args.only
         and not args.no_admission_policy
+        and not args.huge_n
         and not args.objects
         and not operator_env
         and not args.profile

@@ -66,6 +66,7 @@ class Settings:
     admission_policy: bool = True
     huge_n: int = 0  # size huge: the second stage's N (the first is `n`)
     restart_observe_interval: float = 300.0  # longer than a restart may take: one list pass
+    quiet_wait: float = 180.0  # how long a timed scenario waits for the machine to go quiet
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -235,7 +236,7 @@ class Bench:
             await asyncio.sleep(1.0)
         return int(statistics.median(samples))
 
-    async def wait_quiet(self, *, cores: float = 0.2, within: float = 180.0) -> float:
+    async def wait_quiet(self, *, cores: float = 0.2, within: float | None = None) -> float:
         """Wait (up to `within`) until processes outside the benchmark use less than `cores` CPUs.
 
         The machine may be shared; the timed scenarios should not race someone else's work.
@@ -243,6 +244,7 @@ class Bench:
         """
         began = time.monotonic()
         quiet = 0
+        within = self.settings.quiet_wait if within is None else within
         while time.monotonic() - began < within and quiet < 2:
             before = self.cpu.sample()
             await asyncio.sleep(1.0)
