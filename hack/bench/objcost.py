@@ -19,7 +19,7 @@ import httpx
 
 from bench.kube import Kube
 from bench.procs import API_KEY, MIXPEEK_NAMESPACE
-from mixpeek_operator.engine import remote_projection
+from mixpeek_operator.observer import remote_projection
 from mixpeek_operator.leancache import lean_body
 from mixpeek_operator.mixpeek.models import SyncConfiguration
 

@@ -103,7 +103,7 @@ class Listed(NoCache):
     def __init__(self, syncs: list[SyncConfiguration]) -> None:
         self.syncs = syncs
 
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None:
+    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
         return list(self.syncs)
 
 
