@@ -112,11 +112,52 @@ def install(
         release.run("install", release.name, str(CHART), "-f", release.values_file(values, tmp_path))
         releases.append(release)
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+        # The API server loads new policies (and the CRD's schema for them) asynchronously.
+        probe = (values.get("watchNamespaces") or [namespace])[0]
+        policy = (values.get("admissionPolicy") or {}).get("enabled", True)
+        wait_admission(cluster, probe, finalizer_added=policy)
+        probes.append(probe)
         return release
 
+    probes: list[str] = []
     yield install
     for release in releases:  # cluster-scoped objects would otherwise outlive the test
         release.run("uninstall", release.name, "--ignore-not-found", check=False)
+    for probe in probes:  # the next test must not meet this release's policy
+        wait_admission(cluster, probe, finalizer_added=False)
+
+
+def admitted_finalizers(cluster: ControlPlane, namespace: str) -> list[str] | None:
+    """The finalizers a BucketSync gets at admission in `namespace` (a server-side dry run);
+    None while the API server refuses with 503 because the MutatingAdmissionPolicy plugin has
+    not loaded the CRD's schema yet (it polls the OpenAPI every 5 s)."""
+    result = cluster.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps(bucketsync("admission-probe")),
+        check=False,
+    )
+    if result.returncode != 0:
+        assert "There can be a delay between when CustomResourceDefinitions" in result.stderr, result.stderr
+        return None
+    finalizers: list[str] = json.loads(result.stdout)["metadata"].get("finalizers") or []
+    return finalizers
+
+
+def wait_admission(cluster: ControlPlane, namespace: str, *, finalizer_added: bool) -> None:
+    """Until creates in `namespace` are admitted, with or without the policy's finalizer."""
+
+    def settled() -> bool:
+        finalizers = admitted_finalizers(cluster, namespace)
+        return finalizers is not None and (FINALIZER in finalizers) == finalizer_added
+
+    wait_for(settled, 60, interval=0.5, what=f"admission in {namespace} (finalizer added: {finalizer_added})")
 
 
 def service_account_kubeconfig(
@@ -330,20 +371,6 @@ def test_admission_policy_adds_the_finalizer_so_the_operator_makes_no_finalizer_
         namespace
     ]
     objects = Objects(api_client, cluster, namespace)
-    # The API server picks new policies up asynchronously: wait until a dry-run create shows it.
-    wait_for(
-        lambda: (
-            FINALIZER
-            in (
-                objects.api.create_namespaced_custom_object(
-                    "mixpeek.com", "v1alpha1", namespace, "bucketsyncs", bucketsync("probe"), dry_run="All"
-                )["metadata"].get("finalizers")
-                or []
-            )
-        ),
-        30,
-        what="the MutatingAdmissionPolicy in effect",
-    )
     operator = start_as_chart(
         release, start_operator, service_account_kubeconfig(release, api_client, cluster, tmp_path)
     )
