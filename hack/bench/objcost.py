@@ -19,9 +19,9 @@ import httpx
 
 from bench.kube import Kube
 from bench.procs import API_KEY, MIXPEEK_NAMESPACE
-from mixpeek_operator.observer import remote_projection
 from mixpeek_operator.leancache import lean_body
 from mixpeek_operator.mixpeek.models import SyncConfiguration
+from mixpeek_operator.observer import remote_projection
 
 
 def _retained_bytes(build: Callable[[], list[Any]]) -> float:
@@ -59,6 +59,7 @@ async def measure(
     meta = (items[0].get("metadata") or {}) if items else {}
     served = _retained_bytes(lambda: [json.loads(text) for text in bodies])
     lean = _retained_bytes(lambda: [lean_body(json.loads(text)) for text in bodies])
+    lean_plain = _retained_bytes(lambda: [lean_body(json.loads(text), intern_keys=False) for text in bodies])
     managed = _retained_bytes(lambda: [json.loads(text)["metadata"].get("managedFields") for text in bodies])
     status = _retained_bytes(lambda: [json.loads(text).get("status") for text in bodies])
     models = _retained_bytes(lambda: [SyncConfiguration.model_validate_json(text) for text in syncs])
@@ -74,6 +75,7 @@ async def measure(
         "bytes_per_object": {
             "served body, parsed (the cache before: every field kept)": served,
             "lean body (the cache now)": lean,
+            "lean body without interned keys": lean_plain,
             "of the served body: managedFields": managed,
             "of the served body: status": status,
             "remote sync model (the observer's listing cache)": models,

@@ -59,7 +59,10 @@ async def wait_in_effect(kube: Kube, namespace: str, within: float = 60.0) -> fl
     }
     began = time.monotonic()
     while time.monotonic() - began < within:
-        created = await kube.call("POST", bucketsyncs_path(namespace), probe, params={"dryRun": "All"})
+        # 503 while the policy plugin has not loaded the new CRD's schema (it polls every 5 s)
+        created = await kube.call(
+            "POST", bucketsyncs_path(namespace), probe, params={"dryRun": "All"}, ok=(503,)
+        )
         if FINALIZER in (created["metadata"].get("finalizers") or []):
             return time.monotonic() - began
         await asyncio.sleep(0.5)

@@ -115,3 +115,19 @@ def test_a_fraction_of_the_served_size() -> None:
     body = served_body()
     # managedFields and last-applied are the bulk of what the API server sends.
     assert len(json.dumps(lean_body(body))) < len(json.dumps(body)) / 2
+
+
+def test_keys_are_shared_between_objects() -> None:
+    def parsed() -> dict[str, Any]:  # as from the wire: every key a new string
+        loaded: dict[str, Any] = json.loads(json.dumps(served_body()))
+        return loaded
+
+    plain = [lean_body(parsed(), intern_keys=False) for _ in range(2)]
+    assert next(iter(plain[0]["status"])) is not next(iter(plain[1]["status"]))
+    first, second = lean_body(parsed()), lean_body(parsed())
+    assert first == second == plain[0]
+    for one, other in ((first["status"], second["status"]), (first["spec"], second["spec"])):
+        for key_one, key_other in zip(one, other, strict=True):
+            assert key_one is key_other
+    condition_keys = [list(lean["status"]["conditions"][0]) for lean in (first, second)]
+    assert all(a is b for a, b in zip(*condition_keys, strict=True))
