@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 CLUSTER_DIR := .local/cluster
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint test unit integration cluster cluster-down demo demo-down crd bench bench-quick clean
+.PHONY: help venv binaries lint test unit integration cluster cluster-down demo demo-down crd bench bench-quick bench-huge clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -19,7 +19,7 @@ help:
 	@echo "make cluster-down  stop it"
 	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
-	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100)"
+	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100; make bench-huge: 1k and 10k)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
@@ -73,3 +73,6 @@ bench: binaries
 
 bench-quick: binaries
 	$(BIN)/python hack/bench.py --size quick
+
+bench-huge: binaries
+	$(BIN)/python hack/bench.py --size huge

@@ -25,7 +25,7 @@ log = logging.getLogger("mixpeek_operator.handlers")
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Pinned, so a kopf upgrade cannot change where state lives. kopf's finalizer must NOT be
     # ours: kopf strips its own finalizer from objects when no handler needs it, and ours is
-    # managed by the engine (it is also the create-intent marker).
+    # managed by the engine (or added at CREATE by the chart's MutatingAdmissionPolicy).
     settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
