@@ -632,7 +632,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="extra environment for the operator processes only (for A/B experiments)",
     )
+    parser.add_argument("--table", type=Path, help="print the table of a saved result JSON and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        fields = dict(saved["settings"], memory_points=tuple(saved["settings"]["memory_points"]))
+        saved_settings = Settings(**fields)
+        print(stats.markdown_table(evaluate(saved_settings, saved["scenarios"])[1]))
+        return 0
     size = dict(SIZES[args.size])
     default_only = ",".join(size.pop("scenarios", SCENARIOS))
     only = tuple(name.strip() for name in (args.only or default_only).split(",") if name.strip())
