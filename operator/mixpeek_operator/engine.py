@@ -46,6 +46,7 @@ from mixpeek_operator.kube import (
     ObjectReference,
     is_kube_outage,
 )
+from mixpeek_operator.leancache import lean_body
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
@@ -279,9 +280,9 @@ class Engine:
         key = key_of(body)
         record = self.objects.get(key)
         if record is None:
-            record = self.objects[key] = TrackedObject(dict(body))
+            record = self.objects[key] = TrackedObject(lean_body(body))
         elif not record.newer_than(body):  # else a late watch event older than what we hold
-            record.body = dict(body)
+            record.body = lean_body(body)
         return record
 
     async def on_object_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
