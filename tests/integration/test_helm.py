@@ -31,6 +31,7 @@ from operator_support import (
     bucketsync,
     is_ready,
     make_secret,
+    wait_admission,
     wait_for,
 )
 
@@ -127,39 +128,6 @@ def install(
         release.run("uninstall", release.name, "--ignore-not-found", check=False)
     for probe in probes:  # the next test must not meet this release's policy
         wait_admission(cluster, probe, finalizer_added=False)
-
-
-def admitted_finalizers(cluster: ControlPlane, namespace: str) -> list[str] | None:
-    """The finalizers a BucketSync gets at admission in `namespace` (a server-side dry run);
-    None while the API server refuses with 503 because the MutatingAdmissionPolicy plugin has
-    not loaded the CRD's schema yet (it polls the OpenAPI every 5 s)."""
-    result = cluster.kubectl(
-        "-n",
-        namespace,
-        "create",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-f",
-        "-",
-        input=json.dumps(bucketsync("admission-probe")),
-        check=False,
-    )
-    if result.returncode != 0:
-        assert "There can be a delay between when CustomResourceDefinitions" in result.stderr, result.stderr
-        return None
-    finalizers: list[str] = json.loads(result.stdout)["metadata"].get("finalizers") or []
-    return finalizers
-
-
-def wait_admission(cluster: ControlPlane, namespace: str, *, finalizer_added: bool) -> None:
-    """Until creates in `namespace` are admitted, with or without the policy's finalizer."""
-
-    def settled() -> bool:
-        finalizers = admitted_finalizers(cluster, namespace)
-        return finalizers is not None and (FINALIZER in finalizers) == finalizer_added
-
-    wait_for(settled, 60, interval=0.5, what=f"admission in {namespace} (finalizer added: {finalizer_added})")
 
 
 def service_account_kubeconfig(

@@ -4,7 +4,6 @@ Mixpeek, and an in-memory recorder of the Kubernetes writes the reconcile makes.
 from __future__ import annotations
 
 import base64
-import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,7 +79,8 @@ class RecordingWriter:
 
 
 class NoCache:
-    """A remote cache that knows no sync: every lookup falls back to a GET, the bucket lists empty."""
+    """A remote cache that knows nothing: every lookup falls back to a GET, and the bucket is
+    not listed yet (its first listing is under way or failing, e.g. under 429s)."""
 
     def join(self, obj: tuple[str, str], group: ListingScope, client: MixpeekClient) -> None:
         return None
@@ -89,7 +89,7 @@ class NoCache:
         return "unknown"
 
     async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        return []
+        return None
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
         return None
@@ -358,13 +358,6 @@ async def test_an_interrupted_create_is_adopted_not_duplicated(harness: Harness)
     assert "Adopted" in harness.writer.events()
 
 
-class UnlistedCache(NoCache):
-    """A cache whose bucket listing has not succeeded yet (for example its first list got 429s)."""
-
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        return None
-
-
 async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_itself(
     harness: Harness,
 ) -> None:
@@ -374,7 +367,6 @@ async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_
     # bucket's shared listing is failing, so the reconcile must not wait for it.
     harness.writer.body["status"] = {"observedGeneration": -1}
     harness.writer.body["metadata"].pop("finalizers", None)
-    harness.ctx = dataclasses.replace(harness.ctx, remote=UnlistedCache())
     harness.emulator.stats.clear()
 
     await harness.run()
