@@ -740,7 +740,14 @@ async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     except desired.SpecConversionError as exc:
         raise _Stalled(Reason.INVALID_SPEC, str(exc)) from exc
     ctx.create_attempts.add(obj.uid)  # until the answer is in the remote cache
-    remote = await conn.client.create_sync(spec.bucket_id, request)
+    try:
+        remote = await conn.client.create_sync(spec.bucket_id, request)
+    except APIStatusError as exc:
+        # A 4xx answer is a refusal, and the client repeats a create only where the server
+        # surely did nothing: no sync to look for (no list per retry under 429s).
+        if exc.status_code < 500:
+            ctx.create_attempts.discard(obj.uid)
+        raise
     ctx.remote.remember(conn.scope, remote)
     ctx.create_attempts.discard(obj.uid)
     run.event("Normal", "Created", f"created remote sync {remote.sync_config_id} in bucket {spec.bucket_id}")

@@ -252,6 +252,20 @@ async def test_a_create_whose_answer_was_lost_is_looked_up_before_another_post(h
     assert harness.ctx.create_attempts == set()
 
 
+async def test_a_refused_create_is_tried_again_without_a_lookup(harness: Harness) -> None:
+    harness.writer.body["metadata"]["finalizers"] = [FINALIZER]
+    harness.ctx.remote = Listed([])
+    harness.emulator.faults.rules.append(
+        FaultRule(endpoint="create", error_count=1, error_status=422, error_message="bad source path")
+    )
+    assert (await harness.run()).result == "stalled"
+    assert harness.ctx.create_attempts == set()  # a 4xx answer: nothing was created
+    harness.writer.body["metadata"]["generation"] = 2  # the user fixed the spec
+    assert (await harness.run()).ready
+    assert harness.counts() == {"create": 2}  # no list by connection before the second POST
+    assert len(harness.emulator.all_syncs()) == 1
+
+
 async def test_a_converged_object_costs_no_write(harness: Harness) -> None:
     await harness.run()
     harness.writer.log.clear()
