@@ -11,7 +11,7 @@ CLUSTER_DIR := .local/cluster
 NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries node-deps lint test unit integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick clean
+.PHONY: help venv binaries node-deps lint test unit integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -24,7 +24,7 @@ help:
 	@echo "make image         build the operator image here (buildah) and load it into the node; prints its ref"
 	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
-	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100)"
+	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100; make bench-huge: 1k and 10k)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
@@ -100,3 +100,6 @@ bench: binaries
 
 bench-quick: binaries
 	$(BIN)/python hack/bench.py --size quick
+
+bench-huge: binaries
+	$(BIN)/python hack/bench.py --size huge

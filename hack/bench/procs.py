@@ -7,6 +7,7 @@ with `localcluster.terminate`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -147,6 +148,12 @@ class Operator:
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             return str(response.read().decode())
+
+    def queued(self) -> int:
+        """Objects waiting in the engine's work queue (kopf's liveness endpoint reports its probe)."""
+        with urllib.request.urlopen(self.health_url, timeout=10) as response:
+            probes = json.loads(response.read())
+        return int((probes.get("engine") or {}).get("queued", 0))
 
     def stop(self) -> None:
         terminate(self.proc, grace=20)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench import stats
 from bench.kube import Kube, Watcher, bucketsyncs_path
@@ -61,6 +62,11 @@ class Settings:
     repeat: int = 1  # bulk create (with its floors) runs this many times; the median ratio counts
     scenarios: tuple[str, ...] = SCENARIOS
     operator_env: tuple[tuple[str, str], ...] = ()  # extra environment of the operator (experiments)
+    # The chart's MutatingAdmissionPolicy adds the finalizer at CREATE in the operator's namespaces.
+    admission_policy: bool = True
+    huge_n: int = 0  # size huge: the second stage's N (the first is `n`)
+    restart_observe_interval: float = 300.0  # longer than a restart may take: one list pass
+    quiet_wait: float = 180.0  # how long a timed scenario waits for the machine to go quiet
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -163,7 +169,7 @@ class Bench:
                 {"apiKey": API_KEY, "namespace": MIXPEEK_NAMESPACE, "baseUrl": self.emulator.url},
             )
 
-    def start_operator(self, label: str, namespace: str) -> Operator:
+    def start_operator(self, label: str, namespace: str, observe_interval: float | None = None) -> Operator:
         s = self.settings
         operator = Operator.start(
             self.workdir,
@@ -171,7 +177,7 @@ class Bench:
             self.kubeconfig,
             namespace,
             workers=s.workers,
-            observe_interval=s.observe_interval,
+            observe_interval=observe_interval or s.observe_interval,
             rate_limit=s.rate_limit,
             rate_burst=s.rate_burst,
             env=dict(s.operator_env),
@@ -230,7 +236,7 @@ class Bench:
             await asyncio.sleep(1.0)
         return int(statistics.median(samples))
 
-    async def wait_quiet(self, *, cores: float = 0.2, within: float = 180.0) -> float:
+    async def wait_quiet(self, *, cores: float = 0.2, within: float | None = None) -> float:
         """Wait (up to `within`) until processes outside the benchmark use less than `cores` CPUs.
 
         The machine may be shared; the timed scenarios should not race someone else's work.
@@ -238,6 +244,7 @@ class Bench:
         """
         began = time.monotonic()
         quiet = 0
+        within = self.settings.quiet_wait if within is None else within
         while time.monotonic() - began < within and quiet < 2:
             before = self.cpu.sample()
             await asyncio.sleep(1.0)
@@ -261,12 +268,12 @@ class Bench:
     ) -> None:
         """The necessary work for one object: create its remote sync, then patch its status.
 
-        `design`: also the two writes the operator's design adds — the finalizer (written
-        before the create: it is the create-intent marker) and the `Created` Event.
+        `design`: also the writes the operator's design adds — the `Created` Event, and the
+        finalizer (written before the create) unless the admission policy adds it at CREATE.
         """
         spec, meta = body["spec"], body["metadata"]
         path = bucketsyncs_path(namespace, meta["name"])
-        if design:
+        if design and not self.settings.admission_policy:
             await self.kube.call(
                 "PATCH",
                 path,
@@ -297,15 +304,16 @@ class Bench:
             {"status": _floor_status(sync, spec["bucketId"], int(meta["generation"]))},
         )
 
-    async def floor(self, namespace: str) -> dict[str, Any]:
+    async def floor(self, namespace: str, n: int | None = None) -> dict[str, Any]:
         """Exactly the necessary work: one remote create and one status patch per object.
 
         Over N objects pre-created in a namespace no operator watches, with as many concurrent
         workers as the operator has, on fresh emulator state.
         """
         s = self.settings
+        n = n or s.n
         started = time.monotonic()
-        created = await self.create_objects(namespace, range(s.n))
+        created = await self.create_objects(namespace, range(n))
         create_seconds = time.monotonic() - started
         await self.admin.reset()
         remote = self._remote_client()
@@ -319,12 +327,12 @@ class Bench:
             after = await self.snapshot()
         finally:
             await remote.aclose()
-        return self._floor_result(wall, create_seconds, waited, self.changes(before, after))
+        return self._floor_result(wall, create_seconds, waited, self.changes(before, after), n)
 
     def _floor_result(
-        self, wall: float, create_seconds: float, waited: float, window: dict[str, Any]
+        self, wall: float, create_seconds: float, waited: float, window: dict[str, Any], n: int | None = None
     ) -> dict[str, Any]:
-        n = self.settings.n
+        n = n or self.settings.n
         return {
             "objects": n,
             "concurrency": self.settings.workers,
@@ -376,9 +384,10 @@ class Bench:
 
     # --- 1. bulk create: the operator --------------------------------------------------------
 
-    async def bulk_create(self, operator: Operator, watcher: Watcher) -> dict[str, Any]:
+    async def bulk_create(self, operator: Operator, watcher: Watcher, n: int | None = None) -> dict[str, Any]:
         s = self.settings
-        fleet = names(0, s.n)
+        n = n or s.n
+        fleet = names(0, n)
         waited = await self.wait_quiet()
         before = await self.snapshot()
         limiter_before = stats.prometheus_sum(
@@ -389,10 +398,13 @@ class Bench:
         )
         begin = time.monotonic()
         try:
-            returned = await self.create_objects(watcher.namespace, range(s.n))
+            returned = await self.create_objects(watcher.namespace, range(n))
             create_phase = max(when for when, _ in returned.values()) - begin
+            # Counting first (O(1) per watch event); the full check only once the count is there.
             await watcher.wait(
-                lambda: all(name in watcher.first_ready for name in fleet), s.ready_timeout, "all Ready"
+                lambda: len(watcher.first_ready) >= n and all(name in watcher.first_ready for name in fleet),
+                s.ready_timeout,
+                "all Ready",
             )
             done = max(watcher.first_ready[name] for name in fleet)
             at_ready = self.cpu.sample()
@@ -406,18 +418,18 @@ class Bench:
         writes = window["kube"]
         operator_writes = {key: writes.get(key, 0) for key in stats.OPERATOR_WRITE_KEYS}
         result: dict[str, Any] = {
-            "objects": s.n,
+            "objects": n,
             "wall_seconds": done - begin,
-            "objects_per_second": s.n / (done - begin),
+            "objects_per_second": n / (done - begin),
             "driver_create_seconds": create_phase,
             "waited_for_quiet_seconds": waited,
             "time_to_ready_seconds": stats.summarize(to_ready),
             "remote_calls": window["remote"],
-            "remote_calls_per_object": {k: v / s.n for k, v in window["remote"].items() if v},
+            "remote_calls_per_object": {k: v / n for k, v in window["remote"].items() if v},
             "kube_writes": writes,
-            "kube_writes_per_object": {k: v / s.n for k, v in operator_writes.items()},
-            "kube_writes_per_object_total": sum(operator_writes.values()) / s.n,
-            "kube_gets_per_object": {k: v / s.n for k, v in window["kube_gets"].items()},
+            "kube_writes_per_object": {k: v / n for k, v in operator_writes.items()},
+            "kube_writes_per_object_total": sum(operator_writes.values()) / n,
+            "kube_gets_per_object": {k: v / n for k, v in window["kube_gets"].items()},
             "cpu_seconds_until_ready": cpu_delta(before["cpu"], at_ready),
             "reconciles": stats.prometheus_sum(metrics, "bucketsync_reconcile_total"),
             "rate_limiter_wait_seconds": stats.prometheus_sum(
@@ -432,8 +444,9 @@ class Bench:
 
     # --- 2. idle ----------------------------------------------------------------------------------
 
-    async def idle(self, operator: Operator) -> dict[str, Any]:
+    async def idle(self, operator: Operator, n: int | None = None) -> dict[str, Any]:
         s = self.settings
+        n = n or s.n
         await asyncio.sleep(s.observe_interval + s.settle_seconds)  # let the last reconciles finish
         await self.admin.clear_requests()
         before = await self.snapshot()
@@ -445,7 +458,7 @@ class Bench:
         window = self.changes(before, after)
         passes = _list_passes(log, s.observe_interval)
         page_size = EngineSettings().list_page_size
-        pages_per_group = max(1, math.ceil(math.ceil(s.n / s.buckets) / page_size))
+        pages_per_group = max(1, math.ceil(math.ceil(n / s.buckets) / page_size))
         return {
             "window_seconds": window_seconds,
             "intervals": s.idle_intervals,
@@ -460,6 +473,63 @@ class Bench:
             - reconciles_before,
             "cpu_seconds": window["cpu_seconds"],
         }
+
+    # --- restart ---------------------------------------------------------------------------------
+
+    async def restart(self, label: str, namespace: str, n: int) -> tuple[dict[str, Any], Operator]:
+        """A new operator over `n` converged objects (the previous one stopped): what catching up costs.
+
+        Caught up: every object reconciled once (`bucketsync_reconcile_total` reaches n) with
+        nothing queued. The operator observes every `restart_observe_interval` seconds (longer
+        than the catch-up), so every remote call in the window is the start-up's own.
+        """
+        s = self.settings
+        await self.admin.clear_requests()
+        before = await self.snapshot()
+        began = time.monotonic()
+        operator = self.start_operator(label, namespace, observe_interval=s.restart_observe_interval)
+        healthy = time.monotonic() - began
+        reconciled = 0.0
+        deadline = began + s.ready_timeout
+        while True:
+            reconciled = stats.prometheus_sum(operator.metrics_text(), "bucketsync_reconcile_total")
+            if reconciled >= n and operator.queued() == 0:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restart: {reconciled:.0f}/{n} reconciled after {s.ready_timeout:.0f}s")
+            await asyncio.sleep(0.2)
+        caught_up = time.monotonic() - began
+        times = psutil.Process(operator.pid).cpu_times()  # the whole life of this process so far
+        operator_cpu = times.user + times.system
+        await asyncio.sleep(s.settle_seconds)  # anything written just after the last reconcile
+        after = await self.snapshot()
+        window = self.changes(before, after)
+        log = await self.admin.log()
+        passes = _list_passes(log, s.restart_observe_interval)
+        page_size = EngineSettings().list_page_size
+        pages_per_group = max(1, math.ceil(math.ceil(n / s.buckets) / page_size))
+        metrics = operator.metrics_text()
+        result = {
+            "objects": n,
+            "seconds_to_healthy": healthy,
+            "seconds_to_caught_up": caught_up,
+            "reconciles": reconciled,
+            "reconcile_results": {
+                result: stats.prometheus_sum(metrics, "bucketsync_reconcile_total", result=result)
+                for result in ("success", "stalled", "error")
+            },
+            "groups": s.buckets,
+            "pages_per_group": pages_per_group,
+            "remote_calls": window["remote"],
+            "list_passes": passes.to_json(),
+            "kube_writes": window["kube"],
+            "kube_writes_total": sum(window["kube"].values()),
+            "kube_gets": window["kube_gets"],
+            "cpu_seconds": window["cpu_seconds"],
+            "operator_cpu_seconds": operator_cpu,
+            "rss_mb_caught_up": operator.rss_bytes() / 2**20,
+        }
+        return result, operator
 
     # --- 3. churn ---------------------------------------------------------------------------------
 

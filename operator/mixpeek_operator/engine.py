@@ -29,9 +29,6 @@ from mixpeek_operator.constants import (
     GROUP,
     KIND,
     PLURAL,
-    RECONCILE_PAUSED,
-    RECONCILE_REQUESTED_AT,
-    TRIGGER_REQUESTED_AT,
     VERSION,
     ConditionType,
 )
@@ -46,6 +43,7 @@ from mixpeek_operator.kube import (
     ObjectReference,
     is_kube_outage,
 )
+from mixpeek_operator.leancache import READ_ANNOTATIONS, lean_body
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
@@ -55,8 +53,6 @@ from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
 
-# Annotations whose change means "reconcile now"; anything else in metadata does not.
-_WATCHED_ANNOTATIONS = (RECONCILE_REQUESTED_AT, TRIGGER_REQUESTED_AT, RECONCILE_PAUSED)
 # reconcile outcome -> the `result` label of bucketsync_reconcile_total
 _RESULTS: dict[str, ReconcileResult] = {
     "success": "success",
@@ -114,7 +110,8 @@ def trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
         meta.get("uid"),
         meta.get("generation"),
         bool(meta.get("deletionTimestamp")),
-        tuple(annotations.get(name) for name in _WATCHED_ANNOTATIONS),
+        # The request annotations: a change means "reconcile now"; the lean cache keeps only these.
+        tuple(annotations.get(name) for name in READ_ANNOTATIONS),
     )
 
 
@@ -307,9 +304,9 @@ class Engine:
         key = key_of(body)
         record = self.objects.get(key)
         if record is None:
-            record = self.objects[key] = TrackedObject(dict(body))
+            record = self.objects[key] = TrackedObject(lean_body(body))
         elif not record.newer_than(body):  # else a late watch event older than what we hold
-            record.body = dict(body)
+            record.body = lean_body(body)
         return record
 
     async def on_object_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:

@@ -8,13 +8,16 @@ what woke it up. Design notes:
 - Remote state comes from the observer's cache of the bucket's list (one paged list
   per credential, namespace and bucket) when it is fresh; a GET is made only when it
   is not, so a converged object costs no remote call at all.
-- Create is crash-safe without a human. Our finalizer is always written *before* the
-  POST, so it doubles as the create-intent marker: an object that has the finalizer
-  but no `status.syncConfigId` may have been created remotely by an attempt that
-  crashed, and is looked up (list by connection, match the ownership marker in the
-  remote metadata) before anything is created. A fresh object is checked against the
-  bucket's cached listing, so re-applying a manifest after a cluster was rebuilt
-  adopts the old remote sync instead of duplicating it.
+- Create is crash-safe without a human, and costs no extra write. Our finalizer is on
+  the object before the POST (added at admission by the chart's MutatingAdmissionPolicy,
+  or by us when it is missing), so a remote sync never exists without it. Before
+  creating, an object with no `status.syncConfigId` is matched (by the ownership marker
+  in the remote metadata) against the bucket's listing, which this process fetched
+  after it started: so after any earlier attempt by a process that has since died. An
+  attempt by this process whose outcome is unknown (a POST that timed out) is the one
+  case the listing may predate: those objects are remembered (`create_attempts`) and
+  looked up with a fresh list by connection. The same check adopts the old remote sync
+  when a manifest is re-applied after a cluster was rebuilt.
 - Every PATCH re-sends the ownership marker (Mixpeek replaces metadata wholesale).
 - Status is written only when its JSON changes; Events only on transitions.
 """
@@ -217,6 +220,8 @@ class ReconcileContext:
     remote: RemoteCache
     now: Callable[[], datetime]
     on_drift_corrected: Callable[[str], None] = lambda field_name: None
+    # uids whose remote create this process sent but has not yet seen recorded in status
+    create_attempts: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -642,9 +647,10 @@ async def _manage(run: _Run, conn: _Connection) -> Outcome:
 
 async def _locate(run: _Run, conn: _Connection) -> SyncConfiguration | None:
     """Find the remote sync this object owns (or is told to adopt); None means create one."""
-    obj, spec = run.obj, conn.spec
+    obj, ctx, spec = run.obj, run.ctx, conn.spec
     known_id = obj.status.sync_config_id
     if known_id:
+        ctx.create_attempts.discard(obj.uid)
         remote = await _fetch(run, conn.client, conn.recorded, known_id)
         if remote is not None:
             await _check_owner(run, remote)
@@ -669,10 +675,11 @@ async def _locate(run: _Run, conn: _Connection) -> SyncConfiguration | None:
         await _check_owner(run, remote)
         run.event("Normal", "Adopted", f"adopted existing remote sync {spec.sync_config_id}")
         return remote
-    # No identity yet. A previous attempt may have created it (our finalizer is the intent
-    # marker), or the object may be a re-applied manifest whose old remote sync still exists.
-    found = await _find_owned(run, conn, conn.scope, fresh=obj.has_finalizer)
+    # No identity yet. A previous attempt may have created it, or the object may be a
+    # re-applied manifest whose old remote sync still exists (see the module docstring).
+    found = await _find_owned(run, conn, conn.scope, fresh=obj.uid in ctx.create_attempts)
     if found is not None:
+        ctx.create_attempts.discard(obj.uid)  # found, and now in the remote cache
         await _check_owner(run, found)
         run.event(
             "Normal",
@@ -692,8 +699,9 @@ async def _find_owned(
 ) -> SyncConfiguration | None:
     """The newest remote sync in `scope` marked as this object's: listed now, or from the cache."""
     remote, connection_id = run.ctx.remote, conn.spec.connection_id
-    # The bucket's shared listing when there is one; without it (its first listing failed,
-    # e.g. under 429s) a listing of this connection alone, rather than waiting for the shared one.
+    # The bucket's shared listing when there is one; without it (not listed since this process
+    # started: its first listing failed, e.g. under 429s, or is still under way) a listing of
+    # this connection alone, rather than waiting for the shared one.
     candidates = None if fresh else await remote.listing(scope)
     if candidates is None:
         listing = await conn.client.list_all_syncs(
@@ -726,13 +734,22 @@ async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
 async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     obj, ctx, spec = run.obj, run.ctx, conn.spec
     if not obj.has_finalizer:
-        await ctx.writer.add_finalizer(obj)  # the create-intent marker; must precede the POST
+        await ctx.writer.add_finalizer(obj)  # no remote sync may exist without our finalizer
     try:
         request = desired.create_request(spec, obj.owner)
     except desired.SpecConversionError as exc:
         raise _Stalled(Reason.INVALID_SPEC, str(exc)) from exc
-    remote = await conn.client.create_sync(spec.bucket_id, request)
+    ctx.create_attempts.add(obj.uid)  # until the answer is in the remote cache
+    try:
+        remote = await conn.client.create_sync(spec.bucket_id, request)
+    except APIStatusError as exc:
+        # A 4xx answer is a refusal, and the client repeats a create only where the server
+        # surely did nothing: no sync to look for (no list per retry under 429s).
+        if exc.status_code < 500:
+            ctx.create_attempts.discard(obj.uid)
+        raise
     ctx.remote.remember(conn.scope, remote)
+    ctx.create_attempts.discard(obj.uid)
     run.event("Normal", "Created", f"created remote sync {remote.sync_config_id} in bucket {spec.bucket_id}")
     # Record the identity the moment it is known: at once when more remote calls follow
     # (they may fail), otherwise the final status write right after this carries it.
@@ -789,6 +806,7 @@ async def _replace_if_needed(
 
 async def _finalize(run: _Run) -> Outcome:
     obj = run.obj
+    run.ctx.create_attempts.discard(obj.uid)
     if not obj.has_finalizer:
         return Outcome(result="deleted")
     spec = obj.spec

@@ -29,6 +29,7 @@ released.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -87,6 +88,9 @@ class SecretUseGuard:
         self._uses: dict[ObjectKey, SecretRef] = {}
         self._protected: set[SecretRef] = set()  # known to carry the finalizer
         self._deferred: set[SecretRef] = set()  # releases another replica was to make
+        # One mark per Secret at a time: a bulk create of many objects naming one Secret
+        # would otherwise read (and maybe patch) that Secret once per concurrent reconcile.
+        self._marking: dict[SecretRef, asyncio.Lock] = {}
 
     async def protect(self, obj: ObjectKey, body: Mapping[str, Any]) -> None:
         """Before reconciling `obj`: its Secret carries the finalizer (best effort, never raises)."""
@@ -99,15 +103,18 @@ class SecretUseGuard:
         deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
         if ref is None or ref in self._protected or deleting:
             return
-        try:
-            await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
-        except KubeNotFound:
-            return  # the reconcile reports the missing Secret; its creation triggers a retry
-        except KubeError as exc:
-            # Not fatal (for example RBAC without secrets/patch): only uninstall order suffers.
-            log.warning("could not mark Secret %s/%s as in use: %s", *ref, exc)
-            return
-        self._protected.add(ref)
+        async with self._marking.setdefault(ref, asyncio.Lock()):
+            if ref in self._protected:
+                return  # marked by another reconcile while this one waited
+            try:
+                await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+            except KubeNotFound:
+                return  # the reconcile reports the missing Secret; its creation triggers a retry
+            except KubeError as exc:
+                # Not fatal (for example RBAC without secrets/patch): only uninstall order suffers.
+                log.warning("could not mark Secret %s/%s as in use: %s", *ref, exc)
+                return
+            self._protected.add(ref)
 
     async def object_gone(self, obj: ObjectKey, body: Mapping[str, Any] | None = None) -> None:
         """`obj` no longer exists: its Secret may be released. `body`, its last known state, names

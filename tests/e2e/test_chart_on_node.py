@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from node_support import Node
-from operator_support import bucketsync, is_ready, wait_for
+from operator_support import bucketsync, is_ready, wait_admission, wait_for
 
 import localnode
 
@@ -154,6 +154,10 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
         "--wait",
         "--timeout=180s",
     )
+    # The chart's MutatingAdmissionPolicy is loaded asynchronously (503s for BucketSync creates
+    # until it has the CRD's schema): the next tests create BucketSyncs at once.
+    manifest = node.helm("get", "manifest", RELEASE, "--namespace", SYSTEM_NS).stdout
+    wait_admission(node, APP_NS, finalizer_added="kind: MutatingAdmissionPolicy\n" in manifest)
     pod = _wait_operator_ready(node)
     spec = pod["spec"]
     container = spec["containers"][0]

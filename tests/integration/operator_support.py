@@ -15,13 +15,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from kubernetes import client as k8s
 
 from localcluster import ControlPlane, terminate
-from mixpeek_operator.constants import GROUP, PLURAL, VERSION
+from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL, VERSION
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -153,6 +153,47 @@ def bucketsync(name: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": body,
     }
+
+
+class Kubectl(Protocol):
+    """What runs kubectl against a cluster: the test control plane, or the e2e tier's node."""
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def admitted_finalizers(cluster: Kubectl, namespace: str) -> list[str] | None:
+    """The finalizers a BucketSync gets at admission in `namespace` (a server-side dry run);
+    None while the API server refuses with 503 because the MutatingAdmissionPolicy plugin has
+    not loaded the CRD's schema yet (it polls the OpenAPI every 5 s)."""
+    result = cluster.kubectl(
+        "-n",
+        namespace,
+        "create",
+        "--dry-run=server",
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=json.dumps(bucketsync("admission-probe")),
+        check=False,
+    )
+    if result.returncode != 0:
+        assert "There can be a delay between when CustomResourceDefinitions" in result.stderr, result.stderr
+        return None
+    finalizers: list[str] = json.loads(result.stdout)["metadata"].get("finalizers") or []
+    return finalizers
+
+
+def wait_admission(cluster: Kubectl, namespace: str, *, finalizer_added: bool) -> None:
+    """Until creates in `namespace` are admitted, with or without the policy's finalizer."""
+
+    def settled() -> bool:
+        finalizers = admitted_finalizers(cluster, namespace)
+        return finalizers is not None and (FINALIZER in finalizers) == finalizer_added
+
+    wait_for(settled, 60, interval=0.5, what=f"admission in {namespace} (finalizer added: {finalizer_added})")
 
 
 class Objects:

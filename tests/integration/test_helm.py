@@ -31,9 +31,11 @@ from operator_support import (
     bucketsync,
     is_ready,
     make_secret,
+    wait_admission,
     wait_for,
 )
 
+from bench.stats import MAIN_PATCH, apiserver_writes
 from gotools import argocd_health
 from k8sbuild import build_helm
 from localcluster import ControlPlane, write_kubeconfig
@@ -123,11 +125,19 @@ def install(
         release.run("install", release.name, str(CHART), "-f", release.values_file(values, tmp_path))
         releases.append(release)
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+        # The API server loads new policies (and the CRD's schema for them) asynchronously.
+        probe = (values.get("watchNamespaces") or [namespace])[0]
+        policy = (values.get("admissionPolicy") or {}).get("enabled", True)
+        wait_admission(cluster, probe, finalizer_added=policy)
+        probes.append(probe)
         return release
 
+    probes: list[str] = []
     yield install
     for release in releases:  # cluster-scoped objects would otherwise outlive the test
         release.run("uninstall", release.name, "--ignore-not-found", check=False)
+    for probe in probes:  # the next test must not meet this release's policy
+        wait_admission(cluster, probe, finalizer_added=False)
 
 
 def service_account_kubeconfig(
@@ -342,6 +352,9 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
         "Deployment",
         "ValidatingAdmissionPolicy",  # the Secret write policy is cluster-scoped in both modes
         "ValidatingAdmissionPolicyBinding",
+        # The API server serves admissionregistration.k8s.io/v1 MutatingAdmissionPolicy (1.36).
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
     }
 
     release.run("uninstall", release.name)
@@ -353,6 +366,7 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
     # Helm never deletes what it installed from crds/: the CRD, and so every BucketSync, stay.
     assert cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "name").stdout.strip()
     assert objects.get("survivor") is not None
+    objects.patch("survivor", {"metadata": {"finalizers": None}})  # no operator runs here
     objects.delete("survivor")
 
 
@@ -398,3 +412,81 @@ def test_two_replicas_coordinate_on_leases_under_the_charts_rbac(
         assert holders[0] in (f"{release.fullname}-pod-a", f"{release.fullname}-pod-b")
     for replica in replicas:
         assert_no_permission_errors(replica)
+
+
+def bucketsync_patches(cluster: ControlPlane) -> float:
+    """PATCHes of BucketSyncs (not their status) the API server has served so far."""
+    return apiserver_writes(cluster.kubectl("get", "--raw", "/metrics").stdout).get(MAIN_PATCH, 0.0)
+
+
+def test_admission_policy_adds_the_finalizer_so_the_operator_makes_no_finalizer_write(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    release = install({"watchNamespaces": [namespace]})
+    manifest = [doc for doc in yaml.safe_load_all(release.run("get", "manifest", release.name).stdout) if doc]
+    (binding,) = [doc for doc in manifest if doc["kind"] == "MutatingAdmissionPolicyBinding"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        namespace
+    ]
+    objects = Objects(api_client, cluster, namespace)
+    operator = start_as_chart(
+        release, start_operator, service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    )
+    patches_before = bucketsync_patches(cluster)
+    created = objects.create(bucketsync("admitted"))
+    assert created["metadata"]["finalizers"] == [FINALIZER]  # there before the operator saw it
+    wait_ready(objects, "admitted", operator)
+    wait_for(lambda: "Created" in objects.event_reasons("admitted"), 20, what="the Created Event")
+    assert bucketsync_patches(cluster) == patches_before  # no finalizer write on the create path
+
+    # A user's own finalizers are kept; ours is appended once.
+    mine = bucketsync("with-own-finalizer")
+    mine["metadata"]["finalizers"] = ["example.com/keep", FINALIZER]
+    assert objects.create(mine)["metadata"]["finalizers"] == ["example.com/keep", FINALIZER]
+    other = bucketsync("with-other-finalizer")
+    other["metadata"]["finalizers"] = ["example.com/keep"]
+    assert objects.create(other)["metadata"]["finalizers"] == ["example.com/keep", FINALIZER]
+
+    # Deletion still works: the operator removes the finalizer it did not add.
+    objects.delete("admitted")
+    wait_for(lambda: objects.get("admitted") is None, 30, what="admitted deleted")
+    for name in ("with-own-finalizer", "with-other-finalizer"):
+        objects.patch(name, {"metadata": {"finalizers": None}})
+        objects.delete(name)
+    assert_no_permission_errors(operator)
+
+
+def test_without_the_admission_policy_the_operator_adds_the_finalizer(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    release = install({"watchNamespaces": [namespace], "admissionPolicy": {"enabled": False}})
+    kinds = {
+        doc["kind"] for doc in yaml.safe_load_all(release.run("get", "manifest", release.name).stdout) if doc
+    }
+    assert "MutatingAdmissionPolicy" not in kinds
+    operator = start_as_chart(
+        release, start_operator, service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    )
+    objects = Objects(api_client, cluster, namespace)
+    patches_before = bucketsync_patches(cluster)
+    created = objects.create(bucketsync("plain"))
+    assert "finalizers" not in created["metadata"]
+    obj = wait_ready(objects, "plain", operator)
+    assert obj["metadata"]["finalizers"] == [FINALIZER]
+    assert bucketsync_patches(cluster) - patches_before == 1  # the operator's finalizer write
+    objects.delete("plain")
+    wait_for(lambda: objects.get("plain") is None, 30, what="plain deleted")

@@ -17,6 +17,7 @@ import yaml
 
 from k8sbuild import build_helm
 from mixpeek_operator import crd, run_cli
+from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"
@@ -430,6 +431,46 @@ def test_service_monitor_only_when_enabled(render: Any) -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [RELEASE_NS]}
 
 
+MAP_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+
+def test_admission_policy_only_where_the_cluster_serves_it(render: Any) -> None:
+    kinds = {"MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"}
+    assert not [m for m in render() if m["kind"] in kinds]  # no such API (helm's default capabilities)
+    assert not [
+        m
+        for m in render({"admissionPolicy": {"enabled": False}}, "--api-versions", MAP_API)
+        if m["kind"] in kinds
+    ]
+    manifests = render({}, "--api-versions", MAP_API)
+    policy, binding = (
+        only(manifests, "MutatingAdmissionPolicy"),
+        only(manifests, "MutatingAdmissionPolicyBinding"),
+    )
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE"], "resources": [PLURAL]}
+    ]
+    assert policy["spec"]["failurePolicy"] == "Ignore"
+    expressions = [policy["spec"]["mutations"][0]["jsonPatch"]["expression"]] + [
+        c["expression"] for c in policy["spec"]["matchConditions"]
+    ]
+    assert all(f'"{FINALIZER}"' in expression for expression in expressions)  # the operator's name
+    assert "matchResources" not in binding["spec"]  # cluster-wide: every namespace
+
+
+@pytest.mark.parametrize("mode", ["namespaces", "namespaces+default-secret"])
+def test_admission_policy_binding_matches_only_watched_namespaces(render: Any, mode: str) -> None:
+    manifests = render(RBAC_MODES[mode], "--api-versions", MAP_API)
+    binding = only(manifests, "MutatingAdmissionPolicyBinding")
+    (expression,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    roles = sorted(m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role")
+    assert expression["key"] == "kubernetes.io/metadata.name"
+    assert expression["operator"] == "In"
+    assert sorted(expression["values"]) == roles  # exactly where the operator can remove it
+
+
 def test_pod_placement_and_image_values_pass_through(render: Any) -> None:
     values = {
         "image": {"repository": "registry.example/mixpeek-operator", "tag": "dev", "pullPolicy": "Always"},
@@ -493,6 +534,8 @@ def test_notes_tell_the_next_steps(helm: Path, tmp_path: Path) -> None:
         ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum"),
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "at '/metrics/serviceMonitor/enabled'"),
         ({"rbac": {"create": "false"}}, "at '/rbac/create': got string, want boolean"),
+        ({"admissionPolicy": {"enabled": "yes"}}, "at '/admissionPolicy/enabled': got string, want boolean"),
+        ({"admissionPolicy": {"failurePolicy": "Never"}}, "at '/admissionPolicy/failurePolicy'"),
         ({"replicas": 2}, "additional properties 'replicas' not allowed"),
         ({"replicaCount": 0}, "at '/replicaCount': minimum"),
         ({"leaderElection": {"enabled": "auto"}}, "at '/leaderElection/enabled'"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from fakes import FakeClock, ParkedSleep
 
+from mixpeek_operator import observer as observer_module
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import APIConnectionError, MixpeekError, RateLimitError, SyncListing
 from mixpeek_operator.mixpeek.models import SyncConfiguration
@@ -174,3 +175,34 @@ async def test_a_failing_listing_backs_off_and_leaves_creates_to_list_themselves
     assert await rig.observer.refresh(listing) == 60.0
     assert listing.failures == 0
     assert [s.sync_config_id for s in await rig.observer.listing(SCOPE) or []] == ["s1"]
+
+
+async def test_an_unchanged_sync_is_not_hashed_again_on_every_pass(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.lister.syncs = [sync("s1"), sync("s2")]
+    await rig.joined(A)
+    await rig.joined(B)
+    rig.observer.settle(A, SCOPE, "s1")
+    rig.observer.settle(B, SCOPE, "s2")
+    hashed: list[str | None] = []
+    real_digest = observer_module._digest
+
+    def counting_digest(remote: SyncConfiguration) -> str:
+        hashed.append(remote.sync_config_id)
+        return real_digest(remote)
+
+    monkeypatch.setattr(observer_module, "_digest", counting_digest)
+    listing = rig.observer.listings[SCOPE]
+    rig.lister.syncs = [sync("s1"), sync("s2")]  # new, equal models: as a new page parses them
+    await rig.observer.refresh(listing)
+    assert hashed == []
+    assert rig.enqueued == []
+    rig.lister.syncs = [sync("s1", total_files_synced=3), sync("s2")]
+    await rig.observer.refresh(listing)
+    assert hashed == ["s1"]  # only the changed sync
+    assert rig.enqueued == [A]
+    assert set(listing.projections) == {"s1", "s2"}
+    rig.lister.syncs = [sync("s2")]
+    await rig.observer.refresh(listing)
+    assert set(listing.projections) == {"s2"}  # a sync gone from the listing is dropped

@@ -4,7 +4,6 @@ Mixpeek, and an in-memory recorder of the Kubernetes writes the reconcile makes.
 from __future__ import annotations
 
 import base64
-import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,7 +79,8 @@ class RecordingWriter:
 
 
 class NoCache:
-    """A remote cache that knows no sync: every lookup falls back to a GET, the bucket lists empty."""
+    """A remote cache that knows nothing: every lookup falls back to a GET, and the bucket is
+    not listed yet (its first listing is under way or failing, e.g. under 429s)."""
 
     def join(self, obj: tuple[str, str], group: ListingScope, client: MixpeekClient) -> None:
         return None
@@ -89,13 +89,38 @@ class NoCache:
         return "unknown"
 
     async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        return []
+        return None
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
         return None
 
     def forget(self, group: ListingScope, sync_id: str) -> None:
         return None
+
+
+class Listed(NoCache):
+    """The observer after it listed the bucket: `syncs` as that listing saw them (maybe stale)."""
+
+    def __init__(self, syncs: list[SyncConfiguration]) -> None:
+        self.syncs = syncs
+
+    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
+        return list(self.syncs)
+
+
+class LossyTransport(httpx.AsyncBaseTransport):
+    """The emulator in process; `lose_create_responses` creates are served but time out here."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.lose_create_responses = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and request.url.path.endswith("/syncs") and self.lose_create_responses:
+            self.lose_create_responses -= 1
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
 
 
 def secret_body(api_key: str = API_KEY) -> dict[str, Any]:
@@ -109,6 +134,7 @@ class Harness:
     writer: RecordingWriter
     secrets: dict[tuple[str, str], dict[str, Any]]
     ctx: ReconcileContext
+    transport: LossyTransport
 
     @property
     def emulator(self) -> Emulator:
@@ -145,6 +171,7 @@ async def harness() -> AsyncIterator[Harness]:
     app = create_app(EmulatorConfig(time_scale=0, start_time=FROZEN_START))
     secrets = {("team", "creds"): secret_body()}
     clients: list[MixpeekClient] = []
+    transport = LossyTransport(app)
 
     async def read_secret(namespace: str, name: str) -> Mapping[str, Any] | None:
         return secrets.get((namespace, name))
@@ -154,7 +181,7 @@ async def harness() -> AsyncIterator[Harness]:
             creds.api_key,
             creds.namespace,
             base_url=creds.base_url,
-            transport=httpx.ASGITransport(app=app),
+            transport=transport,
             rate_limiters=RateLimiterRegistry(),
         )
         clients.append(client)
@@ -168,7 +195,7 @@ async def harness() -> AsyncIterator[Harness]:
         remote=NoCache(),
         now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
     )
-    yield Harness(app=app, writer=writer, secrets=secrets, ctx=ctx)
+    yield Harness(app=app, writer=writer, secrets=secrets, ctx=ctx, transport=transport)
     for client in clients:
         await client.aclose()
 
@@ -178,10 +205,11 @@ def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 async def test_first_create_writes_the_finalizer_before_the_post_and_status_once(harness: Harness) -> None:
+    harness.ctx.remote = Listed([])  # the bucket, listed since the operator started: empty
     outcome = await harness.run()
     assert outcome.result == "success"
     assert outcome.ready
-    # The finalizer (the create-intent marker) precedes the POST; the Event precedes the one
+    # The finalizer precedes the POST (no remote sync without it); the Event precedes the one
     # status write that reports it.
     assert harness.writer.writes() == ["add_finalizer", "event", "patch_status"]
     assert harness.counts() == {"create": 1}
@@ -193,6 +221,49 @@ async def test_first_create_writes_the_finalizer_before_the_post_and_status_once
     assert harness.writer.events() == ["Created"]
     remote = harness.emulator.find(status["syncConfigId"]).config
     assert remote.metadata == {OWNER_UID_KEY: "uid-1", OWNER_REF_KEY: "team/demo"}
+
+
+async def test_a_finalizer_added_at_admission_leaves_one_status_write(harness: Harness) -> None:
+    # The chart's MutatingAdmissionPolicy put the finalizer there at CREATE.
+    harness.writer.body["metadata"]["finalizers"] = [FINALIZER]
+    harness.ctx.remote = Listed([])
+    outcome = await harness.run()
+    assert outcome.ready
+    assert harness.writer.writes() == ["event", "patch_status"]
+    assert harness.counts() == {"create": 1}  # the finalizer is no reason for a per-object list
+
+
+async def test_a_bucket_not_listed_yet_is_listed_before_a_create(harness: Harness) -> None:
+    await harness.run()  # NoCache: the observer has not listed the bucket since the start
+    assert harness.counts() == {"list": 1, "create": 1}
+
+
+async def test_a_create_whose_answer_was_lost_is_looked_up_before_another_post(harness: Harness) -> None:
+    harness.writer.body["metadata"]["finalizers"] = [FINALIZER]
+    harness.ctx.remote = Listed([])  # stays stale: it predates the create
+    harness.transport.lose_create_responses = 1
+    first = await harness.run()
+    assert first.result == "error"
+    assert len(harness.emulator.all_syncs()) == 1  # served, but the answer never came back
+    second = await harness.run()
+    assert second.ready
+    assert harness.counts() == {"create": 1, "list": 1}
+    assert "Adopted" in harness.writer.events()
+    assert harness.ctx.create_attempts == set()
+
+
+async def test_a_refused_create_is_tried_again_without_a_lookup(harness: Harness) -> None:
+    harness.writer.body["metadata"]["finalizers"] = [FINALIZER]
+    harness.ctx.remote = Listed([])
+    harness.emulator.faults.rules.append(
+        FaultRule(endpoint="create", error_count=1, error_status=422, error_message="bad source path")
+    )
+    assert (await harness.run()).result == "stalled"
+    assert harness.ctx.create_attempts == set()  # a 4xx answer: nothing was created
+    harness.writer.body["metadata"]["generation"] = 2  # the user fixed the spec
+    assert (await harness.run()).ready
+    assert harness.counts() == {"create": 2}  # no list by connection before the second POST
+    assert len(harness.emulator.all_syncs()) == 1
 
 
 async def test_a_converged_object_costs_no_write(harness: Harness) -> None:
@@ -301,13 +372,6 @@ async def test_an_interrupted_create_is_adopted_not_duplicated(harness: Harness)
     assert "Adopted" in harness.writer.events()
 
 
-class UnlistedCache(NoCache):
-    """A cache whose bucket listing has not succeeded yet (for example its first list got 429s)."""
-
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        return None
-
-
 async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_itself(
     harness: Harness,
 ) -> None:
@@ -317,7 +381,6 @@ async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_
     # bucket's shared listing is failing, so the reconcile must not wait for it.
     harness.writer.body["status"] = {"observedGeneration": -1}
     harness.writer.body["metadata"].pop("finalizers", None)
-    harness.ctx = dataclasses.replace(harness.ctx, remote=UnlistedCache())
     harness.emulator.stats.clear()
 
     await harness.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ class Api:
     ) -> JsonObject:  # fmt: skip
         assert (group, plural) == ("", "secrets")
         self.calls.append(f"add {name}")
+        await asyncio.sleep(0)  # a round trip: other reconciles run meanwhile
         if self.refuse_writes:
             raise KubeForbidden(403, "Forbidden", "secrets is forbidden")
         if name not in self.secrets:
@@ -71,6 +73,18 @@ async def test_the_named_secret_is_marked_once() -> None:
 
     await guard.protect(OBJ, bucketsync())
     await guard.protect(OBJ, bucketsync())
+
+    assert api.secrets["creds"] == [SECRET_IN_USE_FINALIZER]
+    assert api.calls == ["add creds"]
+
+
+async def test_concurrent_reconciles_naming_one_secret_mark_it_once() -> None:
+    api = Api(secrets={"creds": []})
+    guard = SecretUseGuard(api)
+
+    await asyncio.gather(
+        *(guard.protect(ObjectKey(NS, f"obj-{i}"), bucketsync(f"obj-{i}")) for i in range(10))
+    )
 
     assert api.secrets["creds"] == [SECRET_IN_USE_FINALIZER]
     assert api.calls == ["add creds"]
