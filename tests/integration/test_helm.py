@@ -9,6 +9,7 @@ and the settings (env) of the installed Deployment.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
@@ -223,11 +224,12 @@ def test_the_chart_identity_may_change_only_its_finalizer_on_secrets(
         )  # fmt: skip
 
     # The policy binding takes effect asynchronously: wait until a forbidden change is refused.
-    refused = wait_for(
-        lambda: (result := patch({"data": {"apiKey": "c3RvbGVu"}})).returncode != 0 and result,
-        30,
-        what="the secret write policy in force",
-    )
+    # Each try writes a new value: a repeat of an accepted one would be a no-op, which passes.
+    def steal() -> subprocess.CompletedProcess[str] | None:
+        result = patch({"data": {"apiKey": base64.b64encode(uuid.uuid4().hex.encode()).decode()}})
+        return result if result.returncode != 0 else None
+
+    refused = wait_for(steal, 60, interval=0.5, what="the secret write policy in force")
     assert "may only add or remove its mixpeek.com/secret-in-use finalizer" in refused.stderr
     for forbidden in (
         {"metadata": {"labels": {"x": "y"}}},

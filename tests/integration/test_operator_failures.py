@@ -101,14 +101,20 @@ def test_missing_secret_stalls_until_it_exists(
 
 
 def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
-    objects: Objects, mixpeek: EmulatorProcess, credentials: str, start_operator: OperatorFactory
+    objects: Objects,
+    mixpeek: EmulatorProcess,
+    credentials: str,
+    api_client: k8s.ApiClient,
+    start_operator: OperatorFactory,
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("stuck"))
     remote_id = sync_id(objects.wait_ready("stuck"))
-    objects.core.delete_namespaced_secret(credentials, objects.namespace)
+    # A deleted Secret no longer blocks a deletion (the in-use finalizer keeps it until the
+    # object is gone), but a key revoked meanwhile does.
+    make_secret(api_client, objects.namespace, credentials, api_key=WRONG_API_KEY, base_url=mixpeek.url)
     objects.delete("stuck")
-    obj = objects.wait_stalled("stuck", "SecretNotFound")
+    obj = objects.wait_stalled("stuck", "AuthFailed")
     assert "set spec.deletionPolicy: Orphan" in condition(obj, "Stalled")["message"]
     assert obj["metadata"]["deletionTimestamp"]
 
