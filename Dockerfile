@@ -17,7 +17,8 @@ ARG PIP_WHEEL_ARGS=""
 # Metadata first, so dependency wheels are rebuilt only when the project changes.
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-RUN pip wheel --wheel-dir /wheels ${PIP_WHEEL_ARGS} .
+# The `emulator` extra too: the same image serves `mixpeek-operator emulator` (docs/quickstart).
+RUN pip wheel --wheel-dir /wheels ${PIP_WHEEL_ARGS} ".[emulator]"
 
 # --- runtime: the wheels installed into the slim base, nothing else -------------------------
 FROM ${PYTHON_IMAGE}

@@ -37,6 +37,7 @@ venv: $(STAMP)
 
 binaries: $(STAMP) node-deps
 	$(BIN)/python hack/k8sbuild.py kubernetes helm
+	$(BIN)/python hack/gotools.py actionlint promtool
 	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python hack/k8sbuild.py node cni pause; fi
 
 # Debian packages for the local node and `make image` (only on Linux as root; else a no-op).
@@ -47,6 +48,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check operator hack tests
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$$($(BIN)/python hack/gotools.py actionlint) -shellcheck $(BIN)/shellcheck
 
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -169,7 +169,8 @@ def wheelhouse(directory: Path) -> Path:
             "--quiet",
             "--wheel-dir",
             str(directory),
-            ".",
+            # The extras the Dockerfile installs (the emulator runs from the same image).
+            ".[emulator]",
             "setuptools>=69",
             "wheel",
         ],

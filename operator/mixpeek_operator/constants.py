@@ -20,8 +20,6 @@ FINALIZER: Final = f"{GROUP}/finalizer"
 RECONCILE_REQUESTED_AT: Final = f"{GROUP}/reconcile-requested-at"
 TRIGGER_REQUESTED_AT: Final = f"{GROUP}/trigger-requested-at"
 RECONCILE_PAUSED: Final = f"{GROUP}/reconcile-paused"
-# Written before a remote create so a crashed create can be found and adopted on restart.
-CREATE_INTENT: Final = f"{GROUP}/create-intent"
 
 # Keys under this prefix in the remote sync's `metadata` belong to the operator (ownership
 # marker); users may not set them (a CEL rule refuses them at admission).
@@ -49,10 +47,7 @@ class ConditionType(StrEnum):
 class Reason(StrEnum):
     SYNCED = "Synced"
     PAUSED = "Paused"
-    CREATING = "Creating"
-    UPDATING = "Updating"
     DELETING = "Deleting"
-    PROGRESSING = "Progressing"
     PROGRESSING_WITH_RETRY = "ProgressingWithRetry"
     RATE_LIMITED = "RateLimited"
     INVALID_SPEC = "InvalidSpec"
@@ -64,4 +59,3 @@ class Reason(StrEnum):
     ACTIVE = "Active"
     REMOTE_FAILED = "RemoteFailed"
     AUTO_SUSPENDED = "AutoSuspended"
-    UNKNOWN = "Unknown"

@@ -21,10 +21,10 @@ from mixpeek_operator.constants import (
     SECRET_NAMESPACE,
     Reason,
 )
+from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.mixpeek import credential_fingerprint
 
 SecretRef = tuple[str, str]  # (namespace, name)
-ObjectKey = tuple[str, str]  # (namespace, name)
 SecretReader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 

@@ -1,34 +1,27 @@
-"""The controller engine: object cache, keyed work queue, workers, backoff, and the observer.
+"""The controller engine: the thin loop between kopf's watch events, the work queue
+(workqueue.py), the remote cache (observer.py) and the reconcile (reconcile.py).
 
-kopf delivers watch events (see handlers.py); everything else is plain asyncio here, in
-the shape of controller-runtime:
+kopf delivers watch events (see handlers.py); the rest has the shape of controller-runtime:
 
-- Events update an in-memory cache of `BucketSync` bodies and enqueue the object only
-  when something the reconcile acts on changed (generation, deletion, the request
-  annotations): our own status writes never wake it again.
-- A keyed queue with per-key exclusivity: one reconcile per object at a time, an
-  object enqueued while it is being reconciled runs once more afterwards, and failures
-  back off exponentially with full jitter (capped; `Retry-After` never undercut).
-- The observer reads remote state with one paged list per (credential, Mixpeek
-  namespace, bucket) per interval (jittered) and enqueues only the objects whose remote
-  sync changed, so an idle fleet costs one list per bucket and no Kubernetes writes.
+- Events update one record per `BucketSync` (its body and what its last reconcile acted
+  on) and enqueue the object only when something the reconcile acts on changed
+  (generation, deletion, the request annotations): our own status writes never wake it.
+- Workers take keys from the queue (one reconcile per object at a time); a failure goes
+  back to the queue rate-limited, a success makes the queue forget the failures.
+- The observer enqueues the objects whose remote sync changed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import heapq
-import itertools
-import json
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, Protocol
+
+import httpx
 
 from mixpeek_operator.constants import (
     API_VERSION,
@@ -43,23 +36,22 @@ from mixpeek_operator.constants import (
     ConditionType,
 )
 from mixpeek_operator.credentials import Credentials, CredentialStore
-from mixpeek_operator.kube import KubeClient, KubeForbidden, ObjectReference
-from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
-from mixpeek_operator.mixpeek import (
-    MixpeekClient,
-    MixpeekError,
-    RateLimiterRegistry,
-    RequestEvent,
-    RetryPolicy,
-    backoff_delay,
+from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.kube import (
+    EventType,
+    JsonObject,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    ObjectReference,
 )
-from mixpeek_operator.mixpeek.models import SyncConfiguration
-from mixpeek_operator.reconcile import GroupKey, ObjectKey, ObjectState, Outcome, ReconcileContext, reconcile
-from mixpeek_operator.status import find_condition
+from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
+from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
+from mixpeek_operator.observer import Observer, ObserverSettings
+from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, StatusWriteError, reconcile
+from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
-
-K = TypeVar("K")
 
 # Annotations whose change means "reconcile now"; anything else in metadata does not.
 _WATCHED_ANNOTATIONS = (RECONCILE_REQUESTED_AT, TRIGGER_REQUESTED_AT, RECONCILE_PAUSED)
@@ -71,8 +63,6 @@ _RESULTS: dict[str, ReconcileResult] = {
     "stalled": "stalled",
     "error": "error",
 }
-# How long a reconcile waits for its bucket's first listing before falling back to a GET.
-_PRIME_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -87,68 +77,41 @@ class EngineSettings:
     burst: int = 20
 
 
-class WorkQueue(Generic[K]):
-    """Delayed, de-duplicated keys; a key is handed to one worker at a time."""
+class KubeApi(Protocol):
+    """The Kubernetes calls the engine makes (kube.KubeClient)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._heap: list[tuple[float, int, K]] = []
-        self._due: dict[K, float] = {}
-        self._active: set[K] = set()
-        self._deferred: dict[K, float] = {}  # re-added while active: runs after done()
-        self._seq = itertools.count()
-        self._changed = asyncio.Condition()
+    async def add_finalizer(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        finalizer: str,
+        *,
+        current: JsonObject | None = None,
+    ) -> JsonObject: ...
 
-    def __len__(self) -> int:
-        return len(self._due) + len(self._deferred)
+    async def remove_finalizer(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+    ) -> JsonObject | None: ...
 
-    async def add(self, key: K, delay: float = 0.0) -> None:
-        due = self._clock() + max(0.0, delay)
-        async with self._changed:
-            if key in self._active:
-                self._deferred[key] = min(due, self._deferred.get(key, due))
-                return
-            if key in self._due and self._due[key] <= due:
-                return
-            self._push(key, due)
-            self._changed.notify_all()
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
+    ) -> JsonObject: ...
 
-    def _push(self, key: K, due: float) -> None:
-        self._due[key] = due
-        heapq.heappush(self._heap, (due, next(self._seq), key))
+    async def create_event(
+        self, involved: ObjectReference, *, type: EventType, reason: str, message: str
+    ) -> JsonObject: ...
 
-    async def get(self) -> K:
-        async with self._changed:
-            while True:
-                while self._heap and self._due.get(self._heap[0][2]) != self._heap[0][0]:
-                    heapq.heappop(self._heap)  # superseded by an earlier add
-                now = self._clock()
-                if self._heap and self._heap[0][0] <= now:
-                    _, _, key = heapq.heappop(self._heap)
-                    del self._due[key]
-                    self._active.add(key)
-                    return key
-                timeout = self._heap[0][0] - now if self._heap else None
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout)
-
-    async def done(self, key: K) -> None:
-        async with self._changed:
-            self._active.discard(key)
-            due = self._deferred.pop(key, None)
-            if due is not None:
-                self._push(key, due)
-            self._changed.notify_all()
-
-    async def discard(self, key: K) -> None:
-        async with self._changed:
-            self._due.pop(key, None)
-            self._deferred.pop(key, None)
+    async def get_object(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str
+    ) -> JsonObject | None: ...
 
 
-def backoff(failures: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter after the n-th consecutive failure."""
-    return backoff_delay(max(0, failures - 1), RetryPolicy(base_delay=base, max_delay=cap), random.random())
+def key_of(body: Mapping[str, Any]) -> ObjectKey:
+    meta = body.get("metadata") or {}
+    return ObjectKey(meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _resource_version(body: Mapping[str, Any]) -> int | None:
@@ -157,7 +120,7 @@ def _resource_version(body: Mapping[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
+def trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """What a reconcile acts on; an event that leaves it unchanged needs no reconcile."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -169,218 +132,40 @@ def _trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def remote_projection(sync: SyncConfiguration | None) -> str | None:
-    """A digest of the remote fields that status or drift depend on (not locks or cursors)."""
-    if sync is None:
-        return None
-    data = sync.model_dump(
-        mode="json",
-        include={
-            "sync_config_id",
-            "connection_id",
-            "source_path",
-            "file_filters",
-            "schema_mapping",
-            "sync_mode",
-            "polling_interval_seconds",
-            "batch_size",
-            "skip_batch_submission",
-            "status",
-            "is_active",
-            "total_files_discovered",
-            "total_files_synced",
-            "total_files_failed",
-            "total_bytes_synced",
-            "last_sync_at",
-            "next_sync_at",
-            "last_error",
-            "consecutive_failures",
-            "metadata",
-            "paused",
-            "sync_run_counter",
-            "batches_created",
-        },
-    )
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+def _ready_condition(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Read straight from the JSON: this runs for every object at every metrics scrape.
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == ConditionType.READY:
+            found: Mapping[str, Any] = condition
+            return found
+    return {}
 
 
 @dataclass
-class _Group:
-    key: GroupKey
-    client: MixpeekClient
-    members: dict[ObjectKey, str | None] = field(default_factory=dict)  # object -> its sync id
-    seen: dict[ObjectKey, str | None] = field(default_factory=dict)  # object -> last projection
-    syncs: dict[str, SyncConfiguration] = field(default_factory=dict)
-    touched: dict[str, float] = field(default_factory=dict)  # sync id -> when we last wrote it
-    fetched_at: float | None = None
-    primed: asyncio.Event = field(default_factory=asyncio.Event)
-    error: MixpeekError | None = None
-    task: asyncio.Task[None] | None = None
-    lists: int = 0
-    pages: int = 0
+class TrackedObject:
+    """Everything the engine keeps about one `BucketSync`."""
 
+    body: dict[str, Any]
+    handled: tuple[Any, ...] | None = None  # trigger_snapshot() of the last reconcile
+    ready_reported: bool = False  # time to Ready is observed once per object
 
-class Observer:
-    """The remote cache (one listing per group) and the polling loop that refreshes it."""
-
-    def __init__(
-        self,
-        settings: EngineSettings,
-        enqueue: Callable[[ObjectKey], None],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._settings = settings
-        self._enqueue = enqueue
-        self._clock = clock
-        self.groups: dict[GroupKey, _Group] = {}
-        self._membership: dict[ObjectKey, GroupKey] = {}
-
-    # --- membership ------------------------------------------------------------------------
-
-    def join(self, obj: ObjectKey, group: GroupKey, client: MixpeekClient) -> None:
-        previous = self._membership.get(obj)
-        if previous is not None and previous != group:
-            self.leave(obj)
-        state = self.groups.get(group)
-        if state is None:
-            state = self.groups[group] = _Group(key=group, client=client)
-            state.task = asyncio.create_task(self._observe(state), name=f"observe {group[1]}/{group[2]}")
-        state.client = client
-        state.members.setdefault(obj, None)
-        self._membership[obj] = group
-
-    def leave(self, obj: ObjectKey) -> None:
-        group = self._membership.pop(obj, None)
-        state = self.groups.get(group) if group else None
-        if state is None:
-            return
-        state.members.pop(obj, None)
-        state.seen.pop(obj, None)
-        if not state.members:
-            if state.task is not None:
-                state.task.cancel()
-            del self.groups[state.key]
-
-    def settle(self, obj: ObjectKey, group: GroupKey, sync_id: str | None) -> None:
-        """After a reconcile: the object's remote sync as it now is counts as seen."""
-        state = self.groups.get(group)
-        if state is None or obj not in state.members:
-            return
-        state.members[obj] = sync_id
-        state.seen[obj] = remote_projection(state.syncs.get(sync_id)) if sync_id else None
-
-    # --- the cache (reconcile.RemoteCache) -------------------------------------------------
-
-    async def _wait_primed(self, state: _Group) -> None:
-        if not state.primed.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.primed.wait(), _PRIME_WAIT_SECONDS)
-
-    def _fresh(self, state: _Group) -> bool:
-        return (
-            state.fetched_at is not None
-            and self._clock() - state.fetched_at < 2 * self._settings.observe_interval
-        )
-
-    async def lookup(self, group: GroupKey, sync_id: str) -> SyncConfiguration | Literal["unknown"] | None:
-        state = self.groups.get(group)
-        if state is None:
-            return "unknown"
-        await self._wait_primed(state)
-        sync = state.syncs.get(sync_id)
-        # Absent from a listing is not proof of deletion (it may be newer): let the caller GET.
-        return sync if sync is not None and self._fresh(state) else "unknown"
-
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None:
-        state = self.groups.get(group)
-        if state is None:
-            return None
-        await self._wait_primed(state)
-        if state.error is not None and state.fetched_at is None:
-            raise state.error
-        return sorted(
-            state.syncs.values(), key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC), reverse=True
-        )
-
-    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None:
-        state = self.groups.get(group)
-        if state is None or not sync.sync_config_id:
-            return
-        state.syncs[sync.sync_config_id] = sync
-        state.touched[sync.sync_config_id] = self._clock()
-
-    def forget(self, group: GroupKey, sync_id: str) -> None:
-        state = self.groups.get(group)
-        if state is None:
-            return
-        state.syncs.pop(sync_id, None)
-        state.touched[sync_id] = self._clock()
-
-    # --- polling -----------------------------------------------------------------------------
-
-    async def _observe(self, state: _Group) -> None:
-        failures = 0
-        delay = 0.0
-        while True:
-            await asyncio.sleep(delay)
-            started = self._clock()
-            try:
-                listing = await state.client.list_all_syncs(
-                    state.key[2], page_size=self._settings.list_page_size
-                )
-            except MixpeekError as exc:
-                failures += 1
-                state.error = exc
-                state.primed.set()  # waiters fall back to GETs and see the error there
-                delay = max(getattr(exc, "retry_after", None) or 0.0, backoff(failures, 1.0, 60.0))
-                log.warning("listing bucket %s failed: %s", state.key[2], exc, extra={"bucket": state.key[2]})
-                continue
-            failures, state.error = 0, None
-            state.lists += 1
-            state.pages += listing.pages_fetched
-            listed = {sync.sync_config_id: sync for sync in listing.syncs if sync.sync_config_id}
-            # Keep what we wrote while the list was in flight; the listing may predate it.
-            for sync_id, when in state.touched.items():
-                if when >= started:
-                    if sync_id in state.syncs:
-                        listed[sync_id] = state.syncs[sync_id]
-                    else:
-                        listed.pop(sync_id, None)
-            state.syncs = listed
-            state.touched = {k: v for k, v in state.touched.items() if v >= started}
-            state.fetched_at = started
-            state.primed.set()
-            for obj, member_sync in list(state.members.items()):
-                if member_sync is None:
-                    continue
-                projection = remote_projection(listed.get(member_sync))
-                if state.seen.get(obj) != projection:
-                    state.seen[obj] = projection
-                    self._enqueue(obj)
-            interval = self._settings.observe_interval
-            delay = interval * random.uniform(
-                1 - self._settings.observe_jitter, 1 + self._settings.observe_jitter
-            )
-
-    async def close(self) -> None:
-        tasks = [state.task for state in self.groups.values() if state.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.groups.clear()
+    def newer_than(self, body: Mapping[str, Any]) -> bool:
+        held, incoming = _resource_version(self.body), _resource_version(body)
+        return held is not None and incoming is not None and incoming < held
 
 
 class _Writer:
-    """reconcile.KubeWriter over the Kubernetes API, keeping the object cache current."""
+    """reconcile.KubeWriter over the Kubernetes API, keeping the object records current."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     @property
-    def _kube(self) -> KubeClient:
+    def _kube(self) -> KubeApi:
         return self._engine.kube
 
     async def add_finalizer(self, obj: ObjectState) -> None:
+        record = self._engine.objects.get(obj.key)
         body = await self._kube.add_finalizer(
             GROUP,
             VERSION,
@@ -388,7 +173,7 @@ class _Writer:
             obj.namespace,
             obj.name,
             FINALIZER,
-            current=self._engine.objects.get(obj.key),
+            current=record.body if record else None,
         )
         self._engine.cache_body(body)
 
@@ -398,9 +183,14 @@ class _Writer:
             self._engine.cache_body(body)
 
     async def patch_status(self, obj: ObjectState, patch: dict[str, Any]) -> None:
-        body = await self._kube.patch_status(
-            GROUP, VERSION, PLURAL, obj.namespace, obj.name, {"status": patch}
-        )
+        try:
+            body = await self._kube.patch_status(
+                GROUP, VERSION, PLURAL, obj.namespace, obj.name, {"status": patch}
+            )
+        except KubeNotFound:
+            return  # deleted meanwhile: no status to report; its DELETED event drops the record
+        except KubeError as exc:
+            raise StatusWriteError(str(exc)) from exc
         self._engine.cache_body(body)
 
     async def event(
@@ -417,9 +207,9 @@ class _Writer:
             log.warning("could not post event %s: %s", reason, exc, extra={"object": obj.ref})
 
     async def owner_exists(self, namespace: str, name: str, uid: str) -> bool:
-        cached = self._engine.objects.get((namespace, name))
+        cached = self._engine.objects.get(ObjectKey(namespace, name))
         if cached is not None:
-            return bool((cached.get("metadata") or {}).get("uid") == uid)
+            return bool((cached.body.get("metadata") or {}).get("uid") == uid)
         try:
             body = await self._kube.get_object(GROUP, VERSION, PLURAL, namespace, name)
         except KubeForbidden:
@@ -432,23 +222,34 @@ class Engine:
     def __init__(
         self,
         *,
-        kube: KubeClient,
+        kube: KubeApi,
         credentials: CredentialStore,
         metrics: OperatorMetrics,
         settings: EngineSettings,
         rate_limiters: RateLimiterRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        mixpeek_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.kube = kube
         self.credentials = credentials
         self.metrics = metrics
         self.settings = settings
-        self.objects: dict[ObjectKey, dict[str, Any]] = {}
-        self._handled: dict[ObjectKey, tuple[Any, ...]] = {}
-        self._failures: dict[ObjectKey, int] = {}
-        self._ready_since: set[ObjectKey] = set()
-        self.queue: WorkQueue[ObjectKey] = WorkQueue()
-        self.observer = Observer(settings, self._enqueue_soon)
+        self._clock = clock
+        self._now = now
+        self.objects: dict[ObjectKey, TrackedObject] = {}
+        self.queue: WorkQueue[ObjectKey] = WorkQueue(
+            Backoff(settings.backoff_base, settings.backoff_cap), clock=clock
+        )
+        self.observer = Observer(
+            ObserverSettings(settings.observe_interval, settings.observe_jitter, settings.list_page_size),
+            self._enqueue_soon,
+            clock=clock,
+            sleep=sleep,
+        )
         self._rate_limiters = rate_limiters or RateLimiterRegistry(on_wait=metrics.observe_ratelimiter_wait)
+        self._mixpeek_transport = mixpeek_transport
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -457,10 +258,9 @@ class Engine:
             credentials=credentials,
             client_for=self.client_for,
             remote=self.observer,
-            now=lambda: datetime.now(UTC),
+            now=now,
             on_drift_corrected=metrics.count_drift_correction,
         )
-        self.reconciles = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -480,44 +280,45 @@ class Engine:
 
     # --- inputs ----------------------------------------------------------------------------------
 
-    def cache_body(self, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        current = self.objects.get(key)
-        if current is not None:
-            old_rv, new_rv = _resource_version(current), _resource_version(body)
-            if old_rv is not None and new_rv is not None and new_rv < old_rv:
-                return  # a late watch event older than what we already hold
-        self.objects[key] = dict(body)
+    def cache_body(self, body: Mapping[str, Any]) -> TrackedObject:
+        key = key_of(body)
+        record = self.objects.get(key)
+        if record is None:
+            record = self.objects[key] = TrackedObject(dict(body))
+        elif not record.newer_than(body):  # else a late watch event older than what we hold
+            record.body = dict(body)
+        return record
 
     async def on_object_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
+        key = key_of(body)
         if event_type == "DELETED":
-            self.objects.pop(key, None)
-            self._handled.pop(key, None)
-            self._failures.pop(key, None)
-            self._ready_since.discard(key)
-            self.observer.leave(key)
-            self.credentials.forget(key)
-            await self.queue.discard(key)
+            await self._drop(key)
             return
-        self.cache_body(body)
-        if self._handled.get(key) != _trigger_snapshot(body):
+        record = self.cache_body(body)
+        if record.handled != trigger_snapshot(body):
             await self.queue.add(key)
 
+    async def _drop(self, key: ObjectKey) -> None:
+        """The object is gone: its record, listing membership, Secret dependency and queue entry."""
+        self.objects.pop(key, None)
+        self.observer.leave(key)
+        self.credentials.forget(key)
+        await self.queue.discard(key)
+
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        ref = (meta.get("namespace", ""), meta.get("name", ""))
-        dependents = self.credentials.secret_changed(ref, None if event_type == "DELETED" else body)
+        dependents = self.credentials.secret_changed(key_of(body), None if event_type == "DELETED" else body)
         for key in dependents:
-            self._failures.pop(key, None)  # new credentials deserve an immediate try
+            self.queue.forget(key)  # new credentials deserve an immediate try
             await self.queue.add(key)
 
     def _enqueue_soon(self, key: ObjectKey) -> None:
         task = asyncio.create_task(self.queue.add(key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def wait_background(self) -> None:
+        """Wait for the enqueues the observer started (for tests)."""
+        await asyncio.gather(*self._background)
 
     # --- Mixpeek clients -------------------------------------------------------------------------
 
@@ -533,6 +334,7 @@ class Engine:
                 burst=self.settings.burst,
                 rate_limiters=self._rate_limiters,
                 on_request=self._observe_request,
+                transport=self._mixpeek_transport,
             )
             self._clients[key] = client
         return client
@@ -544,56 +346,63 @@ class Engine:
 
     async def _worker(self) -> None:
         while True:
-            key = await self.queue.get()
-            try:
-                await self._process(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reconcile crashed", extra={"object": f"{key[0]}/{key[1]}"})
-                await self._requeue_after_failure(key, None)
-            finally:
-                await self.queue.done(key)
+            await self._handle(await self.queue.get())
+
+    async def step(self) -> ObjectKey | None:
+        """Reconcile one due key now, as a worker would; None when nothing is due (for tests)."""
+        key = self.queue.pop_ready()
+        if key is not None:
+            await self._handle(key)
+        return key
+
+    async def _handle(self, key: ObjectKey) -> None:
+        try:
+            await self._process(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconcile crashed", extra={"object": str(key)})
+            await self.queue.add_rate_limited(key)
+        finally:
+            await self.queue.done(key)
 
     async def _process(self, key: ObjectKey) -> None:
-        body = self.objects.get(key)
-        if body is None:
+        record = self.objects.get(key)
+        if record is None:
             return
-        self._handled[key] = _trigger_snapshot(body)
-        obj = ObjectState.from_body(body)
-        started = time.monotonic()
+        record.handled = trigger_snapshot(record.body)
+        obj = ObjectState.from_body(record.body)
+        started = self._clock()
         outcome = await reconcile(obj, self.context)
-        self.reconciles += 1
-        self.metrics.observe_reconcile(_RESULTS[outcome.result], time.monotonic() - started)
-        await self._after(key, obj, outcome)
+        self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
+        await self._after(key, outcome)
 
-    async def _after(self, key: ObjectKey, obj: ObjectState, outcome: Outcome) -> None:
+    async def _after(self, key: ObjectKey, outcome: Outcome) -> None:
+        record = self.objects.get(key)
         if outcome.result in ("paused", "deleted"):
             self.observer.leave(key)
         if outcome.group is not None:
-            body = self.objects.get(key) or {}
-            self.observer.settle(key, outcome.group, (body.get("status") or {}).get("syncConfigId"))
+            sync_id = (record.body.get("status") or {}).get("syncConfigId") if record else None
+            self.observer.settle(key, outcome.group, sync_id)
         if outcome.result == "error":
-            await self._requeue_after_failure(key, outcome.retry_after)
+            await self.queue.add_rate_limited(key, outcome.retry_after)
             return
-        self._failures.pop(key, None)
-        if outcome.ready and key not in self._ready_since:
-            self._ready_since.add(key)
-            created = (self.objects.get(key) or {}).get("metadata", {}).get("creationTimestamp")
-            if created:
-                age = datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))
-                self.metrics.observe_time_to_ready(max(0.0, age.total_seconds()))
+        self.queue.forget(key)
+        if outcome.ready and record is not None and not record.ready_reported:
+            record.ready_reported = True
+            self._observe_time_to_ready(record)
         if outcome.requeue_after is not None:
             await self.queue.add(key, outcome.requeue_after)
 
-    async def _requeue_after_failure(self, key: ObjectKey, retry_after: float | None) -> None:
-        failures = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = backoff(failures, self.settings.backoff_base, self.settings.backoff_cap)
-        await self.queue.add(key, max(delay, retry_after or 0.0))
+    def _observe_time_to_ready(self, record: TrackedObject) -> None:
+        created = (record.body.get("metadata") or {}).get("creationTimestamp")
+        if created:
+            age = self._now() - datetime.fromisoformat(created.replace("Z", "+00:00"))
+            self.metrics.observe_time_to_ready(max(0.0, age.total_seconds()))
 
     # --- for metrics and probes --------------------------------------------------------------------
 
     def readiness_summary(self) -> Iterable[tuple[str, str]]:
-        for body in list(self.objects.values()):
-            ready = find_condition(body.get("status"), ConditionType.READY) or {}
+        for record in list(self.objects.values()):
+            ready = _ready_condition(record.body)
             yield (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))

@@ -19,6 +19,7 @@ from typing import Any, cast
 import kopf
 
 from mixpeek_operator.constants import GROUP, PLURAL, VERSION
+from mixpeek_operator.kube import KubeConnection, load_default_connection
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 
 log = logging.getLogger("mixpeek_operator.handlers")
@@ -47,6 +48,38 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True
     runtime: OperatorRuntime = memo["runtime"]
     await runtime.start()
+
+
+@kopf.on.login()
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches log in through the same loader as our own writes (kube.py), exec plugins included.
+
+    kopf calls this again when the API server answers 401, and before `expiration`.
+    """
+    return connection_info(await load_default_connection())
+
+
+def connection_info(connection: KubeConnection) -> kopf.ConnectionInfo:
+    """kopf's form of a connection: PEM data wins over a path (kopf accepts only one of them)."""
+    token = connection.token
+    if token is None and connection.token_path is not None:
+        token = connection.token_path.read_text().strip()  # a projected token: re-read at each login
+    return kopf.ConnectionInfo(
+        server=connection.server,
+        ca_path=None if connection.ca_data else connection.ca_path,
+        ca_data=_pem_bytes(connection.ca_data),
+        insecure=connection.insecure,
+        token=token,
+        certificate_path=None if connection.certificate_data else connection.certificate_path,
+        certificate_data=_pem_bytes(connection.certificate_data),
+        private_key_path=None if connection.private_key_data else connection.private_key_path,
+        private_key_data=_pem_bytes(connection.private_key_data),
+        expiration=connection.expires_at,
+    )
+
+
+def _pem_bytes(data: str | bytes | None) -> bytes | None:
+    return data.encode("ascii") if isinstance(data, str) else data
 
 
 @kopf.on.cleanup()

@@ -34,6 +34,7 @@ import httpx
 import yaml
 
 from mixpeek_operator import __version__
+from mixpeek_operator.kube_exec import ExecCredential, ExecPluginError, run_exec_plugin
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ JsonPatch = list[dict[str, Any]]
 ConnectionProvider = Callable[[], Awaitable["KubeConnection"]]
 # (kind of write: "status" | "metadata" | "event", HTTP status or 0 when no response arrived)
 WriteHook = Callable[[str, int], None]
-PatchType = Literal["merge", "json"]
 EventType = Literal["Normal", "Warning"]
 
 # A stuck call must fail fast and go back to the scheduler rather than hold a worker.
@@ -55,6 +55,8 @@ DEFAULT_LIMITS: Final = httpx.Limits(
 # client-go re-reads a token file at most once a minute; the kubelet rotates projected
 # tokens long before they expire, and a 401 forces an immediate re-read anyway.
 TOKEN_FILE_TTL_SECONDS: Final = 60.0
+# Credentials with an expiry (exec plugins) are renewed this long before it, as client-go does.
+CREDENTIAL_REFRESH_MARGIN_SECONDS: Final = 60.0
 FINALIZER_ATTEMPTS: Final = 5
 _FINALIZER_RETRY_JITTER_SECONDS: Final = 0.05
 EVENT_MESSAGE_LIMIT: Final = 1024
@@ -163,6 +165,8 @@ class KubeConnection:
     token: str | None = field(default=None, repr=False)
     token_path: Path | None = None
     insecure: bool = False
+    # When the credential (from an exec plugin) expires; the client fetches a new one before.
+    expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("https://", "http://")):
@@ -180,8 +184,9 @@ class KubeConnection:
     def from_kubeconfig(cls, path: Path | None = None, context: str | None = None) -> KubeConnection:
         """Read a kubeconfig: `path`, else the files in $KUBECONFIG (merged), else ~/.kube/config.
 
-        Supports certificate/key/CA paths and `*-data` fields, `token`, `tokenFile` and
-        `insecure-skip-tls-verify`; exec and auth-provider plugins are refused.
+        Supports certificate/key/CA paths and `*-data` fields, `token`, `tokenFile`,
+        `insecure-skip-tls-verify` and exec credential plugins (kube_exec.py); the
+        deprecated auth-provider plugins and basic auth are refused.
         """
         config = _load_kubeconfig(path)
         context_name = context or config.current_context
@@ -195,12 +200,13 @@ class KubeConnection:
             raise KubeConfigError(f"context {context_name!r} names unknown cluster {cluster_name!r}")
         cluster, cluster_dir = config.clusters[cluster_name]
         user, user_dir = config.users.get(user_name or "", ({}, cluster_dir))
-        unsupported = sorted({"exec", "auth-provider", "username", "password"} & user.keys())
+        unsupported = sorted({"auth-provider", "username", "password"} & user.keys())
         if unsupported:
             raise KubeConfigError(
                 f"kubeconfig user {user_name!r} uses {', '.join(unsupported)}, which is not supported: "
-                "use a token, tokenFile or client certificate"
+                "use a token, tokenFile, client certificate or exec plugin"
             )
+        credential = _exec_credential(user, user_dir, str(user_name))
         server = cluster.get("server")
         if not isinstance(server, str):
             raise KubeConfigError(f"cluster {cluster_name!r} has no server")
@@ -209,12 +215,14 @@ class KubeConnection:
             ca_path=_kubeconfig_path(cluster.get("certificate-authority"), cluster_dir),
             ca_data=_kubeconfig_data(cluster, "certificate-authority-data"),
             certificate_path=_kubeconfig_path(user.get("client-certificate"), user_dir),
-            certificate_data=_kubeconfig_data(user, "client-certificate-data"),
+            certificate_data=credential.client_certificate_data
+            or _kubeconfig_data(user, "client-certificate-data"),
             private_key_path=_kubeconfig_path(user.get("client-key"), user_dir),
-            private_key_data=_kubeconfig_data(user, "client-key-data"),
-            token=user.get("token") or None,
+            private_key_data=credential.client_key_data or _kubeconfig_data(user, "client-key-data"),
+            token=credential.token or user.get("token") or None,
             token_path=_kubeconfig_path(user.get("tokenFile"), user_dir),
             insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+            expires_at=credential.expires_at,
         )
 
     @classmethod
@@ -239,6 +247,30 @@ class KubeConnection:
             ca_path=ca_path if ca_path.is_file() else None,
             token_path=token_path,
         )
+
+
+def default_connection() -> KubeConnection:
+    """In a pod: the ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config).
+
+    The one loader behind both kopf's watches (the login handler) and our own writes.
+    """
+    if (SERVICE_ACCOUNT_DIR / "token").exists():
+        return KubeConnection.in_cluster()
+    return KubeConnection.from_kubeconfig()
+
+
+async def load_default_connection() -> KubeConnection:
+    """`default_connection()` off the event loop (an exec plugin may take a while)."""
+    return await asyncio.to_thread(default_connection)
+
+
+def _exec_credential(user: Mapping[str, Any], user_dir: Path, user_name: str) -> ExecCredential:
+    if not user.get("exec"):
+        return ExecCredential()
+    try:
+        return run_exec_plugin(user["exec"], user_dir, user_name)
+    except ExecPluginError as exc:
+        raise KubeConfigError(str(exc)) from exc
 
 
 @dataclass
@@ -509,21 +541,6 @@ class KubeClient:
         """The Secret (its `data` values still base64), or None if it does not exist."""
         return await self.get_object("", "v1", "secrets", namespace, name)
 
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]:
-        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
-        path = resource_path(group, version, plural, namespace)
-        items: list[JsonObject] = []
-        params = {"limit": "500"}
-        while True:
-            page = await self._call("GET", path, params=params)
-            items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            params = {"limit": "500", "continue": token}
-
     # --- writes ---------------------------------------------------------------------------
 
     async def patch_status(
@@ -537,29 +554,6 @@ class KubeClient:
         path = resource_path(group, version, plural, namespace, name, "status")
         return await self._call(
             "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
-        )
-
-    async def patch_object(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        patch: JsonObject | JsonPatch,
-        *,
-        patch_type: PatchType = "merge",
-    ) -> JsonObject:
-        """Merge patch (a dict) or RFC 6902 JSON patch (a list of ops) of the object itself.
-
-        The operator only ever patches metadata (annotations, finalizers) this way, hence
-        the write kind "metadata". Returns the updated object.
-        """
-        if (patch_type == "json") != isinstance(patch, list):
-            raise TypeError("a JSON patch is a list of operations; a merge patch is a dict")
-        path = resource_path(group, version, plural, namespace, name)
-        return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES[patch_type], write="metadata"
         )
 
     async def add_finalizer(
@@ -687,6 +681,9 @@ class KubeClient:
         retried = False
         while True:
             http, generation = await self._session()
+            if self._expiring():
+                await self._refresh(generation, reason="credentials expire soon")
+                http, generation = await self._session()
             headers = {"Accept": "application/json"}
             if content is not None:
                 headers["Content-Type"] = content_type
@@ -754,8 +751,14 @@ class KubeClient:
             await response.aread()
             return response
 
-    async def _refresh(self, seen_generation: int) -> bool:
-        """Fetch fresh credentials after a 401; False when there is nothing to refresh."""
+    def _expiring(self) -> bool:
+        expires_at = self._connection.expires_at if self._connection is not None else None
+        if expires_at is None or self._provider is None:
+            return False
+        return (expires_at - datetime.now(UTC)).total_seconds() < CREDENTIAL_REFRESH_MARGIN_SECONDS
+
+    async def _refresh(self, seen_generation: int, reason: str = "Kubernetes API answered 401") -> bool:
+        """Fetch fresh credentials (after a 401); False when there is nothing to refresh."""
         async with self._lock:
             if self._generation != seen_generation:
                 return True  # a concurrent request already refreshed; just retry
@@ -773,7 +776,7 @@ class KubeClient:
                 self._http = self._build_http(new)
             self._connection = new
             self._generation += 1
-            logger.info("Kubernetes API answered 401; refreshed credentials and retrying once")
+            logger.info("%s; refreshed credentials", reason)
             return True
 
     def _bearer_token(self) -> str | None:

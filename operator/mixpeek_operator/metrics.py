@@ -21,8 +21,8 @@ from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
-ReconcileResult = Literal["success", "error", "stalled", "requeued"]
-RECONCILE_RESULTS: Final[tuple[ReconcileResult, ...]] = ("success", "error", "stalled", "requeued")
+ReconcileResult = Literal["success", "error", "stalled"]
+RECONCILE_RESULTS: Final[tuple[ReconcileResult, ...]] = ("success", "error", "stalled")
 # (Ready condition status, Ready reason) of every BucketSync, read at scrape time.
 ResourceSource = Callable[[], Iterable[tuple[str, str]]]
 
@@ -118,7 +118,7 @@ class OperatorMetrics:
         )
         self.reconciles = Counter(
             "bucketsync_reconcile_total",
-            "BucketSync reconciles by result: success, error, stalled or requeued",
+            "BucketSync reconciles by result: success, error (retried with backoff) or stalled",
             ["result"],
             registry=r,
         )

@@ -33,6 +33,8 @@ from pydantic import ValidationError
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import (
     BucketSyncSpec,
+    BucketSyncStatus,
+    ConditionStatus,
     DeletionPolicy,
     ManagementPolicy,
     RemoteStatus,
@@ -50,6 +52,7 @@ from mixpeek_operator.constants import (
     Reason,
 )
 from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore
+from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import (
     APIStatusError,
     AuthenticationError,
@@ -67,15 +70,23 @@ from mixpeek_operator.mixpeek.models import (
     SyncUpdateRequest,
     TaskStatus,
 )
-from mixpeek_operator.status import ConditionUpdate, apply_conditions, find_condition, merge_patch
+from mixpeek_operator.status import (
+    ConditionUpdate,
+    apply_conditions,
+    find_condition,
+    merge_patch,
+    parse_status,
+    status_json,
+)
 
 log = logging.getLogger("mixpeek_operator.reconcile")
 
 # How long to wait before retrying with credentials Mixpeek rejected; a Secret change retries at once.
 AUTH_RETRY_SECONDS = 300.0
 
-ObjectKey = tuple[str, str]
-GroupKey = tuple[str, str, str]  # (credential fingerprint, Mixpeek namespace, bucket id)
+
+# Every camelCase key BucketSyncStatus knows; other keys in a stored status are left alone.
+_STATUS_ALIASES = frozenset(field.alias or name for name, field in BucketSyncStatus.model_fields.items())
 
 
 # --- the object ----------------------------------------------------------------------------
@@ -94,11 +105,12 @@ class ObjectState:
     deleting: bool
     spec: BucketSyncSpec | None
     spec_error: str | None
-    status: Mapping[str, Any]
+    status: BucketSyncStatus
+    stored_status: Mapping[str, Any]  # the JSON as stored: the base of our minimal patches
 
     @property
     def key(self) -> ObjectKey:
-        return (self.namespace, self.name)
+        return ObjectKey(self.namespace, self.name)
 
     @property
     def ref(self) -> str:
@@ -126,12 +138,23 @@ class ObjectState:
             deleting=bool(meta.get("deletionTimestamp")),
             spec=spec,
             spec_error=spec_error,
-            status=dict(body.get("status") or {}),
+            status=parse_status(body.get("status")),
+            stored_status=dict(body.get("status") or {}),
         )
 
     @property
     def reconcile_paused(self) -> bool:
         return self.annotations.get(RECONCILE_PAUSED, "").strip().lower() == "true"
+
+    @property
+    def converged(self) -> bool:
+        """Ready, for the current generation."""
+        ready = find_condition(self.status, ConditionType.READY)
+        return (
+            ready is not None
+            and ready.status == ConditionStatus.TRUE
+            and self.status.observed_generation == self.generation
+        )
 
     @property
     def has_finalizer(self) -> bool:
@@ -145,8 +168,15 @@ class ObjectState:
 # --- what the reconcile talks to -----------------------------------------------------------
 
 
+class StatusWriteError(Exception):
+    """`KubeWriter.patch_status` could not write the status; the reconcile is retried with backoff."""
+
+
 class KubeWriter(Protocol):
-    """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs."""
+    """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs.
+
+    `patch_status` raises StatusWriteError when the API server refuses or cannot be reached.
+    """
 
     async def add_finalizer(self, obj: ObjectState) -> None: ...
 
@@ -164,17 +194,17 @@ class KubeWriter(Protocol):
 class RemoteCache(Protocol):
     """The observer's view of remote syncs, per (credential, namespace, bucket)."""
 
-    def join(self, obj: ObjectKey, group: GroupKey, client: MixpeekClient) -> None: ...
+    def join(self, obj: ObjectKey, group: ListingScope, client: MixpeekClient) -> None: ...
 
     async def lookup(
-        self, group: GroupKey, sync_id: str
+        self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None: ...
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None: ...
 
-    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None: ...
+    def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
-    def forget(self, group: GroupKey, sync_id: str) -> None: ...
+    def forget(self, group: ListingScope, sync_id: str) -> None: ...
 
 
 @dataclass
@@ -195,8 +225,7 @@ class Outcome:
     # The server asked us to wait this long (429 Retry-After); never retry sooner.
     retry_after: float | None = None
     ready: bool = False
-    group: GroupKey | None = None
-    remote_fingerprint: str | None = None
+    group: ListingScope | None = None
 
 
 class _Stalled(Exception):
@@ -210,11 +239,36 @@ class _Stalled(Exception):
 # --- helpers -------------------------------------------------------------------------------
 
 
-def group_of(creds: Credentials, bucket_id: str) -> GroupKey:
-    return (creds.fingerprint, creds.namespace, bucket_id)
+@dataclass(frozen=True)
+class _Connection:
+    """One object's remote side, resolved once per reconcile (crossplane-runtime's Connect)."""
+
+    spec: BucketSyncSpec
+    creds: Credentials
+    client: MixpeekClient
+    scope: ListingScope  # where the spec wants the remote sync
+    recorded: ListingScope  # where status says it lives (differs while it moves)
 
 
-def remote_status_block(remote: SyncConfiguration) -> tuple[dict[str, Any], dict[str, Any]]:
+async def _connect(run: _Run, spec: BucketSyncSpec) -> _Connection:
+    obj, ctx = run.obj, run.ctx
+    creds = await ctx.credentials.resolve(
+        obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
+    )
+    return _Connection(
+        spec=spec,
+        creds=creds,
+        client=ctx.client_for(creds),
+        scope=ListingScope(creds.fingerprint, creds.namespace, spec.bucket_id),
+        recorded=ListingScope(
+            creds.fingerprint,
+            obj.status.mixpeek_namespace or creds.namespace,
+            obj.status.bucket_id or spec.bucket_id,
+        ),
+    )
+
+
+def remote_status_block(remote: SyncConfiguration) -> tuple[RemoteStatus, SyncMetrics]:
     """`status.remote` and `status.metrics` from the remote sync (no locks, cursors or ids)."""
     block = RemoteStatus(
         status=remote.status.value,
@@ -233,10 +287,7 @@ def remote_status_block(remote: SyncConfiguration) -> tuple[dict[str, Any], dict
         bytes_synced=remote.total_bytes_synced,
         batches_created=remote.batches_created,
     )
-    return (
-        block.model_dump(mode="json", by_alias=True, exclude_none=True),
-        metrics.model_dump(mode="json", by_alias=True, exclude_none=True),
-    )
+    return block, metrics
 
 
 def remote_health(remote: SyncConfiguration) -> ConditionUpdate:
@@ -275,10 +326,11 @@ class _Run:
 
     obj: ObjectState
     ctx: ReconcileContext
+    status: BucketSyncStatus  # as last written to the API server
+    stored: Mapping[str, Any]  # its JSON
     events: list[tuple[Literal["Normal", "Warning"], str, str]] = field(default_factory=list)
-    status: dict[str, Any] = field(default_factory=dict)  # as last written to the API server
     remote_id: str | None = None  # the remote sync this pass is working on, once found
-    group: GroupKey | None = None
+    group: ListingScope | None = None
     handled: dict[str, Any] = field(default_factory=dict)  # request echoes for the final write
 
     def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
@@ -286,13 +338,16 @@ class _Run:
 
 
 async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
-    run = _Run(obj=obj, ctx=ctx, status=dict(obj.status))
+    run = _Run(obj=obj, ctx=ctx, status=obj.status, stored=obj.stored_status)
     try:
         if obj.deleting:
             return await _finalize(run)
         if obj.reconcile_paused:
             return await _reconcile_paused(run)
         return await _converge(run)
+    except StatusWriteError as exc:
+        log.warning("status not written, will retry: %s", exc, extra={"object": obj.ref})
+        return Outcome(result="error")
     finally:
         await _post_events(run)
 
@@ -307,50 +362,59 @@ async def _post_events(run: _Run) -> None:
 async def _write_status(
     run: _Run, updates: list[ConditionUpdate], *, observed: bool, extra: Mapping[str, Any]
 ) -> None:
-    """Compose the new status and patch it if anything changed."""
+    """Compose the new status (`extra`: fields to set, None removes) and patch it if anything changed."""
     obj, ctx = run.obj, run.ctx
-    new = {key: value for key, value in run.status.items() if key != "conditions"}
-    for key, value in extra.items():
-        if value is None:
-            new.pop(key, None)
-        else:
-            new[key] = value
+    changes = dict(extra)
     if observed:
-        new["observedGeneration"] = obj.generation
-    new["conditions"] = apply_conditions(
-        run.status.get("conditions"), updates, generation=obj.generation, now=ctx.now()
+        changes["observed_generation"] = obj.generation
+    changes["conditions"] = apply_conditions(
+        run.status.conditions, updates, generation=obj.generation, now=ctx.now()
     )
-    before_stalled = find_condition(obj.status, ConditionType.STALLED)
+    new = run.status.model_copy(update=changes)
+    _report_transitions(run, new)
+    # Events first: whoever sees the new status finds the Event that explains it.
+    await _post_events(run)
+    await _patch_status(run, new)
+
+
+def _report_transitions(run: _Run, new: BucketSyncStatus) -> None:
+    """Warning Events for a new Stalled reason and for the remote turning unhealthy."""
+    before_stalled = find_condition(run.obj.status, ConditionType.STALLED)
     after_stalled = find_condition(new, ConditionType.STALLED)
     if (
         after_stalled
-        and after_stalled.get("status") == "True"
+        and after_stalled.status == ConditionStatus.TRUE
         and (
             not before_stalled
-            or before_stalled.get("status") != "True"
-            or before_stalled.get("reason") != after_stalled.get("reason")
+            or before_stalled.status != ConditionStatus.TRUE
+            or before_stalled.reason != after_stalled.reason
         )
     ):
-        run.event("Warning", "Stalled", f"{after_stalled.get('reason')}: {after_stalled.get('message')}")
-    before_health = find_condition(obj.status, ConditionType.REMOTE_HEALTHY)
+        run.event("Warning", "Stalled", f"{after_stalled.reason}: {after_stalled.message}")
+    before_health = find_condition(run.obj.status, ConditionType.REMOTE_HEALTHY)
     after_health = find_condition(new, ConditionType.REMOTE_HEALTHY)
     if (
         after_health
-        and after_health.get("status") == "False"
-        and (not before_health or before_health.get("status") != "False")
+        and after_health.status == ConditionStatus.FALSE
+        and (not before_health or before_health.status != ConditionStatus.FALSE)
     ):
-        run.event("Warning", str(after_health.get("reason")), str(after_health.get("message")))
-    # Events first: whoever sees the new status finds the Event that explains it.
-    await _post_events(run)
-    patch = merge_patch(run.status, new)
+        run.event("Warning", str(after_health.reason), str(after_health.message))
+
+
+async def _patch_status(run: _Run, new: BucketSyncStatus) -> None:
+    """Send the minimal merge patch from the stored status to `new`, if there is one."""
+    # Fields of a newer operator version, unknown to this model, are left as they are.
+    unknown = {key: value for key, value in run.stored.items() if key not in _STATUS_ALIASES}
+    stored = {**unknown, **status_json(new)}
+    patch = merge_patch(run.stored, stored)
     if patch:
-        await ctx.writer.patch_status(obj, patch)
-    run.status = new
+        await run.ctx.writer.patch_status(run.obj, patch)
+    run.status, run.stored = new, stored
 
 
 def _annotation_echoes(run: _Run) -> dict[str, Any]:
     requested = run.obj.annotations.get(RECONCILE_REQUESTED_AT)
-    return {"lastHandledReconcileAt": requested} if requested else {}
+    return {"last_handled_reconcile_at": requested} if requested else {}
 
 
 async def _reconcile_paused(run: _Run) -> Outcome:
@@ -387,13 +451,7 @@ def _retry_updates(run: _Run, reason: Reason, message: str) -> list[ConditionUpd
         ConditionUpdate(ConditionType.STALLED, "False", reason, ""),
         ConditionUpdate(ConditionType.RECONCILE_PAUSED, "False", "Active", ""),
     ]
-    ready = find_condition(run.obj.status, ConditionType.READY)
-    converged = (
-        ready is not None
-        and ready.get("status") == "True"
-        and run.obj.status.get("observedGeneration") == run.obj.generation
-    )
-    if not converged:  # a blip does not un-ready an object whose generation already converged
+    if not run.obj.converged:  # a blip does not un-ready an object whose generation already converged
         updates.append(ConditionUpdate(ConditionType.READY, "False", reason, message))
     return updates
 
@@ -416,18 +474,13 @@ async def _converge(run: _Run) -> Outcome:
     try:
         if obj.spec is None:
             raise _Stalled(Reason.INVALID_SPEC, obj.spec_error or "spec is invalid")
-        creds = await run.ctx.credentials.resolve(
-            obj.key,
-            obj.spec.credentials_ref.name if obj.spec.credentials_ref else None,
-            obj.spec.mixpeek_namespace,
-        )
-        client = run.ctx.client_for(creds)
-        group = run.group = group_of(creds, obj.spec.bucket_id)
-        # Joining the bucket's group starts (or reuses) its listing, which lookups wait for.
-        run.ctx.remote.join(obj.key, group, client)
+        conn = await _connect(run, obj.spec)
+        run.group = conn.scope
+        # Joining the scope starts (or reuses) its listing, which lookups wait for.
+        run.ctx.remote.join(obj.key, conn.scope, conn.client)
         if obj.spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
-            return await _observe_only(run, obj.spec, creds, client, group)
-        return await _manage(run, obj.spec, creds, client, group)
+            return await _observe_only(run, conn)
+        return await _manage(run, conn)
     except _Stalled as stalled:
         await _write_status(run, _stalled_updates(stalled.reason, stalled.message), observed=True, extra={})
         return Outcome(result="stalled", requeue_after=stalled.requeue_after)
@@ -455,27 +508,25 @@ async def _converge(run: _Run) -> Outcome:
 
 
 async def _fetch(
-    run: _Run, client: MixpeekClient, group: GroupKey, bucket_id: str, sync_id: str
+    run: _Run, client: MixpeekClient, scope: ListingScope, sync_id: str
 ) -> SyncConfiguration | None:
     """The remote sync: from the fresh cache when possible, else a GET (None when it is gone)."""
-    cached = await run.ctx.remote.lookup(group, sync_id)
+    cached = await run.ctx.remote.lookup(scope, sync_id)
     if cached != "unknown":
         return cached
     try:
-        remote = await client.get_sync(bucket_id, sync_id)
+        remote = await client.get_sync(scope.bucket, sync_id)
     except NotFoundError:
-        run.ctx.remote.forget(group, sync_id)
+        run.ctx.remote.forget(scope, sync_id)
         return None
-    run.ctx.remote.remember(group, remote)
+    run.ctx.remote.remember(scope, remote)
     return remote
 
 
-async def _observe_only(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
-) -> Outcome:
-    obj = run.obj
+async def _observe_only(run: _Run, conn: _Connection) -> Outcome:
+    obj, spec = run.obj, conn.spec
     assert spec.sync_config_id is not None  # admission requires it for ObserveOnly
-    remote = await _fetch(run, client, group, spec.bucket_id, spec.sync_config_id)
+    remote = await _fetch(run, conn.client, conn.scope, spec.sync_config_id)
     if remote is None:
         raise _Stalled(
             Reason.REMOTE_NOT_FOUND,
@@ -490,8 +541,8 @@ async def _observe_only(
     message = f"observing remote sync {remote.sync_config_id} (ObserveOnly)"
     if drift:
         message += f"; {len(drift)} field(s) differ from spec, see status.drift"
-    await _write_final(run, remote, creds, spec, drift, Reason.SYNCED, message)
-    return Outcome(result="success", ready=True, group=group)
+    await _write_final(run, conn, remote, drift, Reason.SYNCED, message)
+    return Outcome(result="success", ready=True, group=conn.scope)
 
 
 def _json_bool(value: bool) -> str:
@@ -500,9 +551,8 @@ def _json_bool(value: bool) -> str:
 
 async def _write_final(
     run: _Run,
+    conn: _Connection,
     remote: SyncConfiguration,
-    creds: Credentials,
-    spec: BucketSyncSpec,
     drift: list[desired.FieldDiff],
     ready_reason: Reason,
     ready_message: str,
@@ -516,34 +566,30 @@ async def _write_final(
         ConditionUpdate(ConditionType.RECONCILE_PAUSED, "False", "Active", ""),
     ]
     extra: dict[str, Any] = {
-        "syncConfigId": remote.sync_config_id,
-        "bucketId": spec.bucket_id,
-        "mixpeekNamespace": creds.namespace,
+        "sync_config_id": remote.sync_config_id,
+        "bucket_id": conn.spec.bucket_id,
+        "mixpeek_namespace": conn.creds.namespace,
         "remote": remote_block,
         "metrics": metrics,
-        "drift": [entry.to_status().model_dump(by_alias=True, exclude_none=True) for entry in drift] or None,
-        "credentialsFingerprint": creds.fingerprint,
+        "drift": [entry.to_status() for entry in drift] or None,
+        "credentials_fingerprint": conn.creds.fingerprint,
         **_annotation_echoes(run),
     }
     extra.update(run.handled)
     await _write_status(run, updates, observed=True, extra=extra)
 
 
-async def _manage(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
-) -> Outcome:
+async def _manage(run: _Run, conn: _Connection) -> Outcome:
     obj, ctx = run.obj, run.ctx
-    converged_before = (
-        obj.status.get("observedGeneration") == obj.generation
-        and (find_condition(obj.status, ConditionType.READY) or {}).get("status") == "True"
-    )
+    spec, client, group = conn.spec, conn.client, conn.scope
+    converged_before = obj.converged
 
-    remote = await _locate(run, spec, creds, client, group)
+    remote = await _locate(run, conn)
     if remote is None:
-        remote = await _create(run, spec, creds, client, group)
+        remote = await _create(run, conn)
         converged_before = False
     else:
-        replaced = await _replace_if_needed(run, spec, creds, client, group, remote)
+        replaced = await _replace_if_needed(run, conn, remote)
         if replaced is not None:
             remote = replaced
             converged_before = False
@@ -578,29 +624,26 @@ async def _manage(
 
     # Trigger: once per distinct annotation value.
     trigger = obj.annotations.get(TRIGGER_REQUESTED_AT)
-    if trigger and obj.status.get("lastHandledTriggerAt") != trigger:
+    if trigger and obj.status.last_handled_trigger_at != trigger:
         job = await client.trigger_sync(spec.bucket_id, sync_id)
         run.event("Normal", "Triggered", f"triggered a run of {sync_id} (job {job.sync_job_id or 'unknown'})")
-        run.handled["lastHandledTriggerAt"] = trigger
+        run.handled["last_handled_trigger_at"] = trigger
 
     remaining = desired.drift(spec, obj.owner, remote)
     reason = Reason.PAUSED if spec.paused else Reason.SYNCED
     message = f"remote sync {sync_id} matches generation {obj.generation}"
     if spec.paused:
         message = f"remote sync {sync_id} is paused as requested (generation {obj.generation})"
-    await _write_final(run, remote, creds, spec, remaining, reason, message)
+    await _write_final(run, conn, remote, remaining, reason, message)
     return Outcome(result="success", ready=True, group=group)
 
 
-async def _locate(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
-) -> SyncConfiguration | None:
+async def _locate(run: _Run, conn: _Connection) -> SyncConfiguration | None:
     """Find the remote sync this object owns (or is told to adopt); None means create one."""
-    obj, ctx = run.obj, run.ctx
-    known_id = obj.status.get("syncConfigId")
+    obj, spec = run.obj, conn.spec
+    known_id = obj.status.sync_config_id
     if known_id:
-        old_group = _recorded_group(obj, creds, spec)
-        remote = await _fetch(run, client, old_group, obj.status.get("bucketId") or spec.bucket_id, known_id)
+        remote = await _fetch(run, conn.client, conn.recorded, known_id)
         if remote is not None:
             await _check_owner(run, remote)
             return remote
@@ -615,7 +658,7 @@ async def _locate(
         )
         return None
     if spec.sync_config_id:
-        remote = await _fetch(run, client, group, spec.bucket_id, spec.sync_config_id)
+        remote = await _fetch(run, conn.client, conn.scope, spec.sync_config_id)
         if remote is None:
             raise _Stalled(
                 Reason.REMOTE_NOT_FOUND,
@@ -626,10 +669,7 @@ async def _locate(
         return remote
     # No identity yet. A previous attempt may have created it (our finalizer is the intent
     # marker), or the object may be a re-applied manifest whose old remote sync still exists.
-    if obj.has_finalizer:
-        found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
-    else:
-        found = await _find_owned(client, spec, obj, fresh=False, ctx=ctx, group=group)
+    found = await _find_owned(run, conn, conn.scope, fresh=obj.has_finalizer)
     if found is not None:
         await _check_owner(run, found)
         run.event(
@@ -640,36 +680,27 @@ async def _locate(
     return found
 
 
-def _recorded_group(obj: ObjectState, creds: Credentials, spec: BucketSyncSpec) -> GroupKey:
-    bucket = obj.status.get("bucketId") or spec.bucket_id
-    return (creds.fingerprint, obj.status.get("mixpeekNamespace") or creds.namespace, bucket)
-
-
 def _is_ours(remote: SyncConfiguration, obj: ObjectState) -> bool:
     uid, ref = _owner_of(remote)
     return uid == obj.uid or (uid is not None and ref == obj.ref)
 
 
 async def _find_owned(
-    client: MixpeekClient,
-    spec: BucketSyncSpec,
-    obj: ObjectState,
-    *,
-    fresh: bool,
-    ctx: ReconcileContext,
-    group: GroupKey,
+    run: _Run, conn: _Connection, scope: ListingScope, *, fresh: bool
 ) -> SyncConfiguration | None:
+    """The newest remote sync in `scope` marked as this object's: listed now, or from the cache."""
+    remote, connection_id = run.ctx.remote, conn.spec.connection_id
     if fresh:
-        listing = await client.list_all_syncs(
-            spec.bucket_id, ListSyncConfigurationsRequest(connection_id=spec.connection_id)
+        listing = await conn.client.list_all_syncs(
+            scope.bucket, ListSyncConfigurationsRequest(connection_id=connection_id)
         )
         candidates = listing.syncs
         for sync in candidates:
-            ctx.remote.remember(group, sync)
+            remote.remember(scope, sync)
     else:
-        candidates = await ctx.remote.listing(group) or []
+        candidates = await remote.listing(scope) or []
     for sync in candidates:  # newest first
-        if sync.connection_id == spec.connection_id and _is_ours(sync, obj):
+        if sync.connection_id == connection_id and _is_ours(sync, run.obj):
             return sync
     return None
 
@@ -689,46 +720,38 @@ async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
     # The marked owner is gone (deleted with deletionPolicy Orphan, or a rebuilt cluster): take over.
 
 
-async def _create(
-    run: _Run, spec: BucketSyncSpec, creds: Credentials, client: MixpeekClient, group: GroupKey
-) -> SyncConfiguration:
-    obj, ctx = run.obj, run.ctx
+async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
+    obj, ctx, spec = run.obj, run.ctx, conn.spec
     if not obj.has_finalizer:
         await ctx.writer.add_finalizer(obj)  # the create-intent marker; must precede the POST
     try:
         request = desired.create_request(spec, obj.owner)
     except desired.SpecConversionError as exc:
         raise _Stalled(Reason.INVALID_SPEC, str(exc)) from exc
-    remote = await client.create_sync(spec.bucket_id, request)
-    ctx.remote.remember(group, remote)
+    remote = await conn.client.create_sync(spec.bucket_id, request)
+    ctx.remote.remember(conn.scope, remote)
     run.event("Normal", "Created", f"created remote sync {remote.sync_config_id} in bucket {spec.bucket_id}")
     # Record the identity the moment it is known: at once when more remote calls follow
     # (they may fail), otherwise the final status write right after this carries it.
     if spec.paused != remote.paused or obj.annotations.get(TRIGGER_REQUESTED_AT):
         identity = {
-            "syncConfigId": remote.sync_config_id,
-            "bucketId": spec.bucket_id,
-            "mixpeekNamespace": creds.namespace,
+            "sync_config_id": remote.sync_config_id,
+            "bucket_id": spec.bucket_id,
+            "mixpeek_namespace": conn.creds.namespace,
         }
-        await ctx.writer.patch_status(obj, merge_patch(run.status, {**run.status, **identity}))
-        run.status.update(identity)
+        await _patch_status(run, run.status.model_copy(update=identity))
     return remote
 
 
 async def _replace_if_needed(
-    run: _Run,
-    spec: BucketSyncSpec,
-    creds: Credentials,
-    client: MixpeekClient,
-    group: GroupKey,
-    remote: SyncConfiguration,
+    run: _Run, conn: _Connection, remote: SyncConfiguration
 ) -> SyncConfiguration | None:
     """Create-only changes (and a move to another bucket or namespace) need a new remote sync."""
-    obj = run.obj
+    spec = conn.spec
     changes = [d.field for d in desired.create_only_differences(spec, remote)]
-    if (obj.status.get("bucketId") or spec.bucket_id) != spec.bucket_id:
+    if conn.recorded.bucket != conn.scope.bucket:
         changes.append("spec.bucketId")
-    if (obj.status.get("mixpeekNamespace") or creds.namespace) != creds.namespace:
+    if conn.recorded.mixpeek_namespace != conn.scope.mixpeek_namespace:
         changes.append("spec.mixpeekNamespace")
     if not changes:
         return None
@@ -746,11 +769,10 @@ async def _replace_if_needed(
             "an adopted sync is never replaced",
         )
     old_id = remote.sync_config_id or ""
-    old_group = _recorded_group(obj, creds, spec)
     with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
-        await client.delete_sync(obj.status.get("bucketId") or spec.bucket_id, old_id)
-    run.ctx.remote.forget(old_group, old_id)
-    new = await _create(run, spec, creds, client, group)
+        await conn.client.delete_sync(conn.recorded.bucket, old_id)
+    run.ctx.remote.forget(conn.recorded, old_id)
+    new = await _create(run, conn)
     run.event(
         "Normal",
         "Recreated",
@@ -781,20 +803,15 @@ async def _finalize(run: _Run) -> Outcome:
 
 
 async def _delete_remote(run: _Run, spec: BucketSyncSpec) -> None:
-    obj, ctx = run.obj, run.ctx
-    creds = await ctx.credentials.resolve(
-        obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
-    )
-    client = ctx.client_for(creds)
-    group = _recorded_group(obj, creds, spec)
-    sync_id = obj.status.get("syncConfigId")
+    conn = await _connect(run, spec)
+    sync_id = run.obj.status.sync_config_id
     if not sync_id:  # a create may have happened without being recorded
-        found = await _find_owned(client, spec, obj, fresh=True, ctx=ctx, group=group)
+        found = await _find_owned(run, conn, conn.recorded, fresh=True)
         sync_id = found.sync_config_id if found else None
     if sync_id:
         with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
-            await client.delete_sync(group[2], sync_id)
-        ctx.remote.forget(group, sync_id)
+            await conn.client.delete_sync(conn.recorded.bucket, sync_id)
+        run.ctx.remote.forget(conn.recorded, sync_id)
         run.event("Normal", "Deleted", f"deleted remote sync {sync_id}")
 
 
@@ -805,16 +822,13 @@ async def _orphan(run: _Run, spec: BucketSyncSpec) -> None:
     is stuck on them. Without them, the marker stays (a later adopter takes over a sync
     whose marked owner no longer exists anyway).
     """
-    obj, ctx = run.obj, run.ctx
-    sync_id = obj.status.get("syncConfigId")
+    sync_id = run.obj.status.sync_config_id
     if not sync_id:
         return
     note = ""
     try:
-        creds = await ctx.credentials.resolve(
-            obj.key, spec.credentials_ref.name if spec.credentials_ref else None, spec.mixpeek_namespace
-        )
-        await _release(ctx.client_for(creds), obj.status.get("bucketId") or spec.bucket_id, sync_id)
+        conn = await _connect(run, spec)
+        await _release(conn.client, conn.recorded.bucket, sync_id)
     except (CredentialError, MixpeekError) as exc:
         note = f"; its ownership marker could not be removed ({exc})"
     run.event("Normal", "Orphaned", f"left remote sync {sync_id} in place (deletionPolicy Orphan){note}")
@@ -822,7 +836,7 @@ async def _orphan(run: _Run, spec: BucketSyncSpec) -> None:
 
 async def _deletion_blocked(run: _Run, exc: CredentialError | MixpeekError) -> Outcome:
     message = (
-        f"cannot delete remote sync {run.obj.status.get('syncConfigId') or '(unknown id)'}: {exc}. "
+        f"cannot delete remote sync {run.obj.status.sync_config_id or '(unknown id)'}: {exc}. "
         "Fix the credentials, or set spec.deletionPolicy: Orphan to leave the remote sync in place"
     )
     if isinstance(exc, CredentialError) or _classify(exc)[1]:

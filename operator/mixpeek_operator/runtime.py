@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
-from mixpeek_operator.kube import KubeClient, KubeConnection
+from mixpeek_operator.kube import KubeClient, load_default_connection
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 
@@ -29,13 +28,6 @@ class OperatorConfig:
     log_format: str = "json"
 
 
-def kube_connection() -> KubeConnection:
-    """In a pod: the ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    if os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"):
-        return KubeConnection.in_cluster()
-    return KubeConnection.from_kubeconfig()
-
-
 class OperatorRuntime:
     def __init__(self, config: OperatorConfig, secrets: SecretRegistry) -> None:
         self.config = config
@@ -46,7 +38,8 @@ class OperatorRuntime:
         self._stop_metrics: Callable[[], None] | None = None
 
     async def start(self) -> Engine:
-        self.kube = KubeClient(kube_connection(), on_write=self.metrics.observe_kube_write)
+        # A provider, not a fixed connection: a 401 or an expiring exec credential reloads it.
+        self.kube = KubeClient(load_default_connection, on_write=self.metrics.observe_kube_write)
         store = CredentialStore(
             self._read_secret,
             default_secret=self.config.default_secret,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from kube_testing import TestingKubeClient
 from kubernetes import client as k8s
 
 from localcluster import ControlPlane, free_port, write_kubeconfig
@@ -90,16 +91,22 @@ def writes() -> Writes:
 
 
 @pytest.fixture
-async def kube(cluster: ControlPlane, crd_installed: None, writes: Writes) -> AsyncIterator[KubeClient]:
+async def kube(
+    cluster: ControlPlane, crd_installed: None, writes: Writes
+) -> AsyncIterator[TestingKubeClient]:
     connection = KubeConnection.from_kubeconfig(cluster.kubeconfig)
-    async with KubeClient(connection, on_write=lambda kind, status: writes.append((kind, status))) as client:
+    async with TestingKubeClient(
+        connection, on_write=lambda kind, status: writes.append((kind, status))
+    ) as client:
         yield client
 
 
 # --- reads and status -----------------------------------------------------------------------
 
 
-async def test_get_object_and_list(kube: KubeClient, api_client: k8s.ApiClient, namespace: str) -> None:
+async def test_get_object_and_list(
+    kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str
+) -> None:
     assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "missing") is None
     created = create(api_client, namespace, "a")
     create(api_client, namespace, "b")
@@ -113,7 +120,7 @@ async def test_get_object_and_list(kube: KubeClient, api_client: k8s.ApiClient, 
 
 
 async def test_patch_status_changes_status_only(
-    kube: KubeClient, api_client: k8s.ApiClient, namespace: str, writes: Writes
+    kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str, writes: Writes
 ) -> None:
     created = create(api_client, namespace, "s")
     patched = await kube.patch_status(
@@ -150,7 +157,7 @@ async def test_patch_status_changes_status_only(
 
 
 async def test_patch_object_merge_and_json(
-    kube: KubeClient, api_client: k8s.ApiClient, namespace: str
+    kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str
 ) -> None:
     create(api_client, namespace, "p")
     merged = await kube.patch_object(
@@ -166,7 +173,7 @@ async def test_patch_object_merge_and_json(
 
 
 async def test_finalizers_are_idempotent(
-    kube: KubeClient, api_client: k8s.ApiClient, namespace: str, writes: Writes
+    kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str, writes: Writes
 ) -> None:
     create(api_client, namespace, "f")
     first = await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "f", FINALIZER)
@@ -243,7 +250,7 @@ async def test_finalizer_edit_survives_a_concurrent_kubectl_edit(
 
 
 async def test_concurrent_finalizer_writers_all_survive(
-    kube: KubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str, writes: Writes
+    kube: TestingKubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str, writes: Writes
 ) -> None:
     create(api_client, namespace, "crowd")
     seed = "seed.example.com/keep"
@@ -266,7 +273,7 @@ async def test_concurrent_finalizer_writers_all_survive(
 
 
 async def test_removing_the_last_finalizer_lets_a_deleting_object_go(
-    kube: KubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str
+    kube: TestingKubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str
 ) -> None:
     create(api_client, namespace, "doomed")
     await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "doomed", FINALIZER)
@@ -284,7 +291,7 @@ async def test_removing_the_last_finalizer_lets_a_deleting_object_go(
 # --- secrets and events -------------------------------------------------------------------
 
 
-async def test_get_secret(kube: KubeClient, cluster: ControlPlane, namespace: str) -> None:
+async def test_get_secret(kube: TestingKubeClient, cluster: ControlPlane, namespace: str) -> None:
     cluster.kubectl(
         "-n", namespace, "create", "secret", "generic", "creds", "--from-literal=apiKey=sk_test_1"
     )
@@ -295,7 +302,7 @@ async def test_get_secret(kube: KubeClient, cluster: ControlPlane, namespace: st
 
 
 async def test_create_event_is_visible_to_kubectl(
-    kube: KubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str, writes: Writes
+    kube: TestingKubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str, writes: Writes
 ) -> None:
     obj = create(api_client, namespace, "evented")
     reference = ObjectReference.from_object(obj)
@@ -329,7 +336,7 @@ async def test_create_event_is_visible_to_kubectl(
 # --- errors and credentials ---------------------------------------------------------------
 
 
-async def test_typed_errors(kube: KubeClient, api_client: k8s.ApiClient, namespace: str) -> None:
+async def test_typed_errors(kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str) -> None:
     with pytest.raises(KubeNotFound) as missing:
         await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "ghost", {"status": {"syncConfigId": "x"}})
     assert missing.value.status == 404

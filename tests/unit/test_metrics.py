@@ -45,8 +45,9 @@ def test_rate_limiter_waits_accumulate(metrics: OperatorMetrics) -> None:
 
 def test_reconciles_by_result_start_at_zero(metrics: OperatorMetrics) -> None:
     get = metrics.registry.get_sample_value
-    for result in ("success", "error", "stalled", "requeued"):
+    for result in ("success", "error", "stalled"):
         assert get("bucketsync_reconcile_total", {"result": result}) == 0
+    assert get("bucketsync_reconcile_total", {"result": "requeued"}) is None  # never emitted
     metrics.observe_reconcile("success", 0.3)
     metrics.observe_reconcile("stalled", 0.1)
     assert get("bucketsync_reconcile_total", {"result": "success"}) == 1

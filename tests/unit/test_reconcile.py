@@ -26,9 +26,10 @@ from mixpeek_operator.emulator.config import EmulatorConfig
 from mixpeek_operator.emulator.state import Emulator
 from mixpeek_operator.emulator.testing import FROZEN_START
 from mixpeek_operator.emulator.traffic import FaultRule
+from mixpeek_operator.keys import ListingScope
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
 from mixpeek_operator.mixpeek.models import SyncConfiguration
-from mixpeek_operator.reconcile import GroupKey, ObjectState, Outcome, ReconcileContext, reconcile
+from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
 from mixpeek_operator.status import apply_conditions, merge_patch
 
 API_KEY = "sk_test_emulator"
@@ -80,19 +81,19 @@ class RecordingWriter:
 class NoCache:
     """A remote cache that knows nothing: every lookup falls back to a GET."""
 
-    def join(self, obj: tuple[str, str], group: GroupKey, client: MixpeekClient) -> None:
+    def join(self, obj: tuple[str, str], group: ListingScope, client: MixpeekClient) -> None:
         return None
 
-    async def lookup(self, group: GroupKey, sync_id: str) -> Literal["unknown"]:
+    async def lookup(self, group: ListingScope, sync_id: str) -> Literal["unknown"]:
         return "unknown"
 
-    async def listing(self, group: GroupKey) -> list[SyncConfiguration] | None:
+    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
         return None
 
-    def remember(self, group: GroupKey, sync: SyncConfiguration) -> None:
+    def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
         return None
 
-    def forget(self, group: GroupKey, sync_id: str) -> None:
+    def forget(self, group: ListingScope, sync_id: str) -> None:
         return None
 
 
@@ -345,9 +346,9 @@ def test_condition_transition_time_moves_only_on_a_flip() -> None:
         generation=2,
         now=t0 + timedelta(hours=2),
     )
-    assert first[0]["lastTransitionTime"] == same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    assert same[0]["message"] == "b"
-    assert flipped[0]["lastTransitionTime"] == "2026-01-01T02:00:00Z"
+    assert first[0].last_transition_time == same[0].last_transition_time == t0
+    assert same[0].message == "b"
+    assert flipped[0].last_transition_time == t0 + timedelta(hours=2)
 
 
 def test_merge_patch_is_minimal_and_removes_keys() -> None:
@@ -355,3 +356,21 @@ def test_merge_patch_is_minimal_and_removes_keys() -> None:
     new = {"a": 1, "b": {"c": 2, "d": 4}, "list": [1, 2, 3]}
     assert merge_patch(old, new) == {"b": {"d": 4}, "gone": None, "list": [1, 2, 3]}
     assert merge_patch(new, new) == {}
+
+
+async def test_status_fields_unknown_to_this_version_are_left_alone(harness: Harness) -> None:
+    await harness.run()
+    harness.writer.body["status"]["fieldOfANewerVersion"] = {"kept": True}
+    harness.writer.body["spec"]["batchSize"] = 9
+    harness.writer.body["metadata"]["generation"] = 2
+    await harness.run()
+    assert harness.writer.body["status"]["fieldOfANewerVersion"] == {"kept": True}
+    assert harness.writer.body["status"]["observedGeneration"] == 2
+
+
+async def test_a_status_that_does_not_parse_is_rewritten_whole(harness: Harness) -> None:
+    harness.writer.body["status"] = {"observedGeneration": "not a number", "conditions": "garbage"}
+    outcome = await harness.run()
+    assert outcome.result == "success"
+    assert harness.writer.body["status"]["observedGeneration"] == 1
+    assert condition(harness.writer.body, "Ready")["status"] == "True"

@@ -6,6 +6,7 @@ FastAPI and uvicorn are imported inside `run`, so `mixpeek-operator --help` stay
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -75,7 +76,26 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _missing_extra() -> list[str]:
+    missing = []
+    for name in ("fastapi", "uvicorn"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = _missing_extra()
+    if missing:
+        print(
+            f"mixpeek emulator: {', '.join(missing)} not installed; the emulator is an optional extra: "
+            "pip install 'mixpeek-operator[emulator]'",
+            file=sys.stderr,
+        )
+        return 2
+
     import yaml
 
     from mixpeek_operator.emulator.config import Behaviour, EmulatorConfig

@@ -1,0 +1,274 @@
+"""The remote cache: one paged listing per listing scope (credential, Mixpeek namespace,
+bucket), refreshed on a jittered interval, shared by every object in that scope.
+
+An idle fleet costs one list per bucket per interval and no Kubernetes writes: after each
+listing only the objects whose remote sync changed (by a digest of the fields status and
+drift depend on) are enqueued. Reconciles read the cache (`lookup`, `listing`) and write
+through it (`remember`, `forget`), so a listing that was in flight while we wrote never
+rolls our write back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from mixpeek_operator.keys import ListingScope, ObjectKey
+from mixpeek_operator.mixpeek import MixpeekError, SyncListing
+from mixpeek_operator.mixpeek.models import SyncConfiguration
+from mixpeek_operator.workqueue import Backoff
+
+log = logging.getLogger("mixpeek_operator.observer")
+
+# How long a reconcile waits for its scope's first listing before falling back to a GET.
+PRIME_WAIT_SECONDS = 30.0
+# Backoff between failed listings of one scope.
+_LISTING_BACKOFF = Backoff(base=1.0, cap=60.0)
+# The remote fields that status or drift depend on (not locks or cursors).
+_PROJECTED_FIELDS = {
+    "sync_config_id",
+    "connection_id",
+    "source_path",
+    "file_filters",
+    "schema_mapping",
+    "sync_mode",
+    "polling_interval_seconds",
+    "batch_size",
+    "skip_batch_submission",
+    "status",
+    "is_active",
+    "total_files_discovered",
+    "total_files_synced",
+    "total_files_failed",
+    "total_bytes_synced",
+    "last_sync_at",
+    "next_sync_at",
+    "last_error",
+    "consecutive_failures",
+    "metadata",
+    "paused",
+    "sync_run_counter",
+    "batches_created",
+}
+
+
+class Lister(Protocol):
+    """What the observer needs of a Mixpeek client."""
+
+    async def list_all_syncs(self, bucket_id: str, /, *, page_size: int) -> SyncListing: ...
+
+
+@dataclass(frozen=True)
+class ObserverSettings:
+    interval: float = 60.0
+    jitter: float = 0.1
+    page_size: int = 1000
+
+
+def remote_projection(sync: SyncConfiguration | None) -> str | None:
+    """A digest of the remote fields that status or drift depend on."""
+    if sync is None:
+        return None
+    data = sync.model_dump(mode="json", include=_PROJECTED_FIELDS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Member:
+    sync_id: str | None = None  # the object's remote sync, once a reconcile found it
+    seen: str | None = None  # projection of that sync the object was last reconciled against
+
+
+@dataclass
+class Listing:
+    """One scope's cache and the state of its polling loop."""
+
+    scope: ListingScope
+    client: Lister
+    members: dict[ObjectKey, _Member] = field(default_factory=dict)
+    syncs: dict[str, SyncConfiguration] = field(default_factory=dict)
+    touched: dict[str, float] = field(default_factory=dict)  # sync id -> when we last wrote it
+    fetched_at: float | None = None
+    primed: asyncio.Event = field(default_factory=asyncio.Event)
+    error: MixpeekError | None = None
+    failures: int = 0
+    task: asyncio.Task[None] | None = None
+    lists: int = 0
+    pages: int = 0
+
+
+class Observer:
+    """The remote cache (one listing per scope) and the polling loops that refresh it."""
+
+    def __init__(
+        self,
+        settings: ObserverSettings,
+        enqueue: Callable[[ObjectKey], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._enqueue = enqueue
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+        self.listings: dict[ListingScope, Listing] = {}
+        self._membership: dict[ObjectKey, ListingScope] = {}
+
+    # --- membership ------------------------------------------------------------------------
+
+    def join(self, obj: ObjectKey, scope: ListingScope, client: Lister) -> None:
+        previous = self._membership.get(obj)
+        if previous is not None and previous != scope:
+            self.leave(obj)
+        listing = self.listings.get(scope)
+        if listing is None:
+            listing = self.listings[scope] = Listing(scope=scope, client=client)
+            listing.task = asyncio.create_task(
+                self._poll(listing), name=f"observe {scope.mixpeek_namespace}/{scope.bucket}"
+            )
+        listing.client = client
+        listing.members.setdefault(obj, _Member())
+        self._membership[obj] = scope
+
+    def leave(self, obj: ObjectKey) -> None:
+        scope = self._membership.pop(obj, None)
+        listing = self.listings.get(scope) if scope else None
+        if listing is None:
+            return
+        listing.members.pop(obj, None)
+        if not listing.members:
+            if listing.task is not None:
+                listing.task.cancel()
+            del self.listings[listing.scope]
+
+    def settle(self, obj: ObjectKey, scope: ListingScope, sync_id: str | None) -> None:
+        """After a reconcile: the object's remote sync as it now is counts as seen."""
+        listing = self.listings.get(scope)
+        member = listing.members.get(obj) if listing else None
+        if listing is None or member is None:
+            return
+        member.sync_id = sync_id
+        member.seen = remote_projection(listing.syncs.get(sync_id)) if sync_id else None
+
+    # --- the cache (reconcile.RemoteCache) -------------------------------------------------
+
+    async def _wait_primed(self, listing: Listing) -> None:
+        if not listing.primed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listing.primed.wait(), PRIME_WAIT_SECONDS)
+
+    def _fresh(self, listing: Listing) -> bool:
+        return (
+            listing.fetched_at is not None
+            and self._clock() - listing.fetched_at < 2 * self._settings.interval
+        )
+
+    async def lookup(
+        self, scope: ListingScope, sync_id: str
+    ) -> SyncConfiguration | Literal["unknown"] | None:
+        listing = self.listings.get(scope)
+        if listing is None:
+            return "unknown"
+        await self._wait_primed(listing)
+        sync = listing.syncs.get(sync_id)
+        # Absent from a listing is not proof of deletion (it may be newer): let the caller GET.
+        return sync if sync is not None and self._fresh(listing) else "unknown"
+
+    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
+        listing = self.listings.get(scope)
+        if listing is None:
+            return None
+        await self._wait_primed(listing)
+        if listing.error is not None and listing.fetched_at is None:
+            raise listing.error
+        return sorted(
+            listing.syncs.values(),
+            key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
+
+    def remember(self, scope: ListingScope, sync: SyncConfiguration) -> None:
+        listing = self.listings.get(scope)
+        if listing is None or not sync.sync_config_id:
+            return
+        listing.syncs[sync.sync_config_id] = sync
+        listing.touched[sync.sync_config_id] = self._clock()
+
+    def forget(self, scope: ListingScope, sync_id: str) -> None:
+        listing = self.listings.get(scope)
+        if listing is None:
+            return
+        listing.syncs.pop(sync_id, None)
+        listing.touched[sync_id] = self._clock()
+
+    # --- polling -----------------------------------------------------------------------------
+
+    async def _poll(self, listing: Listing) -> None:
+        while True:
+            await self._sleep(await self.refresh(listing))
+
+    async def refresh(self, listing: Listing) -> float:
+        """List the scope once, enqueue the members whose sync changed; the delay to the next list."""
+        started = self._clock()
+        try:
+            result = await listing.client.list_all_syncs(
+                listing.scope.bucket, page_size=self._settings.page_size
+            )
+        except MixpeekError as exc:
+            listing.failures += 1
+            listing.error = exc
+            listing.primed.set()  # waiters fall back to GETs and see the error there
+            log.warning(
+                "listing bucket %s failed: %s",
+                listing.scope.bucket,
+                exc,
+                extra={"bucket": listing.scope.bucket},
+            )
+            retry_after = getattr(exc, "retry_after", None) or 0.0
+            return max(retry_after, _LISTING_BACKOFF.delay(listing.failures, self._jitter()))
+        listing.failures, listing.error = 0, None
+        listing.lists += 1
+        listing.pages += result.pages_fetched
+        self._store(listing, result.syncs, started)
+        for obj, member in list(listing.members.items()):
+            if member.sync_id is None:
+                continue
+            projection = remote_projection(listing.syncs.get(member.sync_id))
+            if member.seen != projection:
+                member.seen = projection
+                self._enqueue(obj)
+        spread = self._settings.jitter * (2 * self._jitter() - 1)
+        return self._settings.interval * (1 + spread)
+
+    def _store(self, listing: Listing, syncs: list[SyncConfiguration], started: float) -> None:
+        listed = {sync.sync_config_id: sync for sync in syncs if sync.sync_config_id}
+        # Keep what we wrote while the list was in flight; the listing may predate it.
+        for sync_id, when in listing.touched.items():
+            if when >= started:
+                if sync_id in listing.syncs:
+                    listed[sync_id] = listing.syncs[sync_id]
+                else:
+                    listed.pop(sync_id, None)
+        listing.syncs = listed
+        listing.touched = {k: v for k, v in listing.touched.items() if v >= started}
+        listing.fetched_at = started
+        listing.primed.set()
+
+    async def close(self) -> None:
+        tasks = [listing.task for listing in self.listings.values() if listing.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.listings.clear()

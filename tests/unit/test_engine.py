@@ -1,0 +1,369 @@
+"""The engine without a cluster: watch events in, reconciles through the real reconcile,
+Mixpeek played by the emulator in process, and an in-memory Kubernetes API (our own
+`engine.KubeApi` port) that applies finalizer edits and status patches the way the API
+server does. Time is a fake clock; workers are driven with `Engine.step()`, so nothing
+sleeps."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fakes import FakeClock, ParkedSleep
+
+from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
+from mixpeek_operator.credentials import CredentialStore
+from mixpeek_operator.emulator.app import create_app
+from mixpeek_operator.emulator.config import EmulatorConfig
+from mixpeek_operator.emulator.state import Emulator
+from mixpeek_operator.emulator.testing import FROZEN_START
+from mixpeek_operator.emulator.traffic import FaultRule
+from mixpeek_operator.engine import Engine, EngineSettings
+from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.kube import EventType, JsonObject, KubeConflict, KubeNotFound, ObjectReference
+from mixpeek_operator.metrics import OperatorMetrics
+from mixpeek_operator.mixpeek import RateLimiterRegistry
+from mixpeek_operator.status import merge_patch
+
+KEY = ObjectKey("team", "demo")
+NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+
+
+def secret(api_key: str = "sk_test_emulator") -> dict[str, Any]:
+    data = {"apiKey": api_key, "namespace": "default", "baseUrl": "http://emulator"}
+    return {
+        "metadata": {"namespace": "team", "name": "creds"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def bucketsync(name: str = "demo") -> dict[str, Any]:
+    return {
+        "apiVersion": "mixpeek.com/v1alpha1",
+        "kind": "BucketSync",
+        "metadata": {
+            "name": name,
+            "namespace": "team",
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "bucketId": "bkt_demo",
+            "connectionId": "conn_s3_demo",
+            "sourcePath": "demo-bucket/videos",
+            "credentialsRef": {"name": "creds"},
+        },
+    }
+
+
+@dataclass
+class InMemoryKube:
+    """The Kubernetes API as the engine uses it, over a dict of object bodies."""
+
+    objects: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    fail_status_with: Exception | None = None
+    revision: int = 100
+
+    def _bump(self, key: ObjectKey) -> JsonObject:
+        self.revision += 1
+        self.objects[key]["metadata"]["resourceVersion"] = str(self.revision)
+        return copy.deepcopy(self.objects[key])
+
+    async def add_finalizer(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        finalizer: str,
+        *,
+        current: JsonObject | None = None,
+    ) -> JsonObject:
+        key = ObjectKey(namespace or "", name)
+        self.writes.append("add_finalizer")
+        self.objects[key]["metadata"].setdefault("finalizers", []).append(finalizer)
+        return self._bump(key)
+
+    async def remove_finalizer(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+    ) -> JsonObject | None:
+        key = ObjectKey(namespace or "", name)
+        self.writes.append("remove_finalizer")
+        body = self.objects.get(key)
+        if body is None:
+            return None
+        body["metadata"]["finalizers"].remove(finalizer)
+        return self._bump(key)
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
+    ) -> JsonObject:
+        if self.fail_status_with is not None:
+            raise self.fail_status_with
+        key = ObjectKey(namespace or "", name)
+        self.writes.append("patch_status")
+        body = self.objects[key]
+        status = body.get("status") or {}
+        new = _merge(status, patch["status"])
+        assert merge_patch(status, new) is not None or patch["status"] == {}
+        body["status"] = new
+        return self._bump(key)
+
+    async def create_event(
+        self, involved: ObjectReference, *, type: EventType, reason: str, message: str
+    ) -> JsonObject:
+        self.events.append(reason)
+        return {}
+
+    async def get_object(
+        self, group: str, version: str, plural: str, namespace: str | None, name: str
+    ) -> JsonObject | None:
+        body = self.objects.get(ObjectKey(namespace or "", name))
+        return copy.deepcopy(body) if body else None
+
+    def body(self, key: ObjectKey = KEY) -> dict[str, Any]:
+        return copy.deepcopy(self.objects[key])
+
+
+def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Rig:
+    engine: Engine
+    kube: InMemoryKube
+    clock: FakeClock
+    emulator: Emulator
+    secrets: dict[tuple[str, str], dict[str, Any]]
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        """Create or update an object and deliver the watch event, as the API server would."""
+        key = ObjectKey(body["metadata"]["namespace"], body["metadata"]["name"])
+        self.kube.objects[key] = copy.deepcopy(body)
+        await self.engine.on_object_event("MODIFIED", self.kube.body(key))
+
+    async def echo(self, key: ObjectKey = KEY) -> None:
+        """Deliver the watch event of the object's current state (our own writes come back)."""
+        await self.engine.on_object_event("MODIFIED", self.kube.body(key))
+
+    async def drain(self) -> list[ObjectKey]:
+        """Run every reconcile that is due now."""
+        done = []
+        while (key := await self.engine.step()) is not None:
+            done.append(key)
+        return done
+
+    def condition(self, kind: str, key: ObjectKey = KEY) -> dict[str, Any]:
+        return next(c for c in self.kube.objects[key]["status"]["conditions"] if c["type"] == kind)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    app = create_app(EmulatorConfig(time_scale=0, start_time=FROZEN_START))
+    secrets = {("team", "creds"): secret()}
+
+    async def read_secret(namespace: str, name: str) -> Mapping[str, Any] | None:
+        return secrets.get((namespace, name))
+
+    clock, kube = FakeClock(), InMemoryKube()
+    engine = Engine(
+        kube=kube,
+        credentials=CredentialStore(read_secret, default_secret=None),
+        metrics=OperatorMetrics(),
+        settings=EngineSettings(workers=1, backoff_base=1.0, backoff_cap=300.0),
+        rate_limiters=RateLimiterRegistry(),
+        clock=clock,
+        now=lambda: NOW,
+        sleep=ParkedSleep(),
+        mixpeek_transport=httpx.ASGITransport(app=app),
+    )
+    yield Rig(engine, kube, clock, app.state.emulator, secrets)
+    await engine.stop()
+
+
+def sample(engine: Engine, name: str, labels: dict[str, str] | None = None) -> float:
+    return engine.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_a_new_object_is_reconciled_once_and_our_own_writes_do_not_wake_it(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    assert rig.kube.writes == ["add_finalizer", "patch_status"]
+    assert rig.condition("Ready")["status"] == "True"
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == [FINALIZER]
+    await rig.echo()  # the watch event of our status write
+    assert await rig.drain() == []
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "success"}) == 1
+    # Time to Ready: creation at 00:00:00, Ready at 00:00:30.
+    assert sample(rig.engine, "bucketsync_time_to_ready_seconds_sum") == 30.0
+
+
+async def test_a_spec_change_or_a_request_annotation_wakes_it(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    body = rig.kube.body()
+    body["metadata"]["labels"] = {"team": "video"}  # metadata the reconcile does not act on
+    await rig.apply(body)
+    assert await rig.drain() == []
+    body["spec"]["batchSize"] = 7
+    body["metadata"]["generation"] = 2
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.objects[KEY]["status"]["observedGeneration"] == 2
+    body = rig.kube.body()
+    body["metadata"]["annotations"] = {RECONCILE_REQUESTED_AT: "now"}
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.objects[KEY]["status"]["lastHandledReconcileAt"] == "now"
+
+
+async def test_a_late_watch_event_does_not_roll_the_record_back(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    stale = rig.kube.body()
+    await rig.drain()
+    await rig.engine.on_object_event("MODIFIED", stale)  # resourceVersion 1, we hold a newer one
+    assert rig.engine.objects[KEY].body["status"]["conditions"]
+
+
+async def test_failures_are_retried_with_backoff_and_a_success_resets_it(rig: Rig) -> None:
+    rig.emulator.faults.rules.append(FaultRule(endpoint="create", error_count=2, error_status=503))
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    assert rig.engine.queue.failures(KEY) == 1
+    delay = rig.engine.queue.next_due()
+    assert delay is not None
+    assert 0.0 <= delay <= 1.0
+    rig.clock.advance(1.0)
+    assert await rig.drain() == [KEY]
+    assert rig.engine.queue.failures(KEY) == 2
+    assert (rig.engine.queue.next_due() or 0.0) <= 2.0
+    rig.clock.advance(2.0)
+    assert await rig.drain() == [KEY]
+    assert rig.engine.queue.failures(KEY) == 0
+    assert rig.condition("Ready")["status"] == "True"
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "error"}) == 2
+
+
+async def test_a_crashing_reconcile_is_logged_and_retried(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    rig.kube.fail_status_with = RuntimeError("boom")
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.ERROR, logger="mixpeek_operator.engine"):
+        assert await rig.drain() == [KEY]
+    assert "reconcile crashed" in caplog.text
+    assert rig.engine.queue.failures(KEY) == 1
+    rig.kube.fail_status_with = None
+    rig.clock.advance(1.0)
+    assert await rig.drain() == [KEY]
+    assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_refused_status_write_is_retried_without_a_crash(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.kube.fail_status_with = KubeConflict(409, "Conflict", "the object has been modified")
+    await rig.apply(bucketsync())
+    with caplog.at_level(logging.WARNING):
+        assert await rig.drain() == [KEY]
+    assert "reconcile crashed" not in caplog.text
+    assert "status not written, will retry: 409 Conflict: the object has been modified" in caplog.text
+    assert rig.engine.queue.failures(KEY) == 1
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "error"}) == 1
+    rig.kube.fail_status_with = None
+    rig.clock.advance(1.0)
+    assert await rig.drain() == [KEY]
+    assert rig.condition("Ready")["status"] == "True"
+
+
+async def test_a_status_write_to_a_deleted_object_is_not_an_error(rig: Rig) -> None:
+    rig.kube.fail_status_with = KubeNotFound(404, "NotFound", 'bucketsyncs.mixpeek.com "demo" not found')
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    assert rig.engine.queue.failures(KEY) == 0
+    assert sample(rig.engine, "bucketsync_reconcile_total", {"result": "success"}) == 1
+
+
+async def test_a_stalled_object_requeues_only_when_told(rig: Rig) -> None:
+    rig.secrets.clear()
+    await rig.apply(bucketsync())
+    await rig.drain()
+    assert rig.condition("Stalled")["reason"] == "SecretNotFound"
+    assert rig.engine.queue.next_due() is None  # a missing Secret waits for the Secret
+    assert rig.engine.queue.failures(KEY) == 0
+
+
+async def test_a_secret_change_requeues_its_dependents_at_once(rig: Rig) -> None:
+    rig.secrets[("team", "creds")] = secret("sk_test_wrong")
+    await rig.apply(bucketsync())
+    await rig.apply(bucketsync("other"))
+    await rig.drain()
+    assert rig.condition("Stalled")["reason"] == "AuthFailed"
+    assert (rig.engine.queue.next_due() or 0) == 300.0
+    rig.secrets[("team", "creds")] = secret()
+    await rig.engine.on_secret_event("MODIFIED", secret())
+    assert sorted(await rig.drain()) == [KEY, ObjectKey("team", "other")]
+    assert rig.condition("Ready")["status"] == "True"
+    await rig.engine.on_secret_event("MODIFIED", secret())  # same content: nothing to do
+    assert await rig.drain() == []
+
+
+async def test_a_remote_change_seen_by_the_observer_wakes_the_object(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    sync_id = rig.kube.objects[KEY]["status"]["syncConfigId"]
+    rig.emulator.admin_patch(sync_id, {"batch_size": 99})
+    (listing,) = rig.engine.observer.listings.values()
+    rig.clock.advance(60.0)  # the next listing, begun after our last write
+    await rig.engine.observer.refresh(listing)
+    await rig.engine.wait_background()
+    assert await rig.drain() == [KEY]
+    assert rig.emulator.find(sync_id).config.batch_size == 50
+    assert "DriftCorrected" in rig.kube.events
+
+
+async def test_deletion_removes_the_finalizer_and_a_deleted_event_forgets_everything(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    sync_id = rig.kube.objects[KEY]["status"]["syncConfigId"]
+    body = rig.kube.body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == []
+    assert "Deleted" in rig.kube.events
+    assert sync_id not in [record.config.sync_config_id for record in rig.emulator.all_syncs()]
+    await rig.engine.on_object_event("DELETED", rig.kube.body())
+    assert KEY not in rig.engine.objects
+    assert rig.engine.observer.listings == {}
+    assert len(rig.engine.queue) == 0
+    # The Secret no longer has this dependent.
+    assert rig.engine.credentials.secret_changed(("team", "creds"), secret("sk_x")) == set()
+
+
+async def test_readiness_summary_counts_every_object(rig: Rig) -> None:
+    rig.secrets.clear()
+    await rig.apply(bucketsync())
+    assert list(rig.engine.readiness_summary()) == [("Unknown", "")]
+    await rig.drain()
+    assert list(rig.engine.readiness_summary()) == [("False", "SecretNotFound")]

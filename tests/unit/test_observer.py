@@ -1,0 +1,175 @@
+"""The observer (remote cache and listing loop) on a fake clock, with an in-memory lister
+standing in for the Mixpeek client's `list_all_syncs`. Nothing here sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from fakes import FakeClock, ParkedSleep
+
+from mixpeek_operator.keys import ListingScope, ObjectKey
+from mixpeek_operator.mixpeek import APIConnectionError, MixpeekError, RateLimitError, SyncListing
+from mixpeek_operator.mixpeek.models import SyncConfiguration
+from mixpeek_operator.observer import Observer, ObserverSettings
+
+SCOPE = ListingScope("sha256:abc", "ns", "bkt_1")
+OTHER_SCOPE = ListingScope("sha256:abc", "ns", "bkt_2")
+A, B = ObjectKey("team", "a"), ObjectKey("team", "b")
+
+
+def sync(sync_id: str, **fields: object) -> SyncConfiguration:
+    return SyncConfiguration.model_validate(
+        {
+            "sync_config_id": sync_id,
+            "bucket_id": "bkt_1",
+            "connection_id": "conn_1",
+            "internal_id": "int",
+            "namespace_id": "ns",
+            "source_path": "bucket/path",
+            "created_by_user_id": "user",
+            **fields,
+        }
+    )
+
+
+@dataclass
+class FakeLister:
+    syncs: list[SyncConfiguration] = field(default_factory=list)
+    error: MixpeekError | None = None
+    calls: list[str] = field(default_factory=list)
+    during_call: Callable[[], None] | None = None  # runs while the list is "in flight"
+
+    async def list_all_syncs(self, bucket_id: str, /, *, page_size: int) -> SyncListing:
+        self.calls.append(bucket_id)
+        if self.during_call is not None:
+            self.during_call()
+        if self.error is not None:
+            raise self.error
+        return SyncListing(list(self.syncs), 1)
+
+
+@dataclass
+class Rig:
+    observer: Observer
+    clock: FakeClock
+    sleep: ParkedSleep
+    lister: FakeLister
+    enqueued: list[ObjectKey]
+
+    async def joined(self, obj: ObjectKey, scope: ListingScope = SCOPE) -> None:
+        """Join and wait for the scope's first listing (the loop then parks in its sleep)."""
+        self.observer.join(obj, scope, self.lister)
+        await self.observer.listings[scope].primed.wait()
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    clock, sleep, enqueued = FakeClock(), ParkedSleep(), []
+    observer = Observer(
+        ObserverSettings(interval=60.0, jitter=0.1, page_size=50),
+        enqueued.append,
+        clock=clock,
+        sleep=sleep,
+        jitter=lambda: 0.5,
+    )
+    yield Rig(observer, clock, sleep, FakeLister([sync("s1")]), enqueued)
+    await observer.close()
+
+
+async def test_objects_in_one_scope_share_one_listing(rig: Rig) -> None:
+    await rig.joined(A)
+    await rig.joined(B)
+    assert rig.lister.calls == ["bkt_1"]
+    assert rig.sleep.delays == [60.0]  # jitter 0.5 is the middle of the ±10 % spread
+    await rig.joined(A, OTHER_SCOPE)  # A moves to another bucket: a second listing
+    assert sorted(rig.lister.calls) == ["bkt_1", "bkt_2"]
+    assert set(rig.observer.listings[SCOPE].members) == {B}
+
+
+async def test_the_last_member_leaving_stops_the_listing(rig: Rig) -> None:
+    await rig.joined(A)
+    task = rig.observer.listings[SCOPE].task
+    rig.observer.leave(A)
+    assert SCOPE not in rig.observer.listings
+    assert task is not None
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_fresh_listing_answers_lookups_and_a_stale_one_does_not(rig: Rig) -> None:
+    await rig.joined(A)
+    found = await rig.observer.lookup(SCOPE, "s1")
+    assert isinstance(found, SyncConfiguration)
+    assert found.sync_config_id == "s1"
+    # Absent from a listing is not proof of deletion: the caller must GET.
+    assert await rig.observer.lookup(SCOPE, "s2") == "unknown"
+    assert await rig.observer.lookup(OTHER_SCOPE, "s1") == "unknown"
+    rig.clock.advance(120.0)  # two intervals without a listing
+    assert await rig.observer.lookup(SCOPE, "s1") == "unknown"
+
+
+async def test_only_members_whose_remote_sync_changed_are_enqueued(rig: Rig) -> None:
+    rig.lister.syncs = [sync("s1"), sync("s2")]
+    await rig.joined(A)
+    await rig.joined(B)
+    rig.observer.settle(A, SCOPE, "s1")
+    rig.observer.settle(B, SCOPE, "s2")
+    listing = rig.observer.listings[SCOPE]
+    await rig.observer.refresh(listing)
+    assert rig.enqueued == []  # nothing changed since the reconciles
+    rig.lister.syncs = [sync("s1", batch_size=99), sync("s2", locked_by_worker_id="w")]
+    await rig.observer.refresh(listing)
+    assert rig.enqueued == [A]  # a lock is not a change the object cares about
+    rig.lister.syncs = [sync("s1", batch_size=99)]
+    await rig.observer.refresh(listing)
+    assert rig.enqueued == [A, B]  # s2 vanished
+
+
+async def test_a_write_during_a_listing_is_not_rolled_back_by_it(rig: Rig) -> None:
+    await rig.joined(A)
+    listing = rig.observer.listings[SCOPE]
+    created = sync("s9")
+
+    def write_while_listing() -> None:
+        rig.observer.remember(SCOPE, created)
+        rig.observer.forget(SCOPE, "s1")
+
+    rig.lister.during_call = write_while_listing
+    await rig.observer.refresh(listing)  # the listing still has s1 and lacks s9
+    assert set(listing.syncs) == {"s9"}
+    rig.lister.during_call = None
+    rig.clock.advance(1)
+    await rig.observer.refresh(listing)  # a listing started after the write is believed
+    assert set(listing.syncs) == {"s1"}
+
+
+async def test_listing_order_is_newest_first(rig: Rig) -> None:
+    rig.lister.syncs = [
+        sync("old", created_at="2026-01-01T00:00:00Z"),
+        sync("new", created_at="2026-02-01T00:00:00Z"),
+    ]
+    await rig.joined(A)
+    listed = await rig.observer.listing(SCOPE)
+    assert [s.sync_config_id for s in listed or []] == ["new", "old"]
+    assert await rig.observer.listing(OTHER_SCOPE) is None
+
+
+async def test_a_failing_listing_backs_off_and_surfaces_the_error(rig: Rig) -> None:
+    rig.lister.error = APIConnectionError("connection refused")
+    await rig.joined(A)
+    listing = rig.observer.listings[SCOPE]
+    with pytest.raises(APIConnectionError):
+        await rig.observer.listing(SCOPE)  # never listed: the reconcile sees the error
+    assert rig.sleep.delays == [0.5]  # full jitter of the 1 s base
+    assert await rig.observer.refresh(listing) == 1.0
+    assert await rig.observer.refresh(listing) == 2.0
+    rig.lister.error = RateLimitError(status_code=429, error_type=None, message="slow down", retry_after=30)
+    assert await rig.observer.refresh(listing) == 30.0  # Retry-After is never undercut
+    rig.lister.error = None
+    assert await rig.observer.refresh(listing) == 60.0
+    assert listing.failures == 0
+    assert [s.sync_config_id for s in await rig.observer.listing(SCOPE) or []] == ["s1"]
