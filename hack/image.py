@@ -51,46 +51,34 @@ def archive_path(ref: str) -> Path:
     return image_dir() / (re.sub(r"[^A-Za-z0-9_.-]", "_", ref) + ".tar")
 
 
-def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, text=True, capture_output=True, check=False, **kwargs)  # type: ignore[call-overload]
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, text=True, capture_output=True, check=False, cwd=cwd)
     if result.returncode != 0:
         raise RuntimeError(
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
-    return result  # type: ignore[no-any-return]
+    return result
+
+
+def _buildah_command(*args: str) -> list[str]:
+    """buildah with its own storage under the cache directory (never the machine's default)."""
+    storage = k8sbuild.cache_root() / "buildah"
+    return [
+        "buildah",
+        f"--root={storage / 'storage'}",
+        f"--runroot={storage / 'run'}",
+        "--storage-driver=overlay",
+        *args,
+    ]
 
 
 def _buildah(*args: str) -> subprocess.CompletedProcess[str]:
-    storage = k8sbuild.cache_root() / "buildah"
-    return _run(
-        [
-            "buildah",
-            f"--root={storage / 'storage'}",
-            f"--runroot={storage / 'run'}",
-            "--storage-driver=overlay",
-            *args,
-        ]
-    )
+    return _run(_buildah_command(*args))
 
 
 def _has_image(ref: str) -> bool:
-    storage = k8sbuild.cache_root() / "buildah"
-    return (
-        subprocess.run(
-            [
-                "buildah",
-                f"--root={storage / 'storage'}",
-                f"--runroot={storage / 'run'}",
-                "--storage-driver=overlay",
-                "inspect",
-                "--type=image",
-                ref,
-            ],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
+    command = _buildah_command("inspect", "--type=image", ref)
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
 def debian_mirror(sources: Path = Path("/etc/apt")) -> str:
@@ -182,6 +170,8 @@ def wheelhouse(directory: Path) -> Path:
             "--quiet",
             "--wheel-dir",
             str(directory),
+            # The extras the Dockerfile installs (the emulator runs from the same image) and
+            # the build backend pyproject.toml names.
             ".[emulator]",
             *tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]["requires"],
         ],

@@ -147,6 +147,7 @@ def _build_from_wrapper(version: str, bin_dir: Path, targets: dict[str, str]) ->
     if all((bin_dir / name).is_file() for name in targets):
         return bin_dir
     work = bin_dir.parent / f"{bin_dir.name}-wrapper"
+    bin_dir.parent.mkdir(parents=True, exist_ok=True)
     log = bin_dir.parent / f"{bin_dir.name}-build.log"
     log.write_text("")
     _write_wrapper(work, version, log, [pkg for pkg in targets.values() if not pkg.startswith("./")])

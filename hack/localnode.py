@@ -402,7 +402,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "healthzBindAddress": "127.0.0.1:10256",
             # 0: leave the conntrack table size and timeouts alone (host-wide sysctls).
             "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-            "iptables": {"localhostNodePorts": False},
+            # Masquerade Service traffic too: a reply from a pod on the same bridge then goes
+            # back through the node's iptables even where br_netfilter is unavailable.
+            "iptables": {"localhostNodePorts": False, "masqueradeAll": True},
         }
         path = self.workdir / "kube-proxy-config.json"
         path.write_text(json.dumps(config, indent=2))

@@ -247,7 +247,7 @@ class Engine:
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
-        self._kube_outage: dict[ObjectKey, str] = {}  # objects whose last reconcile hit an outage
+        self._kube_outage: set[ObjectKey] = set()  # objects whose last reconcile hit an outage
         self.context = ReconcileContext(
             writer=_Writer(self),
             credentials=credentials,
@@ -324,6 +324,7 @@ class Engine:
         self.observer.leave(key)
         self.credentials.forget(key)
         await self.queue.discard(key)
+        self._kube_outage.discard(key)
         if self.secret_guard is not None:
             await self.secret_guard.object_gone(key, record.body if record else None)
 
@@ -382,7 +383,8 @@ class Engine:
     async def _handle(self, key: ObjectKey) -> None:
         try:
             await self._process(key)
-            if self._kube_outage.pop(key, None) is not None:
+            if key in self._kube_outage:
+                self._kube_outage.discard(key)
                 log.info("Kubernetes API reachable again", extra={"object": str(key)})
         except asyncio.CancelledError:
             raise
@@ -392,7 +394,7 @@ class Engine:
             elif key not in self._kube_outage:
                 # An apiserver restart or overload, not a bug: once per object and outage,
                 # no traceback; the retries back off like any failed reconcile.
-                self._kube_outage[key] = str(exc)
+                self._kube_outage.add(key)
                 log.warning(
                     "Kubernetes API unavailable, retrying with backoff: %s", exc, extra={"object": str(key)}
                 )

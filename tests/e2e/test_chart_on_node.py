@@ -181,6 +181,10 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
     (token_dir,) = [f[4] for f in mounts if f[4].endswith("/secrets/kubernetes.io/serviceaccount")]
     token = Path(f"/proc/{pid}/root{token_dir}/token")
     assert token.read_text().count(".") == 2  # a JWT issued by TokenRequest
+    # Startup probes gate readiness: a starting pod (operator or emulator) never reports
+    # "Readiness probe failed".
+    events = node.json("-n", SYSTEM_NS, "get", "events", "--field-selector", "reason=Unhealthy")["items"]
+    assert not [e["message"] for e in events if e["message"].startswith("Readiness probe failed")]
 
 
 def test_bucketsync_in_another_namespace_ready_with_file_counts(node: Node) -> None:

@@ -26,7 +26,7 @@ from operator_support import (
 )
 
 from localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
+from mixpeek_operator.constants import OWNER_UID_KEY
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 
@@ -101,31 +101,21 @@ def test_missing_secret_stalls_until_it_exists(
 
 
 def test_deletion_stuck_on_credentials_names_orphan_as_the_way_out(
-    objects: Objects, mixpeek: EmulatorProcess, credentials: str, start_operator: OperatorFactory
+    objects: Objects,
+    mixpeek: EmulatorProcess,
+    credentials: str,
+    api_client: k8s.ApiClient,
+    start_operator: OperatorFactory,
 ) -> None:
     start_operator(objects.namespace)
     objects.create(bucketsync("stuck"))
     remote_id = sync_id(objects.wait_ready("stuck"))
-    # The in-use finalizer keeps a deleted Secret while "stuck" names it; only someone who
-    # removes that finalizer by hand leaves the deletion without credentials.
-    objects.core.delete_namespaced_secret(credentials, objects.namespace)
-    kept = objects.secret(credentials)
-    assert kept is not None
-    assert kept.metadata.deletion_timestamp is not None
-    assert SECRET_IN_USE_FINALIZER in (kept.metadata.finalizers or [])
-    objects.core.patch_namespaced_secret(credentials, objects.namespace, {"metadata": {"finalizers": None}})
-    wait_for(lambda: objects.secret(credentials) is None, what="the Secret gone")
+    # A deleted Secret no longer blocks a deletion (the in-use finalizer keeps it until the
+    # object is gone), but a key revoked meanwhile does.
+    make_secret(api_client, objects.namespace, credentials, api_key=WRONG_API_KEY, base_url=mixpeek.url)
     objects.delete("stuck")
-    # Stalled/SecretNotFound comes first from the Secret's removal; the deletion's names the way out.
-    obj = wait_for(
-        lambda: (
-            (o := objects.get("stuck"))
-            and has_condition(o, "Stalled", "True", "SecretNotFound")
-            and "set spec.deletionPolicy: Orphan" in condition(o, "Stalled")["message"]
-            and o
-        ),
-        what="stuck Stalled/SecretNotFound naming Orphan",
-    )
+    obj = objects.wait_stalled("stuck", "AuthFailed")
+    assert "set spec.deletionPolicy: Orphan" in condition(obj, "Stalled")["message"]
     assert obj["metadata"]["deletionTimestamp"]
 
     objects.patch("stuck", {"spec": {"deletionPolicy": "Orphan"}})

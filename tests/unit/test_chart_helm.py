@@ -142,8 +142,11 @@ def test_deployment_runs_one_hardened_pod(render: Any) -> None:
 
     ports = {port["name"]: port["containerPort"] for port in operator["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
-    for probe in ("livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # The startup probe gates the others: allow two minutes to start, checked every second.
+    startup = operator["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
     # The only writable path is an emptyDir at /tmp.
     assert operator["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
