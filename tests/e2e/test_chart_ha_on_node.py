@@ -1,0 +1,328 @@
+"""Two operator replicas on a real node: the chart's leader election (active/standby on a Lease).
+
+One scenario in order (each test builds on the previous one): the chart installed with
+`replicaCount: 2` (leader election on by default) next to its own emulator; both pods Ready,
+exactly one holding the Lease; `kubectl delete pod` of the leader while objects are created
+and edited; a `helm upgrade` that rolls both pods while the Lease is polled. Remote syncs
+are counted through the emulator's admin API, so a duplicate create by two replicas fails.
+The release watches only its own application namespace, so the other e2e scenario's
+objects never reach it, and it deletes its objects before it is uninstalled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.error import HTTPError
+
+import pytest
+from node_support import (
+    CHART,
+    EmulatorService,
+    Node,
+    create_credentials,
+    deploy_emulator,
+    wait_pods_ready,
+)
+from operator_support import bucketsync, is_ready, wait_for
+
+HA_NS = "mixpeek-ha"
+APP_NS = "e2e-ha-app"
+RELEASE = "mixpeek-ha"
+FULLNAME = f"{RELEASE}-mixpeek-operator"  # the chart's fullname, and the Lease's default name
+LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{HA_NS}/leases/{FULLNAME}"
+REPLICAS = 2
+LEASE_DURATION = 15.0  # the chart's default leaderElection.leaseDuration
+POLL_INTERVAL = 0.5
+METRICS_PORT = 8080  # the chart's default metrics.port (the pod proxy takes a number)
+BEFORE = [f"before-{i}" for i in range(4)]
+AFTER_DELETE = [f"after-delete-{i}" for i in range(4)]
+AFTER_UPGRADE = [f"after-upgrade-{i}" for i in range(2)]
+EDITED_BATCH_SIZE = 77
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _epoch(micro_time: str) -> float:
+    """A Lease MicroTime as seconds since the epoch (the node's pods share this host's clock)."""
+    return datetime.fromisoformat(micro_time).timestamp()
+
+
+@dataclass(frozen=True)
+class LeaseSample:
+    """The Lease as read at `at` (host wall clock)."""
+
+    at: float
+    holder: str
+    acquired: float | None
+    renewed: float | None
+    duration: float
+
+    def valid(self) -> bool:
+        """Some replica held the lease at the moment it was read."""
+        return bool(self.holder) and self.renewed is not None and self.renewed + self.duration > self.at
+
+
+def _read_lease(node: Node) -> LeaseSample | None:
+    at = time.time()
+    try:
+        lease = node.raw(LEASE_PATH)
+    except HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+    spec = lease.get("spec") or {}
+    return LeaseSample(
+        at=at,
+        holder=spec.get("holderIdentity") or "",
+        acquired=_epoch(spec["acquireTime"]) if spec.get("acquireTime") else None,
+        renewed=_epoch(spec["renewTime"]) if spec.get("renewTime") else None,
+        duration=float(spec.get("leaseDurationSeconds") or 0),
+    )
+
+
+def _holder(node: Node) -> str:
+    sample = _read_lease(node)
+    return sample.holder if sample is not None and sample.valid() else ""
+
+
+class LeasePoller:
+    """Reads the Lease every POLL_INTERVAL on a thread, while the main thread drives the rollout."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.samples: list[LeaseSample] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-poller", daemon=True)
+
+    def __enter__(self) -> LeasePoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                sample = _read_lease(self.node)
+                if sample is not None:
+                    self.samples.append(sample)
+            except Exception as exc:  # an unreadable Lease is reported, never a gap
+                self.errors.append(repr(exc))
+            self._stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - began)))
+
+    def longest_gap(self) -> tuple[float, float]:
+        """The longest stretch without a valid lease: (upper bound from the poll times, the same
+        stretch from the Lease's own timestamps: release or expiry to the next acquireTime)."""
+        longest, exact = 0.0, 0.0
+        last_valid: LeaseSample | None = None
+        first_invalid: LeaseSample | None = None
+        for sample in self.samples:
+            if not sample.valid():
+                first_invalid = first_invalid or sample
+                continue
+            if first_invalid is not None and last_valid is not None:
+                bound = sample.at - last_valid.at
+                if bound > longest:
+                    ended = (
+                        first_invalid.renewed
+                        if not first_invalid.holder and first_invalid.renewed is not None
+                        else (last_valid.renewed or last_valid.at) + last_valid.duration
+                    )
+                    longest, exact = bound, max(0.0, (sample.acquired or sample.at) - ended)
+            first_invalid, last_valid = None, sample
+        assert first_invalid is None, f"no valid lease at the end of the polling: {self.samples[-3:]}"
+        return longest, exact
+
+    def holders(self) -> list[tuple[float, str]]:
+        """(time, holder) at each change of hands, the empty holder being a release."""
+        changes: list[tuple[float, str]] = []
+        for sample in self.samples:
+            if not changes or changes[-1][1] != sample.holder:
+                changes.append((sample.at, sample.holder))
+        return changes
+
+
+@pytest.fixture(scope="module")
+def emulator(node: Node) -> Iterator[EmulatorService]:
+    """The release, its emulator and its application namespace; everything removed at the end."""
+    node.kubectl("create", "namespace", HA_NS)
+    node.kubectl("label", "namespace", HA_NS, "pod-security.kubernetes.io/enforce=restricted")
+    node.kubectl("create", "namespace", APP_NS)
+    service = deploy_emulator(node, HA_NS)
+    create_credentials(node, APP_NS, service)
+    yield service
+    # Objects first, while the operator still removes their finalizers; then the release.
+    node.kubectl("-n", APP_NS, "delete", "bucketsyncs", "--all", "--timeout=120s", check=False, timeout=150)
+    node.helm("uninstall", RELEASE, "--namespace", HA_NS, "--wait", "--timeout=120s")
+    node.kubectl("delete", "namespace", APP_NS, HA_NS, "--timeout=180s", timeout=200)
+
+
+def _remote_by_path(emulator: EmulatorService) -> dict[str, list[dict[str, Any]]]:
+    """The remote syncs of bucket bkt_demo by source path (each BucketSync has its own path)."""
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for sync in emulator.syncs("?bucket_id=bkt_demo"):
+        by_path.setdefault(sync["source_path"], []).append(sync)
+    return by_path
+
+
+def _source_path(name: str) -> str:
+    return f"demo-bucket/ha/{name}"
+
+
+def _apply_objects(node: Node, names: list[str], **spec: Any) -> None:
+    node.apply(APP_NS, *(bucketsync(name, sourcePath=_source_path(name), **spec) for name in names))
+
+
+def _assert_exactly_once(node: Node, emulator: EmulatorService, names: list[str]) -> None:
+    """Every object Ready at its current generation with its own remote sync, created once
+    (the emulator's create count since it started equals the number of objects)."""
+
+    def all_ready() -> dict[str, Any] | None:
+        objects = {obj["metadata"]["name"]: obj for obj in node.bucketsyncs(APP_NS)}
+        return objects if all(is_ready(objects.get(name)) for name in names) else None
+
+    objects: dict[str, Any] = wait_for(all_ready, timeout=180, interval=1, what=f"{len(names)} objects Ready")
+    remote = _remote_by_path(emulator)
+    duplicates = {path: len(syncs) for path, syncs in remote.items() if len(syncs) != 1}
+    assert not duplicates, f"remote syncs per source path: {duplicates}"
+    assert sorted(remote) == sorted(_source_path(name) for name in names)
+    for name in names:
+        (sync,) = remote[_source_path(name)]
+        assert objects[name]["status"]["syncConfigId"] == sync["sync_config_id"], name
+    created = emulator.counts()["endpoint_status"].get("create", {})
+    assert created.get("200", 0) + created.get("201", 0) == len(names), created
+
+
+def _assert_edited(emulator: EmulatorService, name: str) -> None:
+    """The object's edited batchSize reached its remote sync (_assert_exactly_once saw it Ready
+    at its new generation)."""
+    (sync,) = _remote_by_path(emulator)[_source_path(name)]
+    assert sync["batch_size"] == EDITED_BATCH_SIZE, sync
+
+
+def _leader_metric(node: Node, pod: str) -> float:
+    text = node.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{HA_NS}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
+    ).stdout
+    (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith("mixpeek_operator_leader ")]
+    return float(value)
+
+
+def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: EmulatorService) -> None:
+    node.helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        HA_NS,
+        *node.image_values(),
+        "--set",
+        f"replicaCount={REPLICAS}",
+        "--set",
+        f"watchNamespaces={{{APP_NS}}}",
+        "--set",
+        "settings.observeInterval=5",
+        "--wait",
+        "--timeout=180s",
+    )
+    deployment = node.json("-n", HA_NS, "get", "deployment", FULLNAME)
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    pods = [pod["metadata"]["name"] for pod in wait_pods_ready(node, HA_NS, REPLICAS)]
+    leader = wait_for(lambda: _holder(node), timeout=60, interval=0.5, what="a lease holder")
+    assert leader in pods
+    # The holder reconciles, the other pod stands by (Ready, caches warm, not leading).
+    assert {pod: _leader_metric(node, pod) for pod in pods} == {
+        pod: 1.0 if pod == leader else 0.0 for pod in pods
+    }
+    _apply_objects(node, BEFORE)
+    _assert_exactly_once(node, emulator, BEFORE)
+
+
+def test_deleting_the_leader_pod_hands_over_and_objects_keep_converging(
+    node: Node, emulator: EmulatorService
+) -> None:
+    old = _holder(node)
+    assert old, "no leader before the delete"
+    deleted_at = time.time()
+    node.kubectl("-n", HA_NS, "delete", "pod", old, "--wait=false")
+    # Work that only a leader can do, given while the leadership moves.
+    _apply_objects(node, AFTER_DELETE)
+    _apply_objects(node, BEFORE[:1], batchSize=EDITED_BATCH_SIZE)
+
+    def new_leader() -> LeaseSample | None:
+        sample = _read_lease(node)
+        return sample if sample is not None and sample.valid() and sample.holder != old else None
+
+    takeover: LeaseSample = wait_for(
+        new_leader, timeout=LEASE_DURATION + 30, interval=0.2, what="a new leader"
+    )
+    assert takeover.acquired is not None
+    _assert_exactly_once(node, emulator, BEFORE + AFTER_DELETE)
+    _assert_edited(emulator, BEFORE[0])
+    writes = [
+        _epoch(entry["started_at"])
+        for entry in emulator.requests()
+        if entry["endpoint"] in ("create", "update") and _epoch(entry["started_at"]) >= deleted_at
+    ]
+    assert writes, "no remote write after the delete"
+    print(
+        f"\nleader pod deleted ({old}): lease taken over by {takeover.holder} after "
+        f"{takeover.acquired - deleted_at:.2f}s, first remote write after {min(writes) - deleted_at:.2f}s"
+    )
+    # The Deployment replaced the deleted pod; the new leader kept the lease.
+    wait_pods_ready(node, HA_NS, REPLICAS, not_named=(old,))
+    assert _holder(node) == takeover.holder
+
+
+def test_helm_upgrade_rolls_both_pods_without_a_leader_gap_longer_than_the_lease(
+    node: Node, emulator: EmulatorService
+) -> None:
+    before = [pod["metadata"]["name"] for pod in node.live_pods(HA_NS)]
+    created_before = emulator.counts()["endpoint_status"].get("create", {})
+    with LeasePoller(node) as poller:
+        node.helm(
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            HA_NS,
+            "--reuse-values",
+            "--set",
+            "settings.logLevel=DEBUG",
+            "--wait",
+            "--timeout=300s",
+        )
+        after = [
+            pod["metadata"]["name"] for pod in wait_pods_ready(node, HA_NS, REPLICAS, not_named=tuple(before))
+        ]
+        wait_for(
+            lambda: _holder(node) in after, timeout=LEASE_DURATION + 30, interval=0.5, what="a new pod leads"
+        )
+        time.sleep(2 * POLL_INTERVAL)
+    assert not poller.errors, poller.errors
+    longest, exact = poller.longest_gap()
+    began = poller.samples[0].at
+    timeline = ", ".join(f"{at - began:.1f}s {holder or '(released)'}" for at, holder in poller.holders())
+    print(
+        f"\nhelm upgrade: longest time without a valid lease {longest:.2f}s by polling every "
+        f"{POLL_INTERVAL}s ({exact:.2f}s by the Lease's timestamps); holders: {timeline}"
+    )
+    assert longest <= LEASE_DURATION
+    # The objects stayed Ready through the rollout and nothing was created again.
+    not_ready = [o["metadata"]["name"] for o in node.bucketsyncs(APP_NS) if not is_ready(o)]
+    assert not not_ready, not_ready
+    assert emulator.counts()["endpoint_status"].get("create", {}) == created_before
+    # The new pods converge new work, exactly once.
+    _apply_objects(node, AFTER_UPGRADE)
+    _apply_objects(node, AFTER_DELETE[:1], batchSize=EDITED_BATCH_SIZE)
+    _assert_exactly_once(node, emulator, BEFORE + AFTER_DELETE + AFTER_UPGRADE)
+    _assert_edited(emulator, AFTER_DELETE[0])
