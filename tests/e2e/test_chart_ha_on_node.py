@@ -22,13 +22,14 @@ from urllib.error import HTTPError
 import pytest
 from node_support import (
     CHART,
+    CREDENTIALS_SECRET,
     EmulatorService,
     Node,
     create_credentials,
     deploy_emulator,
     wait_pods_ready,
 )
-from operator_support import bucketsync, is_ready, wait_for
+from operator_support import bucketsync, is_ready, metric_total, wait_for
 
 HA_NS = "mixpeek-ha"
 APP_NS = "e2e-ha-app"
@@ -209,12 +210,23 @@ def _assert_edited(emulator: EmulatorService, name: str) -> None:
     assert sync["batch_size"] == EDITED_BATCH_SIZE, sync
 
 
-def _leader_metric(node: Node, pod: str) -> float:
-    text = node.kubectl(
+def _metrics(node: Node, pod: str) -> str:
+    """One pod's /metrics, through the apiserver's pod proxy."""
+    return node.kubectl(
         "get", "--raw", f"/api/v1/namespaces/{HA_NS}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
     ).stdout
-    (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith("mixpeek_operator_leader ")]
-    return float(value)
+
+
+def _assert_standby_idle(node: Node, pod: str) -> None:
+    """A standby makes no Mixpeek call and no Kubernetes write except on its Lease."""
+    text = _metrics(node, pod)
+    assert metric_total(text, "mixpeek_operator_leader") == 0.0, pod
+    assert metric_total(text, "mixpeek_api_requests_total") == 0.0, pod
+    writes = metric_total(text, "bucketsync_kube_writes_total")
+    assert writes == metric_total(text, "bucketsync_kube_writes_total", kind="lease"), (
+        [line for line in text.splitlines() if line.startswith("bucketsync_kube_writes_total")],
+        pod,
+    )
 
 
 def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: EmulatorService) -> None:
@@ -239,12 +251,12 @@ def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: Em
     pods = [pod["metadata"]["name"] for pod in wait_pods_ready(node, HA_NS, REPLICAS)]
     leader = wait_for(lambda: _holder(node), timeout=60, interval=0.5, what="a lease holder")
     assert leader in pods
-    # The holder reconciles, the other pod stands by (Ready, caches warm, not leading).
-    assert {pod: _leader_metric(node, pod) for pod in pods} == {
-        pod: 1.0 if pod == leader else 0.0 for pod in pods
-    }
+    assert metric_total(_metrics(node, leader), "mixpeek_operator_leader") == 1.0
     _apply_objects(node, BEFORE)
     _assert_exactly_once(node, emulator, BEFORE)
+    # The holder did the work; the other pod stood by (Ready, caches warm, not leading).
+    (standby,) = [pod for pod in pods if pod != leader]
+    _assert_standby_idle(node, standby)
 
 
 def test_deleting_the_leader_pod_hands_over_and_objects_keep_converging(
@@ -326,3 +338,29 @@ def test_helm_upgrade_rolls_both_pods_without_a_leader_gap_longer_than_the_lease
     _apply_objects(node, AFTER_DELETE[:1], batchSize=EDITED_BATCH_SIZE)
     _assert_exactly_once(node, emulator, BEFORE + AFTER_DELETE + AFTER_UPGRADE)
     _assert_edited(emulator, AFTER_DELETE[0])
+
+
+def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_stays_idle(
+    node: Node, emulator: EmulatorService
+) -> None:
+    names = BEFORE + AFTER_DELETE + AFTER_UPGRADE
+    deletes_before = sum(emulator.counts()["endpoint_status"].get("delete", {}).values())
+    node.kubectl("-n", APP_NS, "delete", "bucketsyncs", "--all", "--timeout=120s", timeout=150)
+    assert not node.bucketsyncs(APP_NS)
+    assert not _remote_by_path(emulator)
+    deleted = emulator.counts()["endpoint_status"].get("delete", {})
+    assert sum(deleted.values()) - deletes_before == len(names), deleted
+    # The last object gone, the Secret's in-use finalizer was released (by the leader alone).
+    wait_for(
+        lambda: (
+            not node.json("-n", APP_NS, "get", "secret", CREDENTIALS_SECRET)["metadata"].get("finalizers")
+        ),
+        timeout=30,
+        interval=0.5,
+        what="the Secret's in-use finalizer released",
+    )
+    leader = _holder(node)
+    (standby,) = [
+        pod["metadata"]["name"] for pod in node.live_pods(HA_NS) if pod["metadata"]["name"] != leader
+    ]
+    _assert_standby_idle(node, standby)
