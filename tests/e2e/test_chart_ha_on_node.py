@@ -121,27 +121,32 @@ class LeasePoller:
             self._stop.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - began)))
 
     def longest_gap(self) -> tuple[float, float]:
-        """The longest stretch without a valid lease: (upper bound from the poll times, the same
-        stretch from the Lease's own timestamps: release or expiry to the next acquireTime)."""
-        longest, exact = 0.0, 0.0
+        """The longest handover: (from the last read of the old tenure as valid to the first read
+        of the next one as valid, an upper bound; from the old tenure's end, its release or
+        expiry as the Lease recorded it, to the next acquireTime)."""
+        longest, by_lease = 0.0, 0.0
         last_valid: LeaseSample | None = None
         first_invalid: LeaseSample | None = None
         for sample in self.samples:
             if not sample.valid():
                 first_invalid = first_invalid or sample
                 continue
-            if first_invalid is not None and last_valid is not None:
-                bound = sample.at - last_valid.at
-                if bound > longest:
-                    ended = (
-                        first_invalid.renewed
-                        if not first_invalid.holder and first_invalid.renewed is not None
-                        else (last_valid.renewed or last_valid.at) + last_valid.duration
-                    )
-                    longest, exact = bound, max(0.0, (sample.acquired or sample.at) - ended)
+            handover = last_valid is not None and (
+                first_invalid is not None
+                or (sample.holder, sample.acquired) != (last_valid.holder, last_valid.acquired)
+            )
+            if handover and last_valid is not None and sample.at - last_valid.at > longest:
+                longest = sample.at - last_valid.at
+                if first_invalid is None:  # handed over between two reads
+                    ended = last_valid.at
+                elif not first_invalid.holder and first_invalid.renewed is not None:  # released
+                    ended = first_invalid.renewed
+                else:  # expired
+                    ended = (last_valid.renewed or last_valid.at) + last_valid.duration
+                by_lease = max(0.0, (sample.acquired or sample.at) - ended)
             first_invalid, last_valid = None, sample
         assert first_invalid is None, f"no valid lease at the end of the polling: {self.samples[-3:]}"
-        return longest, exact
+        return longest, by_lease
 
     def holders(self) -> list[tuple[float, str]]:
         """(time, holder) at each change of hands, the empty holder being a release."""
@@ -321,12 +326,12 @@ def test_helm_upgrade_rolls_both_pods_without_a_leader_gap_longer_than_the_lease
         )
         time.sleep(2 * POLL_INTERVAL)
     assert not poller.errors, poller.errors
-    longest, exact = poller.longest_gap()
+    longest, by_lease = poller.longest_gap()
     began = poller.samples[0].at
     timeline = ", ".join(f"{at - began:.1f}s {holder or '(released)'}" for at, holder in poller.holders())
     print(
         f"\nhelm upgrade: longest time without a valid lease {longest:.2f}s by polling every "
-        f"{POLL_INTERVAL}s ({exact:.2f}s by the Lease's timestamps); holders: {timeline}"
+        f"{POLL_INTERVAL}s ({by_lease:.2f}s by the Lease's timestamps); holders: {timeline}"
     )
     assert longest <= LEASE_DURATION
     # The objects stayed Ready through the rollout and nothing was created again.
