@@ -222,6 +222,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
         secret_guard: SecretUseGuard | None = None,
+        owns: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> None:
         self.kube = kube
         self.secret_guard = secret_guard
@@ -230,6 +231,8 @@ class Engine:
         self.settings = settings
         self._clock = clock
         self._now = now
+        # Sharding: whether this replica reconciles an object (always, without sharding).
+        self.owns = owns or (lambda body: True)
         self.objects: dict[ObjectKey, TrackedObject] = {}
         self.queue: WorkQueue[ObjectKey] = WorkQueue(
             Backoff(settings.backoff_base, settings.backoff_cap), clock=clock
@@ -260,15 +263,40 @@ class Engine:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start reconciling (and with it remote calls and writes); events only fill the queue before."""
+        if self._workers:
+            return
         for index in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._worker(), name=f"reconcile-worker-{index}"))
+        if self.secret_guard is not None:
+            # Secret releases another replica was to make (seen while standing by); part of the
+            # work, so stop_work cancels it too.
+            self._workers.append(
+                asyncio.create_task(self.secret_guard.release_deferred(), name="secret-releases")
+            )
+
+    async def stop_work(self) -> None:
+        """Cancel every reconcile and listing; the object caches stay, and every object is queued
+        again, so the next start (e.g. after regaining leadership) reconciles each once.
+
+        Every remote listing is dropped: a group this replica owns again is listed anew after it
+        acquired it. A listing from before could miss a sync the previous owner created, and a
+        create deduplicated against it would make a second one."""
+        workers, self._workers = self._workers, []
+        while workers:
+            for task in workers:
+                task.cancel()
+            # Cancel again what is still running: a library's asyncio.wait_for (Python 3.11)
+            # can drop a cancellation, and no reconcile may outlive this call.
+            _, pending = await asyncio.wait(workers, timeout=1.0)
+            workers = list(pending)
+        await self.observer.close()
+        for key, record in list(self.objects.items()):
+            record.handled = None
+            await self.queue.add(key)
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers.clear()
-        await self.observer.close()
+        await self.stop_work()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -295,13 +323,13 @@ class Engine:
 
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
-        self.objects.pop(key, None)
+        record = self.objects.pop(key, None)
         self.observer.leave(key)
         self.credentials.forget(key)
         await self.queue.discard(key)
         self._kube_outage.discard(key)
         if self.secret_guard is not None:
-            await self.secret_guard.object_gone(key)
+            await self.secret_guard.object_gone(key, record.body if record else None)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if self.secret_guard is not None:
@@ -382,8 +410,8 @@ class Engine:
 
     async def _process(self, key: ObjectKey) -> None:
         record = self.objects.get(key)
-        if record is None:
-            return
+        if record is None or not self.owns(record.body):
+            return  # another replica's; requeued when ownership changes (stop_work)
         record.handled = trigger_snapshot(record.body)
         if self.secret_guard is not None:  # before any remote create
             await self.secret_guard.protect(key, record.body)

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
 
 from mixpeek_operator.constants import GROUP, PLURAL, VERSION
 from mixpeek_operator.kube import KubeConnection, load_default_connection
+from mixpeek_operator.leaderelection import operator_identity
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 
 log = logging.getLogger("mixpeek_operator.handlers")
@@ -109,16 +107,6 @@ def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
 
 
-def operator_identity(environ: Mapping[str, str] = os.environ) -> str:
-    """Who this operator is, for kopf: the pod's name (the chart passes it as POD_NAME from the
-    downward API; HOSTNAME is the pod name too), else this host's name.
-
-    Given explicitly because kopf's own default calls getpass.getuser(), which raises
-    KeyError for a UID without a passwd entry: the chart's 65532, or any UID OpenShift assigns.
-    """
-    return environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
-
-
 def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
     """Run until SIGTERM/SIGINT (kopf handles the signals and calls cleanup)."""
     namespaces = list(config.namespaces)
@@ -126,11 +114,13 @@ def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
         # The default credentials Secret must be watched too, so its rotation is seen at once.
         namespaces.append(config.default_secret[0])
     memo = kopf.Memo(runtime=runtime)
+    election = config.leader_election
     asyncio.run(
         kopf.operator(
             standalone=True,
+            # The Lease holder's name when electing, so logs and Leases name one process alike.
             # kopf types this as its own NewType of str, which it does not export.
-            identity=cast(Any, operator_identity()),
+            identity=cast(Any, election.identity if election else operator_identity()),
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,

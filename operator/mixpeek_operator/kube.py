@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 JsonPatch = list[dict[str, Any]]
 ConnectionProvider = Callable[[], Awaitable["KubeConnection"]]
-# (kind of write: "status" | "metadata" | "event", HTTP status or 0 when no response arrived)
+# (kind of write: "status" | "metadata" | "event" | "lease", HTTP status or 0 when no response arrived)
 WriteHook = Callable[[str, int], None]
 EventType = Literal["Normal", "Warning"]
 
@@ -547,19 +547,27 @@ class KubeClient:
         return await self.get_object("", "v1", "secrets", namespace, name)
 
     async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
     ) -> list[JsonObject]:
-        """Every object of a kind, in one namespace or cluster-wide, following continue tokens."""
+        """Every object of a kind (matching `label_selector`), in one namespace or cluster-wide,
+        following continue tokens."""
         path = resource_path(group, version, plural, namespace)
         items: list[JsonObject] = []
-        params = {"limit": "500"}
+        base = {"limit": "500", **({"labelSelector": label_selector} if label_selector else {})}
+        params = base
         while True:
             page = await self._call("GET", path, params=params)
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
-            params = {"limit": "500", "continue": token}
+            params = {**base, "continue": token}
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -575,6 +583,20 @@ class KubeClient:
         return await self._call(
             "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
         )
+
+    async def create_object(
+        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+    ) -> JsonObject:
+        """POST a new object; KubeConflict (409) when it already exists. `write` labels the write hook."""
+        path = resource_path(group, version, plural, namespace)
+        return await self._call("POST", path, body=body, write=write)
+
+    async def replace_object(
+        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+    ) -> JsonObject:
+        """PUT the whole object; with `metadata.resourceVersion` set, KubeConflict (409) when stale."""
+        path = resource_path(group, version, plural, namespace, body["metadata"]["name"])
+        return await self._call("PUT", path, body=body, write=write)
 
     async def add_finalizer(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -158,6 +158,37 @@ class OperatorMetrics:
             buckets=_TIME_TO_READY_BUCKETS,
             registry=r,
         )
+        self.leader = Gauge(
+            "mixpeek_operator_leader",
+            "1 while this replica reconciles (leads, or runs without leader election), 0 on a standby",
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "mixpeek_operator_leader_transitions_total",
+            "Times this replica became leader or stopped leading",
+            registry=r,
+        )
+        self.shard_members = Gauge(
+            "mixpeek_operator_shard_members",
+            "Live replicas in this replica's view of the shard ring (sharding only)",
+            registry=r,
+        )
+        self.owned_objects = Gauge(
+            "mixpeek_operator_owned_objects",
+            "BucketSync objects this replica reconciles (sharding only)",
+            registry=r,
+        )
+        self.owned_groups = Gauge(
+            "mixpeek_operator_owned_groups",
+            "Listing groups (credentials Secret x bucket) this replica owns (sharding only)",
+            registry=r,
+        )
+        self.handovers = Counter(
+            "mixpeek_operator_handovers",
+            "Listing groups that moved to or away from this replica (sharding only)",
+            registry=r,
+        )
+        self._leading = False
         self._resources = _ResourceCollector()
         r.register(self._resources)
         for result in RECONCILE_RESULTS:
@@ -201,6 +232,23 @@ class OperatorMetrics:
 
     def observe_time_to_ready(self, seconds: float) -> None:
         self.time_to_ready.observe(max(0.0, seconds))
+
+    def set_leader(self, leading: bool) -> None:
+        if leading != self._leading:
+            self.leader_transitions.inc()
+        self._leading = leading
+        self.leader.set(1 if leading else 0)
+
+    def set_shard_members(self, count: int) -> None:
+        self.shard_members.set(count)
+
+    def set_ownership_source(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Where the owned objects/groups gauges read (objects, groups) at scrape time."""
+        self.owned_objects.set_function(lambda: source()[0])
+        self.owned_groups.set_function(lambda: source()[1])
+
+    def count_handovers(self, groups: int) -> None:
+        self.handovers.inc(groups)
 
     def set_resource_source(self, source: ResourceSource | None) -> None:
         """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""

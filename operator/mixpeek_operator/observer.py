@@ -167,7 +167,8 @@ class Observer:
     async def _wait_primed(self, listing: Listing) -> None:
         if not listing.primed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(listing.primed.wait(), PRIME_WAIT_SECONDS)
+                async with asyncio.timeout(PRIME_WAIT_SECONDS):  # not wait_for: see WorkQueue.get
+                    await listing.primed.wait()
 
     def _fresh(self, listing: Listing) -> bool:
         return (
@@ -272,3 +273,4 @@ class Observer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.listings.clear()
+        self._membership.clear()

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
+from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, operator_identity
+
+# The pod's own namespace, mounted with its ServiceAccount token.
+_POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+if TYPE_CHECKING:
+    from mixpeek_operator.runtime import LeaderElectionConfig
 
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(f"MIXPEEK_OPERATOR_{name}", default)
+
+
+def _env_bool(name: str) -> bool:
+    value = str(_env(name, "false")).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise SystemExit(f"MIXPEEK_OPERATOR_{name} must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")
 
 
 def _secret_ref(value: str) -> tuple[str, str]:
@@ -90,6 +105,62 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=int(_env("HEALTH_PORT", 8081)),
         help="liveness endpoint port (/healthz), 0 to disable (env MIXPEEK_OPERATOR_HEALTH_PORT)",
     )
+    election = parser.add_argument_group(
+        "leader election",
+        "run several replicas, one of which reconciles (active/standby on a coordination.k8s.io Lease)",
+    )
+    election.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("LEADER_ELECTION"),
+        help="reconcile only while holding the Lease (env MIXPEEK_OPERATOR_LEADER_ELECTION=true)",
+    )
+    election.add_argument(
+        "--sharding",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("SHARDING"),
+        help="active/active instead: the live replicas split the objects by credentials Secret and "
+        "bucket, each holding a Lease of its own (env MIXPEEK_OPERATOR_SHARDING=true); uses the "
+        "namespace, id (the ring's name) and timings below",
+    )
+    election.add_argument(
+        "--leader-election-namespace",
+        default=_env("LEADER_ELECTION_NAMESPACE", None),
+        help="namespace of the Lease; in a pod, defaults to the pod's own namespace "
+        "(env MIXPEEK_OPERATOR_LEADER_ELECTION_NAMESPACE)",
+    )
+    election.add_argument(
+        "--leader-election-id",
+        default=_env("LEADER_ELECTION_ID", DEFAULT_LEASE_NAME),
+        help="name of the Lease (env MIXPEEK_OPERATOR_LEADER_ELECTION_ID)",
+    )
+    election.add_argument(
+        "--leader-election-identity",
+        default=None,
+        help="this replica's name in the Lease; default: $POD_NAME (the chart sets it from the "
+        "downward API), else host name plus a random suffix",
+    )
+    election.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=float(_env("LEADER_ELECTION_LEASE_DURATION", 15)),
+        help="seconds a standby waits for an unrenewed lease before taking it "
+        "(env MIXPEEK_OPERATOR_LEADER_ELECTION_LEASE_DURATION)",
+    )
+    election.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=float(_env("LEADER_ELECTION_RENEW_DEADLINE", 10)),
+        help="seconds the leader keeps working without a successful renewal; must be shorter than the "
+        "lease duration (env MIXPEEK_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE)",
+    )
+    election.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=float(_env("LEADER_ELECTION_RETRY_PERIOD", 2)),
+        help="seconds between attempts to acquire or renew "
+        "(env MIXPEEK_OPERATOR_LEADER_ELECTION_RETRY_PERIOD)",
+    )
     parser.add_argument(
         "--log-level", default=_env("LOG_LEVEL", "INFO"), help="env MIXPEEK_OPERATOR_LOG_LEVEL"
     )
@@ -125,8 +196,44 @@ def run(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         log_level=args.log_level,
         log_format=args.log_format,
+        leader_election=leader_election_config(args),
     )
     secrets = SecretRegistry()
     configure_logging(config.log_level, config.log_format, secrets)
     run_operator(config, OperatorRuntime(config, secrets))
     return 0
+
+
+def leader_election_config(args: argparse.Namespace) -> LeaderElectionConfig | None:
+    """The election settings, or None when disabled; bad settings end the process with a clear message."""
+    from mixpeek_operator.runtime import LeaderElectionConfig
+
+    if args.leader_election and args.sharding:
+        raise SystemExit(
+            "--leader-election and --sharding are exclusive: choose active/standby or active/active"
+        )
+    if not (args.leader_election or args.sharding):
+        return None
+    namespace = args.leader_election_namespace
+    if not namespace and os.path.exists(_POD_NAMESPACE_FILE):
+        with open(_POD_NAMESPACE_FILE) as file:
+            namespace = file.read().strip()
+    if not namespace:
+        raise SystemExit(
+            "--leader-election and --sharding need --leader-election-namespace (the namespace of the Leases)"
+        )
+    try:
+        timings = ElectionTimings(
+            lease_duration=args.leader_election_lease_duration,
+            renew_deadline=args.leader_election_renew_deadline,
+            retry_period=args.leader_election_retry_period,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"invalid leader election timings: {exc}") from exc
+    return LeaderElectionConfig(
+        namespace=namespace,
+        identity=args.leader_election_identity or operator_identity(),
+        lease_name=args.leader_election_id,
+        timings=timings,
+        mode="shards" if args.sharding else "leader",
+    )

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.kube import KubeClient, load_default_connection
+from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, LeaderElector
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
+from mixpeek_operator.sharding import ShardCoordinator, ShardKey, shard_key_of
 
 log = logging.getLogger("mixpeek_operator.runtime")
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    namespace: str
+    identity: str
+    lease_name: str = DEFAULT_LEASE_NAME  # the ring's name with sharding
+    timings: ElectionTimings = field(default_factory=ElectionTimings)
+    # leader: one replica reconciles everything; shards: the live replicas split the objects.
+    mode: Literal["leader", "shards"] = "leader"
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,8 @@ class OperatorConfig:
     health_port: int = 8081
     log_level: str = "INFO"
     log_format: str = "json"
+    # None: this replica works alone (the chart's default with one replica).
+    leader_election: LeaderElectionConfig | None = None
 
 
 class OperatorRuntime:
@@ -37,6 +53,10 @@ class OperatorRuntime:
         self.kube: KubeClient | None = None
         self.engine: Engine | None = None
         self._stop_metrics: Callable[[], None] | None = None
+        self.elector: LeaderElector | None = None
+        self.shards: ShardCoordinator | None = None
+        self._owned: set[ShardKey] = set()
+        self._ownership_lock = asyncio.Lock()  # one restart of the work at a time
 
     async def start(self) -> Engine:
         # A provider, not a fixed connection: a 401 or an expiring exec credential reloads it.
@@ -52,23 +72,130 @@ class OperatorRuntime:
             credentials=store,
             metrics=self.metrics,
             settings=self.config.engine,
-            secret_guard=SecretUseGuard(self.kube),
+            secret_guard=SecretUseGuard(self.kube, may_release=self._may_release),
+            owns=self._owns,
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
         if self.config.metrics_port:
             self._stop_metrics = self.metrics.serve(self.config.metrics_port)
-        self.engine.start()
+        election = self.config.leader_election
+        if election is None:
+            self.metrics.set_leader(True)
+            self.engine.start()
+        elif election.mode == "shards":
+            self.shards = ShardCoordinator(
+                self.kube,
+                namespace=election.namespace,
+                ring=election.lease_name,
+                identity=election.identity,
+                timings=election.timings,
+                on_change=self._ownership_changed,
+                on_members=self.metrics.set_shard_members,
+            )
+            self.metrics.set_ownership_source(self._ownership)
+            self.engine.start()
+            self.shards.start()
+        else:
+            # Watches and caches run on every replica; reconciling (every remote call and
+            # every Kubernetes write) only on the leader.
+            engine = self.engine
+            self.elector = LeaderElector(
+                self.kube,
+                namespace=election.namespace,
+                name=election.lease_name,
+                identity=election.identity,
+                timings=election.timings,
+                on_started_leading=_async(engine.start),
+                on_stopped_leading=engine.stop_work,
+                on_transition=self.metrics.set_leader,
+            )
+            self.elector.start()
         log.info("operator started", extra={"namespaces": list(self.config.namespaces) or "all"})
         return self.engine
+
+    # --- sharding ----------------------------------------------------------------------------
+
+    def _shard_key(self, body: Any) -> ShardKey | None:
+        return shard_key_of(body, self.config.default_secret)
+
+    def _owns(self, body: Any) -> bool:
+        if self.elector is not None:
+            # Checked before every reconcile too, not only when the renew loop steps down.
+            return self.elector.is_leader()
+        if self.shards is None:
+            return True
+        key = self._shard_key(body)
+        return key is not None and self.shards.owns(key)
+
+    def _may_release(self, secret: SecretRef) -> bool:
+        """Whether this replica may remove a Secret's in-use finalizer now: the leader, or with
+        sharding the one replica owning the Secret itself (its key with no bucket)."""
+        if self.elector is not None:
+            return self.elector.is_leader()
+        if self.shards is None:
+            return True
+        return self.shards.owns((secret[0], secret[1], ""))
+
+    def _owned_keys(self) -> set[ShardKey]:
+        assert self.engine is not None
+        keys = {self._shard_key(record.body) for record in list(self.engine.objects.values())}
+        return {key for key in keys if key is not None and self.shards is not None and self.shards.owns(key)}
+
+    def _ownership(self) -> tuple[int, int]:
+        """(objects, groups) this replica owns now, for the metrics."""
+        assert self.engine is not None
+        owned = self._owned_keys()
+        objects = sum(
+            1 for record in list(self.engine.objects.values()) if self._shard_key(record.body) in owned
+        )
+        return objects, len(owned)
+
+    async def _ownership_changed(self) -> None:
+        """Restart the work: what moved away is cancelled, everything is queued again."""
+        assert self.engine is not None
+        assert self.shards is not None
+        async with self._ownership_lock:
+            await self.engine.stop_work()
+            self.engine.start()
+            self._account_ownership()
+
+    def _account_ownership(self) -> None:
+        assert self.shards is not None
+        owned = self._owned_keys()
+        gained, lost = len(owned - self._owned), len(self._owned - owned)
+        if gained or lost:
+            log.info(
+                "shard ownership changed: took %d groups, handed over %d, own %d",
+                gained,
+                lost,
+                len(owned),
+                extra={"members": sorted(self.shards.members)},
+            )
+            self.metrics.count_handovers(gained + lost)
+        self._owned = owned
+        self.metrics.set_leader(self.shards.active())
 
     async def _read_secret(self, namespace: str, name: str) -> dict[str, object] | None:
         assert self.kube is not None
         return await self.kube.get_secret(namespace, name)
 
     async def stop(self) -> None:
+        if self.shards is not None:
+            # Leaves the ring: work stops, then our lease is released and the others take over.
+            await self.shards.stop()
+        if self.elector is not None:
+            # Stops the work first, then hands the lease over so a standby takes over at once.
+            await self.elector.stop()
         if self.engine is not None:
             await self.engine.stop()
         if self.kube is not None:
             await self.kube.aclose()
         if self._stop_metrics is not None:
             self._stop_metrics()
+
+
+def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        function()
+
+    return call

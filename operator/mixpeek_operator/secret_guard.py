@@ -18,12 +18,19 @@ this is that pattern for the Secrets named by `spec.credentialsRef`:
 The operator-wide default Secret never gets the finalizer: it belongs to the operator's
 own release, which would otherwise never uninstall. The only Secret write is this
 finalizer (a JSON patch of `metadata.finalizers` pinned to the resourceVersion read).
+
+With several replicas only one may write: releases are triggered by watch events every
+replica sees, so `may_release` (the leader, or with sharding the replica owning the Secret)
+is asked right before each write. A release another replica may not make yet is deferred and
+tried again by `release_deferred` when this replica starts working (it became the leader, or
+its shard ownership changed), so a Secret whose last user went during a failover is still
+released.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from mixpeek_operator.constants import GROUP, PLURAL, SECRET_IN_USE_FINALIZER, VERSION
@@ -72,10 +79,14 @@ def credentials_ref_of(body: Mapping[str, Any]) -> SecretRef | None:
 
 
 class SecretUseGuard:
-    def __init__(self, kube: SecretGuardApi) -> None:
+    def __init__(
+        self, kube: SecretGuardApi, may_release: Callable[[SecretRef], bool] = lambda ref: True
+    ) -> None:
         self._kube = kube
+        self._may_release = may_release
         self._uses: dict[ObjectKey, SecretRef] = {}
         self._protected: set[SecretRef] = set()  # known to carry the finalizer
+        self._deferred: set[SecretRef] = set()  # releases another replica was to make
 
     async def protect(self, obj: ObjectKey, body: Mapping[str, Any]) -> None:
         """Before reconciling `obj`: its Secret carries the finalizer (best effort, never raises)."""
@@ -98,9 +109,12 @@ class SecretUseGuard:
             return
         self._protected.add(ref)
 
-    async def object_gone(self, obj: ObjectKey) -> None:
-        """`obj` no longer exists: its Secret may be released."""
+    async def object_gone(self, obj: ObjectKey, body: Mapping[str, Any] | None = None) -> None:
+        """`obj` no longer exists: its Secret may be released. `body`, its last known state, names
+        the Secret when this replica never reconciled it (a standby, another shard's object)."""
         ref = self._uses.pop(obj, None)
+        if ref is None and body is not None:
+            ref = credentials_ref_of(body)
         if ref is not None:
             await self.release_if_unused(ref)
 
@@ -110,18 +124,32 @@ class SecretUseGuard:
         carries = SECRET_IN_USE_FINALIZER in (meta.get("finalizers") or [])
         if event_type == "DELETED" or not carries:
             self._protected.discard(ref)
+            self._deferred.discard(ref)  # nothing left to release
             return
         self._protected.add(ref)
         if meta.get("deletionTimestamp"):
             await self.release_if_unused(ref)
 
+    async def release_deferred(self) -> None:
+        """Make the releases deferred while another replica was to make them, where we now may."""
+        for ref in sorted(self._deferred):
+            if self._may_release(ref):
+                self._deferred.discard(ref)
+                await self.release_if_unused(ref)
+
     async def release_if_unused(self, ref: SecretRef) -> None:
         """Remove the finalizer if no `BucketSync` of the Secret's namespace names it."""
         if ref in self._uses.values():
             return
+        if not self._may_release(ref):
+            self._deferred.add(ref)
+            return
         try:
             objects = await self._kube.list_objects(GROUP, VERSION, PLURAL, ref[0])
             if any(credentials_ref_of(obj) == ref for obj in objects):
+                return
+            if not self._may_release(ref):  # asked again right before the write (fencing)
+                self._deferred.add(ref)
                 return
             await self._kube.remove_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
         except KubeError as exc:

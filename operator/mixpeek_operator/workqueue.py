@@ -123,8 +123,11 @@ class WorkQueue(Generic[K]):
                 key = self.pop_ready()
                 if key is not None:
                     return key
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+                # arrives as the wait completes (gh-86296), and a worker must stop when cancelled.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.next_due())
+                    async with asyncio.timeout(self.next_due()):
+                        await self._changed.wait()
 
     async def done(self, key: K) -> None:
         async with self._changed:

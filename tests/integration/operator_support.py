@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -289,3 +290,23 @@ def mixpeek_api(base_url: str, api_key: str, namespace: str = "default") -> http
         headers={"Authorization": f"Bearer {api_key}", "X-Namespace": namespace},
         timeout=10,
     )
+
+
+_APISERVER_REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+
+
+def kubernetes_writes(cluster: ControlPlane) -> dict[str, float]:
+    """Mutating requests the API server has served for BucketSyncs, Events and Secrets (the
+    in-use finalizer), by verb."""
+    totals: dict[str, float] = {}
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _APISERVER_REQUEST.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("resource") not in ("bucketsyncs", "events", "secrets"):
+            continue
+        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
+            key = f"{labels['resource']}/{labels.get('subresource', '')}/{labels['verb']}"
+            totals[key] = totals.get(key, 0.0) + float(match["value"])
+    return totals

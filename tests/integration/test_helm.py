@@ -92,7 +92,17 @@ class Release:
         }
         namespaces = [ns for ns in env.get(f"{ENV_PREFIX}NAMESPACES", "").split(",") if ns]
         secret = env.get(f"{ENV_PREFIX}DEFAULT_CREDENTIALS_SECRET")
-        return namespaces, ("--default-credentials-secret", secret) if secret else ()
+        args: tuple[str, ...] = ("--default-credentials-secret", secret) if secret else ()
+        for mode, flag in (("LEADER_ELECTION", "--leader-election"), ("SHARDING", "--sharding")):
+            if env.get(f"{ENV_PREFIX}{mode}") == "true":
+                args += (
+                    flag,
+                    "--leader-election-namespace",
+                    env[f"{ENV_PREFIX}LEADER_ELECTION_NAMESPACE"],
+                    "--leader-election-id",
+                    env[f"{ENV_PREFIX}LEADER_ELECTION_ID"],
+                )
+        return namespaces, args
 
 
 Installer = Callable[..., Release]
@@ -338,3 +348,47 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
     assert cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "name").stdout.strip()
     assert objects.get("survivor") is not None
     objects.delete("survivor")
+
+
+@pytest.mark.parametrize("values", [{"replicaCount": 2}, {"replicaCount": 2, "sharding": {"enabled": True}}])
+def test_two_replicas_coordinate_on_leases_under_the_charts_rbac(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    tmp_path: Path,
+    values: dict[str, Any],
+) -> None:
+    release = install(values)
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    sharding = "sharding" in values
+    assert can_i(cluster, kubeconfig, "get", "leases", "-n", release.namespace)
+    assert can_i(cluster, kubeconfig, "create", "leases", "-n", release.namespace)
+    assert can_i(cluster, kubeconfig, "update", "leases", "-n", release.namespace)
+    assert can_i(cluster, kubeconfig, "list", "leases", "-n", release.namespace) == sharding
+    assert not can_i(cluster, kubeconfig, "delete", "leases", "-n", release.namespace)
+    assert not can_i(cluster, kubeconfig, "create", "leases", "-n", namespace)
+
+    namespaces, args = release.operator_settings()
+    replicas = [
+        start_operator(
+            *namespaces, kubeconfig=kubeconfig, extra_args=(*args, "--leader-election-identity", name)
+        )
+        for name in (f"{release.fullname}-pod-a", f"{release.fullname}-pod-b")
+    ]
+    objects = Objects(api_client, cluster, namespace)
+    objects.create(bucketsync("replicated"))
+    wait_ready(objects, "replicated", replicas[0])
+    leases = json.loads(cluster.kubectl("-n", release.namespace, "get", "leases", "-o", "json").stdout)[
+        "items"
+    ]
+    holders = sorted(lease["spec"].get("holderIdentity") for lease in leases)
+    if sharding:
+        assert holders == [f"{release.fullname}-pod-a", f"{release.fullname}-pod-b"]
+    else:
+        assert [lease["metadata"]["name"] for lease in leases] == [release.fullname]
+        assert holders[0] in (f"{release.fullname}-pod-a", f"{release.fullname}-pod-b")
+    for replica in replicas:
+        assert_no_permission_errors(replica)

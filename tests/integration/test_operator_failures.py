@@ -3,7 +3,6 @@ limits, a crash in the middle of a create, and an idle fleet that must cost noth
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from operator_support import (
     condition,
     endpoint_counts,
     has_condition,
+    kubernetes_writes,
     make_secret,
     sync_id,
     wait_for,
@@ -169,25 +169,6 @@ def test_sigkill_between_remote_create_and_status_write_leaves_exactly_one_sync(
     assert sync_id(obj) == owned()[0]["sync_config_id"]
     assert endpoint_counts(mixpeek.admin)["create"] == 1
     assert "Adopted" in objects.event_reasons("crashy")
-
-
-_APISERVER_REQUEST = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
-
-
-def kubernetes_writes(cluster: ControlPlane) -> dict[str, float]:
-    """Mutating requests the API server has served for BucketSyncs and Events, by verb."""
-    totals: dict[str, float] = {}
-    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
-        match = _APISERVER_REQUEST.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("resource") not in ("bucketsyncs", "events"):
-            continue
-        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
-            key = f"{labels['resource']}/{labels.get('subresource', '')}/{labels['verb']}"
-            totals[key] = totals.get(key, 0.0) + float(match["value"])
-    return totals
 
 
 def test_an_idle_fleet_makes_no_kubernetes_writes(

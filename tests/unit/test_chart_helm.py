@@ -79,7 +79,8 @@ def container(manifests: list[Manifest]) -> Manifest:
 
 
 def env_of(manifests: list[Manifest]) -> dict[str, str]:
-    """The operator's settings: the env entries with a literal value."""
+    """The operator's settings: the env entries with a literal value (downward API entries are
+    checked on their own)."""
     return {item["name"]: item["value"] for item in container(manifests)["env"] if "value" in item}
 
 
@@ -215,16 +216,127 @@ def test_default_settings_match_the_cli_defaults(render: Any, monkeypatch: pytes
 
 def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) -> None:
     source = Path(run_cli.__file__).read_text()
-    cli_env = {f"MIXPEEK_OPERATOR_{name}" for name in re.findall(r'_env\("(\w+)"', source)}
+    cli_env = {f"MIXPEEK_OPERATOR_{name}" for name in re.findall(r'_env(?:_bool)?\("(\w+)"', source)}
     assert len(cli_env) >= 10
-    full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}})
+    full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}, "replicaCount": 2})
     assert set(env_of(full)) == cli_env
 
 
 def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
-    """kopf's identity: the pod name from the downward API (see handlers.operator_identity)."""
+    """kopf's identity and the Lease holder's: the pod name from the downward API
+    (see leaderelection.operator_identity)."""
     (pod_name,) = [item for item in container(render())["env"] if item["name"] == "POD_NAME"]
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+# --- several replicas: leader election ------------------------------------------------------
+
+
+def test_one_replica_has_no_election_no_budget_and_no_lease_permission(render: Any) -> None:
+    manifests = render()
+    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "false"
+    assert not [m for m in manifests if m["kind"] in ("PodDisruptionBudget", "Role", "RoleBinding")]
+    assert "affinity" not in only(manifests, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_two_replicas_elect_a_leader_roll_and_keep_a_pod_through_drains(
+    render: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render({"replicaCount": 2})
+    deployment = only(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    budget = only(manifests, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"] == {
+        "labelSelector": {"matchLabels": selector},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    # The Lease identity is the pod name (POD_NAME from the downward API, checked above).
+    monkeypatch.setenv("POD_NAME", "rel-mixpeek-operator-5d8f7-x2x9q")
+    config = run_cli.leader_election_config(cli_args_from_env(monkeypatch, env_of(manifests)))
+    assert config is not None
+    assert (config.namespace, config.lease_name) == (RELEASE_NS, "rel-mixpeek-operator")
+    assert config.identity == "rel-mixpeek-operator-5d8f7-x2x9q"
+    timings = config.timings
+    assert (timings.lease_duration, timings.renew_deadline, timings.retry_period) == (15, 10, 2)
+
+
+@pytest.mark.parametrize("mode", RBAC_MODES)
+def test_the_lease_permission_is_get_create_update_in_the_release_namespace_only(
+    render: Any, mode: str
+) -> None:
+    manifests = render({**RBAC_MODES[mode], "replicaCount": 2})
+    lease_rules = [
+        (manifest, rule) for manifest, rule in rules_of(manifests) if "leases" in rule["resources"]
+    ]
+    ((role, rule),) = lease_rules
+    assert role["kind"] == "Role"
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert rule == {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "create", "update"],
+    }
+    (binding,) = [
+        m
+        for m in manifests
+        if m["kind"] == "RoleBinding" and m["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["metadata"]["namespace"] == RELEASE_NS
+
+
+def test_sharding_replaces_leader_election_and_may_list_the_ring(
+    render: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render({"replicaCount": 3, "sharding": {"enabled": True}})
+    env = env_of(manifests)
+    assert (env["MIXPEEK_OPERATOR_SHARDING"], env["MIXPEEK_OPERATOR_LEADER_ELECTION"]) == ("true", "false")
+    ((role, rule),) = [(m, r) for m, r in rules_of(manifests) if "leases" in r["resources"]]
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert rule["verbs"] == ["get", "create", "update", "list"]
+    config = run_cli.leader_election_config(cli_args_from_env(monkeypatch, env))
+    assert config is not None
+    assert (config.mode, config.namespace, config.lease_name) == (
+        "shards",
+        RELEASE_NS,
+        "rel-mixpeek-operator",
+    )
+
+
+def test_hard_anti_affinity_and_explicit_affinity(render: Any) -> None:
+    hard = only(render({"replicaCount": 3, "podAntiAffinityPreset": "hard"}), "Deployment")
+    anti = hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(anti) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+    mine = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    explicit = only(render({"replicaCount": 3, "affinity": mine}), "Deployment")
+    assert explicit["spec"]["template"]["spec"]["affinity"] == mine
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "replicaCount > 1 needs leaderElection"),
+        ({"sharding": {"enabled": "yes"}}, "at '/sharding/enabled'"),
+        (
+            {"replicaCount": 2, "leaderElection": {"leaseDuration": 10, "renewDeadline": 10}},
+            "renewDeadline must be shorter",
+        ),
+    ],
+)
+def test_unsafe_replica_settings_are_refused(
+    helm: Path, tmp_path: Path, values: dict[str, Any], error: str
+) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), *values_args(values, tmp_path), check=False)
+    assert result.returncode != 0
+    assert error in result.stderr
 
 
 # --- RBAC ------------------------------------------------------------------------------------
@@ -385,6 +497,9 @@ def test_notes_tell_the_next_steps(helm: Path, tmp_path: Path) -> None:
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "at '/metrics/serviceMonitor/enabled'"),
         ({"rbac": {"create": "false"}}, "at '/rbac/create': got string, want boolean"),
         ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        ({"replicaCount": 0}, "at '/replicaCount': minimum"),
+        ({"leaderElection": {"enabled": "auto"}}, "at '/leaderElection/enabled'"),
+        ({"podAntiAffinityPreset": "always"}, "at '/podAntiAffinityPreset': value must be one of"),
     ],
 )
 def test_schema_refuses_invalid_values_naming_the_field(

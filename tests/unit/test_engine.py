@@ -419,3 +419,18 @@ async def test_readiness_summary_counts_every_object(rig: Rig) -> None:
     assert list(rig.engine.readiness_summary()) == [("Unknown", "")]
     await rig.drain()
     assert list(rig.engine.readiness_summary()) == [("False", "SecretNotFound")]
+
+
+async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_term(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    await rig.echo()
+    writes = list(rig.kube.writes)
+    assert rig.engine.observer.listings  # the object's group is listed
+    # Leadership lost: work stops, the cache stays, and a new term reconciles everything once.
+    await rig.engine.stop_work()
+    assert KEY in rig.engine.objects
+    # Listings are not kept: a group owned again is listed after it was (re)acquired.
+    assert rig.engine.observer.listings == {}
+    assert await rig.drain() == [KEY]
+    assert rig.kube.writes == writes  # the object was already converged: nothing to write

@@ -129,6 +129,22 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "bucketsync_events",
         "bucketsync_time_to_ready_seconds",
         "bucketsync_resources",
+        "mixpeek_operator_leader",
+        "mixpeek_operator_leader_transitions",
+        "mixpeek_operator_shard_members",
+        "mixpeek_operator_owned_objects",
+        "mixpeek_operator_owned_groups",
+        "mixpeek_operator_handovers",
     }
     assert set(families) == expected
     assert all(len(text) > 20 for text in families.values())
+
+
+def test_leader_gauge_follows_transitions(metrics: OperatorMetrics) -> None:
+    value = metrics.registry.get_sample_value
+    assert value("mixpeek_operator_leader") == 0
+    metrics.set_leader(True)
+    metrics.set_leader(True)  # no change: not a transition
+    assert (value("mixpeek_operator_leader"), value("mixpeek_operator_leader_transitions_total")) == (1, 1)
+    metrics.set_leader(False)
+    assert (value("mixpeek_operator_leader"), value("mixpeek_operator_leader_transitions_total")) == (0, 2)

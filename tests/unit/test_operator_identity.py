@@ -20,16 +20,22 @@ import psutil
 import pytest
 
 from localcluster import free_port, spawn, terminate
-from mixpeek_operator.handlers import operator_identity
+from mixpeek_operator.leaderelection import operator_identity
 
 
 def test_identity_is_the_pod_name_from_the_downward_api() -> None:
     assert operator_identity({"POD_NAME": "op-7d9f-abcde", "HOSTNAME": "other"}) == "op-7d9f-abcde"
 
 
-def test_identity_falls_back_to_hostname_then_the_host() -> None:
-    assert operator_identity({"HOSTNAME": "op-7d9f-abcde"}) == "op-7d9f-abcde"
-    assert operator_identity({}) == socket.gethostname()
+def test_identity_falls_back_to_hostname_then_the_host_made_unique_per_process() -> None:
+    # Unique even on one machine: two processes sharing a name would both think they hold a Lease.
+    first, second = (
+        operator_identity({"HOSTNAME": "op-7d9f-abcde"}),
+        operator_identity({"HOSTNAME": "op-7d9f-abcde"}),
+    )
+    assert first.startswith("op-7d9f-abcde-")
+    assert first != second
+    assert operator_identity({}).startswith(f"{socket.gethostname()}-")
 
 
 def _uid_without_passwd_entry() -> int:

@@ -137,3 +137,46 @@ async def test_another_object_still_naming_the_secret_keeps_it() -> None:
     await guard.object_gone(OBJ)
 
     assert api.secrets["creds"] == [SECRET_IN_USE_FINALIZER]
+
+
+async def test_a_replica_that_may_not_write_defers_the_release_until_it_may() -> None:
+    """A standby (or the shard not owning the Secret) sees the last user go but writes nothing;
+    once it leads it makes the release, even though it never reconciled that user itself."""
+    api = Api(secrets={"creds": [SECRET_IN_USE_FINALIZER]})
+    leading = False
+    guard = SecretUseGuard(api, may_release=lambda ref: leading)
+
+    await guard.object_gone(OBJ, bucketsync(deleting=True))
+    await guard.secret_event("MODIFIED", secret_body("creds", [SECRET_IN_USE_FINALIZER], deleting=True))
+    assert api.calls == []
+
+    leading = True
+    await guard.release_deferred()
+    assert api.secrets["creds"] == []
+    assert api.calls == ["list", "remove creds"]
+    await guard.release_deferred()  # done once
+    assert api.calls == ["list", "remove creds"]
+
+
+async def test_leadership_lost_during_the_listing_means_no_write() -> None:
+    api = Api(secrets={"creds": [SECRET_IN_USE_FINALIZER]})
+    answers = iter([True, False])  # may write before the listing, no longer after it
+    guard = SecretUseGuard(api, may_release=lambda ref: next(answers, False))
+
+    await guard.object_gone(OBJ, bucketsync())
+
+    assert api.calls == ["list"]
+    assert api.secrets["creds"] == [SECRET_IN_USE_FINALIZER]
+
+
+async def test_a_deleted_secret_is_no_longer_a_deferred_release() -> None:
+    api = Api(secrets={"creds": [SECRET_IN_USE_FINALIZER]})
+    leading = False
+    guard = SecretUseGuard(api, may_release=lambda ref: leading)
+    await guard.object_gone(OBJ, bucketsync())
+
+    await guard.secret_event("DELETED", secret_body("creds", [SECRET_IN_USE_FINALIZER]))
+    leading = True
+    await guard.release_deferred()
+
+    assert api.calls == []

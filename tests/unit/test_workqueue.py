@@ -127,3 +127,17 @@ async def test_get_wakes_up_when_done_releases_a_deferred_key(clock: FakeClock) 
     assert not waiter.done()
     await queue.done("a")
     assert await asyncio.wait_for(waiter, timeout=5) == "a"
+
+
+async def test_a_worker_cancelled_just_as_a_key_arrives_is_cancelled() -> None:
+    # Python 3.11's asyncio.wait_for returns the result instead of raising when a cancellation
+    # races the wait's completion (gh-86296); a worker that survives its cancellation would go on
+    # reconciling after the engine stopped its work (leadership lost, a shard handed over).
+    queue: WorkQueue[str] = WorkQueue()
+    await queue.add("later", delay=60.0)  # so the getter waits with a timeout
+    getter = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)  # the getter waits for a key
+    await queue.add("key")  # wakes it...
+    getter.cancel()  # ...and the cancellation arrives before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await getter

@@ -92,3 +92,19 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else replicaCount > 1. */}}
+{{- define "mixpeek-operator.leaderElection" -}}
+{{- $enabled := .Values.leaderElection.enabled }}
+{{- if .Values.sharding.enabled }}
+{{- false }}
+{{- else if kindIs "invalid" $enabled }}
+{{- gt (int .Values.replicaCount) 1 }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{- define "mixpeek-operator.leaseName" -}}
+{{- default (include "mixpeek-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
