@@ -81,6 +81,14 @@ class Node:
         pods: list[dict[str, Any]] = self.json("-n", namespace, "get", "pods", "-l", selector)["items"]
         return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
 
+    def processes(self, needle: str) -> list[int]:
+        """Host PIDs of the node's pod processes whose command line contains `needle`."""
+        return [
+            pid
+            for pid in sorted(localnode.pod_pids(self.running.layout))
+            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        ]
+
     def bucketsyncs(self, namespace: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.json("-n", namespace, "get", "bucketsyncs")["items"]
         return items
@@ -119,6 +127,20 @@ def _tool(
             f"{Path(binary).name} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def assert_runs_working_tree(pid: int) -> None:
+    """The pod process `pid` runs this working tree's operator code, file for file (a stale
+    image layer once made the e2e tier test weeks-old code)."""
+    (installed,) = Path(f"/proc/{pid}/root/usr/local/lib").glob("python3*/dist-packages/mixpeek_operator")
+    source = REPO_ROOT / "operator" / "mixpeek_operator"
+    differing = [
+        str(path.relative_to(source))
+        for path in sorted(source.rglob("*.py"))
+        if not (installed / path.relative_to(source)).is_file()
+        or (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
+    ]
+    assert not differing, f"the image's operator differs from the working tree in {differing}"
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:

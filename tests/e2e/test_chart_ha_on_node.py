@@ -25,6 +25,7 @@ from node_support import (
     CREDENTIALS_SECRET,
     EmulatorService,
     Node,
+    assert_runs_working_tree,
     create_credentials,
     deploy_emulator,
     wait_pods_ready,
@@ -234,6 +235,14 @@ def _assert_standby_idle(node: Node, pod: str) -> None:
     )
 
 
+def _print_diagnostics(node: Node) -> None:
+    """The Lease and the operator pods' last log lines, for a failure's report."""
+    print(node.kubectl("-n", HA_NS, "get", "lease", "-o", "yaml", check=False).stdout)
+    for pod in node.live_pods(HA_NS):
+        name = pod["metadata"]["name"]
+        print(f"--- {name}\n" + node.kubectl("-n", HA_NS, "logs", name, check=False).stdout[-4000:])
+
+
 def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: EmulatorService) -> None:
     node.helm(
         "install",
@@ -254,7 +263,15 @@ def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: Em
     deployment = node.json("-n", HA_NS, "get", "deployment", FULLNAME)
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     pods = [pod["metadata"]["name"] for pod in wait_pods_ready(node, HA_NS, REPLICAS)]
-    leader = wait_for(lambda: _holder(node), timeout=60, interval=0.5, what="a lease holder")
+    operators = node.processes("mixpeek-operator run")
+    assert len(operators) == REPLICAS
+    for pid in operators:
+        assert_runs_working_tree(pid)
+    try:
+        leader = wait_for(lambda: _holder(node), timeout=60, interval=0.5, what="a lease holder")
+    except AssertionError:
+        _print_diagnostics(node)
+        raise
     assert leader in pods
     assert metric_total(_metrics(node, leader), "mixpeek_operator_leader") == 1.0
     _apply_objects(node, BEFORE)

@@ -21,13 +21,12 @@ from node_support import (
     CHART,
     EmulatorService,
     Node,
+    assert_runs_working_tree,
     create_credentials,
     deploy_emulator,
     wait_pods_ready,
 )
 from operator_support import bucketsync, is_ready, wait_for
-
-import localnode
 
 SYSTEM_NS = "mixpeek-system"
 APP_NS = "e2e-app"
@@ -56,15 +55,6 @@ def _wait_operator_ready(node: Node, not_named: str | None = None, timeout: floa
 
 def _bucketsyncs(node: Node) -> list[dict[str, Any]]:
     return node.bucketsyncs(APP_NS)
-
-
-def _processes_of(node: Node, needle: str) -> list[int]:
-    """Host PIDs of the node's pod processes whose command line contains `needle`."""
-    return [
-        pid
-        for pid in sorted(localnode.pod_pids(node.running.layout))
-        if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    ]
 
 
 def test_emulator_runs_as_a_pod_behind_its_service(node: Node) -> None:
@@ -96,7 +86,8 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
     assert container["image"] == node.image
     assert container["imagePullPolicy"] == "Never"
     # The chart's security settings, as the kubelet ran them: the process itself is checked.
-    (pid,) = _processes_of(node, "mixpeek-operator run")
+    (pid,) = node.processes("mixpeek-operator run")
+    assert_runs_working_tree(pid)
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
