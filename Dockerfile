@@ -30,9 +30,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 # The wheels are bind-mounted from the builder, so they never land in a layer of this image.
-# buildah's layer cache does not key this step on the mounted wheels (Docker's BuildKit does):
-# hack/image.py passes a digest of the copied sources, so a changed source rebuilds it.
-ARG SOURCE_DIGEST=""
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels /wheels/*.whl \
     && mixpeek-operator --help > /dev/null

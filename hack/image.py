@@ -19,7 +19,6 @@ Linux and root only (debootstrap, buildah's chroot isolation).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -181,20 +180,6 @@ def wheelhouse(directory: Path) -> Path:
     return directory
 
 
-def source_digest(root: Path = REPO_ROOT) -> str:
-    """sha256 over what the Dockerfile copies into its builder (pyproject.toml, README.md,
-    operator/): names and contents, so any change to the installed code changes it."""
-    digest = hashlib.sha256()
-    files = [root / "pyproject.toml", root / "README.md"]
-    files += sorted(
-        path for path in (root / "operator").rglob("*") if path.is_file() and "__pycache__" not in path.parts
-    )
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
 def build_operator_image(ref: str = IMAGE) -> Path:
     base = base_image()
     with tempfile.TemporaryDirectory(prefix="mixpeek-wheels-") as tmp:
@@ -202,9 +187,9 @@ def build_operator_image(ref: str = IMAGE) -> Path:
         _buildah(
             "bud",
             "--isolation=chroot",
-            "--layers",
-            # Part of the install step's cache key: buildah reused a stale install otherwise.
-            f"--build-arg=SOURCE_DIGEST={source_digest()}",
+            # No --layers: buildah's layer cache does not key the final stage's install on the
+            # wheels it bind-mounts from the builder, so it kept installing weeks-old code (and
+            # with a fully cached builder there is nothing to mount). Every build installs anew.
             f"--build-arg=PYTHON_IMAGE={base}",
             "--build-arg=PIP_WHEEL_ARGS=--no-index --find-links=/wheelhouse",
             f"--volume={wheels}:/wheelhouse:ro",
