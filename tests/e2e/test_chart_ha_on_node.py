@@ -11,6 +11,7 @@ objects never reach it, and it deletes its objects before it is uninstalled.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -386,3 +387,14 @@ def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_sta
         pod["metadata"]["name"] for pod in node.live_pods(HA_NS) if pod["metadata"]["name"] != leader
     ]
     _assert_standby_idle(node, standby)
+    # Through all of it the operator's own code logged no error on the surviving pods.
+    for pod in node.live_pods(HA_NS):
+        name = pod["metadata"]["name"]
+        lines = [json.loads(line) for line in node.kubectl("-n", HA_NS, "logs", name).stdout.splitlines()]
+        errors = [
+            line
+            for line in lines
+            if line.get("level") in ("ERROR", "CRITICAL")
+            and str(line.get("logger")).startswith("mixpeek_operator")
+        ]
+        assert not errors, (name, errors[-5:])
