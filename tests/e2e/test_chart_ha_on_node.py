@@ -351,7 +351,7 @@ def test_helm_upgrade_rolls_both_pods_without_a_leader_gap_longer_than_the_lease
         f"\nhelm upgrade: longest time without a valid lease {longest:.2f}s by polling every "
         f"{POLL_INTERVAL}s ({by_lease:.2f}s by the Lease's timestamps); holders: {timeline}"
     )
-    assert poller.holders()[-1][1] in after and len(poller.holders()) > 1  # the lease did move
+    assert poller.holders()[-1][1] in after  # the lease did move to a new pod
     assert longest <= LEASE_DURATION
     for pod in node.live_pods(HA_NS):
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
