@@ -367,6 +367,51 @@ def test_helm_upgrade_rolls_both_pods_without_a_leader_gap_longer_than_the_lease
     _assert_edited(emulator, AFTER_DELETE[0])
 
 
+def _evict(node: Node, pod: str) -> int:
+    """The Eviction API, as `kubectl drain` uses it: 201 when allowed, 429 when a
+    PodDisruptionBudget refuses."""
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": HA_NS}}
+    try:
+        node.raw(f"/api/v1/namespaces/{HA_NS}/pods/{pod}/eviction", method="POST", body=body)
+    except HTTPError as exc:
+        return exc.code
+    return 201
+
+
+def test_a_drain_evicts_one_pod_at_a_time_and_the_standby_takes_over(
+    node: Node, emulator: EmulatorService
+) -> None:
+    leader = _holder(node)
+    (standby,) = [
+        pod["metadata"]["name"] for pod in node.live_pods(HA_NS) if pod["metadata"]["name"] != leader
+    ]
+    created_before = emulator.counts()["endpoint_status"].get("create", {})
+    wait_for(
+        lambda: node.json("-n", HA_NS, "get", "pdb", FULLNAME)["status"].get("disruptionsAllowed") == 1,
+        timeout=60,
+        interval=0.5,
+        what="the PodDisruptionBudget allowing one disruption",
+    )
+    evicted_at = time.time()
+    assert _evict(node, leader) == 201
+    # The chart's PodDisruptionBudget keeps the other pod until the replacement is Ready.
+    assert _evict(node, standby) == 429
+
+    def new_leader() -> LeaseSample | None:
+        sample = _read_lease(node)
+        return sample if sample is not None and sample.valid() and sample.holder == standby else None
+
+    takeover: LeaseSample = wait_for(
+        new_leader, timeout=LEASE_DURATION + 30, interval=0.2, what="the standby leads"
+    )
+    assert takeover.acquired is not None
+    print(f"\nleader evicted: the standby took the lease {takeover.acquired - evicted_at:.2f}s later")
+    wait_pods_ready(node, HA_NS, REPLICAS, not_named=(leader,))
+    not_ready = [o["metadata"]["name"] for o in node.bucketsyncs(APP_NS) if not is_ready(o)]
+    assert not not_ready, not_ready
+    assert emulator.counts()["endpoint_status"].get("create", {}) == created_before
+
+
 def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_stays_idle(
     node: Node, emulator: EmulatorService
 ) -> None:
