@@ -12,11 +12,14 @@ objects never reach it, and it deletes its objects before it is uninstalled.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 
@@ -45,6 +48,7 @@ METRICS_PORT = 8080  # the chart's default metrics.port (the pod proxy takes a n
 BEFORE = [f"before-{i}" for i in range(4)]
 AFTER_DELETE = [f"after-delete-{i}" for i in range(4)]
 AFTER_UPGRADE = [f"after-upgrade-{i}" for i in range(2)]
+AFTER_KILL = [f"after-kill-{i}" for i in range(3)]
 EDITED_BATCH_SIZE = 77
 
 pytestmark = pytest.mark.timeout(900)
@@ -412,10 +416,44 @@ def test_a_drain_evicts_one_pod_at_a_time_and_the_standby_takes_over(
     assert emulator.counts()["endpoint_status"].get("create", {}) == created_before
 
 
+def _pod_of(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    (name,) = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"POD_NAME=")]
+    return name
+
+
+def test_sigkill_of_the_leader_process_work_resumes_within_the_lease_duration(
+    node: Node, emulator: EmulatorService
+) -> None:
+    leader = _holder(node)
+    (pid,) = [pid for pid in node.processes("mixpeek-operator run") if _pod_of(pid) == leader]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)  # a crash: no release, the lease must expire or be reclaimed
+    _apply_objects(node, AFTER_KILL)
+
+    def renewed_after_the_kill() -> LeaseSample | None:
+        sample = _read_lease(node)
+        valid = sample is not None and sample.valid() and (sample.renewed or 0) > killed_at
+        return sample if valid else None
+
+    # Either the standby after expiry, or the kubelet's restart of the same pod (same identity,
+    # the old process dead) reclaiming its own lease.
+    lead: LeaseSample = wait_for(
+        renewed_after_the_kill, timeout=LEASE_DURATION + 30, interval=0.2, what="a leader after the kill"
+    )
+    assert lead.renewed is not None
+    took = lead.renewed - killed_at
+    who = "its restarted container" if lead.holder == leader else f"the standby {lead.holder}"
+    print(f"\nleader process SIGKILLed ({leader}): {who} led {took:.2f}s later")
+    assert took <= LEASE_DURATION + 2 * 2.0 + 2.0  # expiry seen up to a retry period late, plus slack
+    _assert_exactly_once(node, emulator, BEFORE + AFTER_DELETE + AFTER_UPGRADE + AFTER_KILL)
+    wait_pods_ready(node, HA_NS, REPLICAS)
+
+
 def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_stays_idle(
     node: Node, emulator: EmulatorService
 ) -> None:
-    names = BEFORE + AFTER_DELETE + AFTER_UPGRADE
+    names = BEFORE + AFTER_DELETE + AFTER_UPGRADE + AFTER_KILL
     deletes_before = sum(emulator.counts()["endpoint_status"].get("delete", {}).values())
     node.kubectl("-n", APP_NS, "delete", "bucketsyncs", "--all", "--timeout=120s", timeout=150)
     assert not node.bucketsyncs(APP_NS)
