@@ -447,7 +447,8 @@ def test_sigkill_of_the_leader_process_work_resumes_within_the_lease_duration(
     print(f"\nleader process SIGKILLed ({leader}): {who} led {took:.2f}s later")
     assert took <= LEASE_DURATION + 2 * 2.0 + 2.0  # expiry seen up to a retry period late, plus slack
     _assert_exactly_once(node, emulator, BEFORE + AFTER_DELETE + AFTER_UPGRADE + AFTER_KILL)
-    wait_pods_ready(node, HA_NS, REPLICAS)
+    pods = {pod["metadata"]["name"]: pod for pod in wait_pods_ready(node, HA_NS, REPLICAS)}
+    assert pods[leader]["status"]["containerStatuses"][0]["restartCount"] >= 1
 
 
 def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_stays_idle(
