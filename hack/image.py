@@ -187,7 +187,9 @@ def build_operator_image(ref: str = IMAGE) -> Path:
         _buildah(
             "bud",
             "--isolation=chroot",
-            "--layers",
+            # No --layers: buildah's layer cache does not key the final stage's install on the
+            # wheels it bind-mounts from the builder, so it kept installing weeks-old code (and
+            # with a fully cached builder there is nothing to mount). Every build installs anew.
             f"--build-arg=PYTHON_IMAGE={base}",
             "--build-arg=PIP_WHEEL_ARGS=--no-index --find-links=/wheelhouse",
             f"--volume={wheels}:/wheelhouse:ro",

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from operator_support import EMULATOR_API_KEY, wait_admission, wait_for
 
 import localnode
 from k8sbuild import build_helm, kube_bin_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "mixpeek-operator"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=mixpeek-operator"
+# The Secret the tests' BucketSyncs name (operator_support.BASE_SPEC's credentialsRef).
+CREDENTIALS_SECRET = "mixpeek-credentials"
 
 
 def require_node() -> None:
@@ -45,6 +53,45 @@ class Node:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def apply(self, namespace: str, *manifests: dict[str, Any]) -> None:
+        self.kubectl(
+            "-n",
+            namespace,
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
+        )
+
+    def image_values(self) -> list[str]:
+        """`helm --set` arguments that run the image built here, never pulled."""
+        repository, tag = self.image.rsplit(":", 1)
+        return [
+            "--set",
+            f"image.repository={repository}",
+            "--set",
+            f"image.tag={tag}",
+            "--set",
+            "image.pullPolicy=Never",
+        ]
+
+    def live_pods(self, namespace: str, selector: str = OPERATOR_SELECTOR) -> list[dict[str, Any]]:
+        """The pods matching `selector` that are not being deleted."""
+        pods: list[dict[str, Any]] = self.json("-n", namespace, "get", "pods", "-l", selector)["items"]
+        return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
+
+    def processes(self, needle: str) -> list[int]:
+        """Host PIDs of the node's pod processes whose command line contains `needle`."""
+        return [
+            pid
+            for pid in sorted(localnode.pod_pids(self.running.layout))
+            if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        ]
+
+    def bucketsyncs(self, namespace: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.json("-n", namespace, "get", "bucketsyncs")["items"]
+        return items
 
     def raw(self, path: str, *, method: str = "GET", body: Any = None) -> Any:
         """A request through the apiserver (e.g. its Service proxy: the host never routes to
@@ -80,3 +127,119 @@ def _tool(
             f"{Path(binary).name} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def assert_runs_working_tree(pid: int) -> None:
+    """The pod process `pid` runs this working tree's operator code, file for file (a stale
+    image layer once made the e2e tier test weeks-old code)."""
+    (installed,) = Path(f"/proc/{pid}/root/usr/local/lib").glob("python3*/dist-packages/mixpeek_operator")
+    source = REPO_ROOT / "operator" / "mixpeek_operator"
+    differing = [
+        str(path.relative_to(source))
+        for path in sorted(source.rglob("*.py"))
+        if not (installed / path.relative_to(source)).is_file()
+        or (installed / path.relative_to(source)).read_bytes() != path.read_bytes()
+    ]
+    assert not differing, f"the image's operator differs from the working tree in {differing}"
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (pod.get("status") or {}).get("conditions", [])
+    )
+
+
+def wait_pods_ready(
+    node: Node, namespace: str, count: int, *, not_named: tuple[str, ...] = (), timeout: float = 180
+) -> list[dict[str, Any]]:
+    """Wait until exactly `count` live operator pods, none named in `not_named`, are all Ready."""
+
+    def ready_pods() -> list[dict[str, Any]] | None:
+        live = node.live_pods(namespace)
+        fresh = [pod for pod in live if pod["metadata"]["name"] not in not_named]
+        if len(live) == count and len(fresh) == count and all(pod_ready(pod) for pod in live):
+            return live
+        return None
+
+    try:
+        pods: list[dict[str, Any]] = wait_for(
+            ready_pods, timeout=timeout, interval=1, what=f"{count} operator pod(s) Ready"
+        )
+    except AssertionError:
+        print(node.kubectl("-n", namespace, "describe", "pods", check=False).stdout[-6000:])
+        raise
+    return pods
+
+
+@dataclass
+class EmulatorService:
+    """The emulator running as a pod behind its Service in `namespace` (docs/quickstart/emulator.yaml)."""
+
+    node: Node
+    namespace: str
+
+    def call(self, path: str, *, method: str = "GET", body: Any = None) -> Any:
+        """Its admin API (/_emulator) through the apiserver's Service proxy."""
+        return self.node.raw(
+            f"/api/v1/namespaces/{self.namespace}/services/http:mixpeek-emulator:http/proxy/_emulator/{path}",
+            method=method,
+            body=body,
+        )
+
+    def syncs(self, query: str = "") -> list[dict[str, Any]]:
+        """The remote syncs it holds (`query`: e.g. `?bucket_id=bkt_demo`)."""
+        syncs: list[dict[str, Any]] = self.call(f"syncs{query}")["results"]
+        return syncs
+
+    def counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = self.call("requests/counts")
+        return counts
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log (wall-clock `started_at`, endpoint, status), oldest first."""
+        log: list[dict[str, Any]] = self.call("requests")["requests"]
+        return log
+
+    def url(self) -> str:
+        """Its address as pods reach it: the Service's ClusterIP (the node has no cluster DNS)."""
+        service = self.node.json("-n", self.namespace, "get", "service", "mixpeek-emulator")
+        return f"http://{service['spec']['clusterIP']}:8099"
+
+
+def deploy_emulator(node: Node, namespace: str) -> EmulatorService:
+    """The quickstart's emulator manifest with the image built here, rolled out in `namespace`."""
+    manifest = (REPO_ROOT / "docs" / "quickstart" / "emulator.yaml").read_text()
+    manifest = manifest.replace("ghcr.io/mixpeek/mixpeek-operator:0.1.0", node.image)
+    docs = [doc for doc in yaml.safe_load_all(manifest) if doc]
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+    node.apply(namespace, *docs)
+    node.kubectl(
+        "-n", namespace, "rollout", "status", "deploy/mixpeek-emulator", "--timeout=180s", timeout=200
+    )
+    emulator = EmulatorService(node, namespace)
+    assert emulator.call("health") == {"status": "ok"}
+    return emulator
+
+
+def create_credentials(node: Node, namespace: str, emulator: EmulatorService) -> None:
+    """The Secret the BucketSyncs in `namespace` use: the emulator's key and address."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": CREDENTIALS_SECRET},
+        "stringData": {"apiKey": EMULATOR_API_KEY, "namespace": "default", "baseUrl": emulator.url()},
+    }
+    node.apply(namespace, secret)
+
+
+def wait_chart_admission(node: Node, release: str, release_namespace: str, app_namespace: str) -> None:
+    """After `helm install`: until BucketSync creates in `app_namespace` are admitted.
+
+    The chart's MutatingAdmissionPolicy is loaded asynchronously (the API server answers 503
+    to BucketSync creates until it has the CRD's schema), and the tests create objects at once.
+    """
+    manifest = node.helm("get", "manifest", release, "--namespace", release_namespace).stdout
+    wait_admission(node, app_namespace, finalizer_added="kind: MutatingAdmissionPolicy\n" in manifest)

@@ -17,136 +17,63 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from node_support import Node
-from operator_support import bucketsync, is_ready, wait_admission, wait_for
+from node_support import (
+    CHART,
+    EmulatorService,
+    Node,
+    assert_runs_working_tree,
+    create_credentials,
+    deploy_emulator,
+    wait_chart_admission,
+    wait_pods_ready,
+)
+from operator_support import bucketsync, is_ready, wait_for
 
-import localnode
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "charts" / "mixpeek-operator"
 SYSTEM_NS = "mixpeek-system"
 APP_NS = "e2e-app"
 RELEASE = "mixpeek-operator"
 DEPLOYMENT = RELEASE  # the chart's fullname when the release is named like the chart
-EMULATOR_API_KEY = "sk_test_emulator"
 BULK = 50
 NONROOT_UID = 65532
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def _emulator(node: Node, path: str, *, method: str = "GET", body: Any = None) -> Any:
-    return node.raw(
-        f"/api/v1/namespaces/{SYSTEM_NS}/services/http:mixpeek-emulator:http/proxy/_emulator/{path}",
-        method=method,
-        body=body,
-    )
-
-
-def _remote_syncs(node: Node, query: str = "") -> list[dict[str, Any]]:
-    syncs: list[dict[str, Any]] = _emulator(node, f"syncs{query}")["results"]
-    return syncs
+def _emulator(node: Node) -> EmulatorService:
+    return EmulatorService(node, SYSTEM_NS)
 
 
 def _operator_pod(node: Node) -> dict[str, Any]:
-    pods = node.json("-n", SYSTEM_NS, "get", "pods", "-l", "app.kubernetes.io/name=mixpeek-operator")["items"]
-    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    assert len(running) == 1, [p["metadata"]["name"] for p in pods]
-    pod: dict[str, Any] = running[0]
-    return pod
-
-
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (pod.get("status") or {}).get("conditions", [])
-    )
+    pods = node.live_pods(SYSTEM_NS)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
 
 
 def _wait_operator_ready(node: Node, not_named: str | None = None, timeout: float = 180) -> dict[str, Any]:
-    def ready_pod() -> dict[str, Any] | None:
-        pods = node.json("-n", SYSTEM_NS, "get", "pods", "-l", "app.kubernetes.io/name=mixpeek-operator")[
-            "items"
-        ]
-        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        if len(live) == 1 and live[0]["metadata"]["name"] != not_named and _pod_ready(live[0]):
-            return live[0]
-        return None
-
-    try:
-        pod: dict[str, Any] = wait_for(ready_pod, timeout=timeout, interval=1, what="operator pod Ready")
-    except AssertionError:
-        print(node.kubectl("-n", SYSTEM_NS, "describe", "pods", check=False).stdout[-6000:])
-        raise
+    (pod,) = wait_pods_ready(node, SYSTEM_NS, 1, not_named=(not_named,) if not_named else (), timeout=timeout)
     return pod
 
 
 def _bucketsyncs(node: Node) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = node.json("-n", APP_NS, "get", "bucketsyncs")["items"]
-    return items
-
-
-def _apply(node: Node, *manifests: dict[str, Any], namespace: str = APP_NS) -> None:
-    node.kubectl(
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
-    )
-
-
-def _processes_of(node: Node, needle: str) -> list[int]:
-    """Host PIDs of the node's pod processes whose command line contains `needle`."""
-    return [
-        pid
-        for pid in sorted(localnode.pod_pids(node.running.layout))
-        if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    ]
+    return node.bucketsyncs(APP_NS)
 
 
 def test_emulator_runs_as_a_pod_behind_its_service(node: Node) -> None:
     node.kubectl("create", "namespace", SYSTEM_NS)
     node.kubectl("label", "namespace", SYSTEM_NS, "pod-security.kubernetes.io/enforce=restricted")
-    manifest = (REPO_ROOT / "docs" / "quickstart" / "emulator.yaml").read_text()
-    manifest = manifest.replace("ghcr.io/mixpeek/mixpeek-operator:0.1.0", node.image)
-    docs = [doc for doc in yaml.safe_load_all(manifest) if doc]
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
-    _apply(node, *docs, namespace=SYSTEM_NS)
-    node.kubectl(
-        "-n", SYSTEM_NS, "rollout", "status", "deploy/mixpeek-emulator", "--timeout=180s", timeout=200
-    )
-    assert _emulator(node, "health") == {"status": "ok"}
+    deploy_emulator(node, SYSTEM_NS)
 
 
 def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Node) -> None:
-    service = node.json("-n", SYSTEM_NS, "get", "service", "mixpeek-emulator")
-    emulator_url = f"http://{service['spec']['clusterIP']}:8099"
     node.kubectl("create", "namespace", APP_NS)
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "mixpeek-credentials"},
-        "stringData": {"apiKey": EMULATOR_API_KEY, "namespace": "default", "baseUrl": emulator_url},
-    }
-    _apply(node, secret)
-    repository, tag = node.image.rsplit(":", 1)
+    create_credentials(node, APP_NS, EmulatorService(node, SYSTEM_NS))
     node.helm(
         "install",
         RELEASE,
         str(CHART),
         "--namespace",
         SYSTEM_NS,
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
+        *node.image_values(),
         "--set",
         "settings.observeInterval=5",
         "--set",
@@ -154,17 +81,15 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
         "--wait",
         "--timeout=180s",
     )
-    # The chart's MutatingAdmissionPolicy is loaded asynchronously (503s for BucketSync creates
-    # until it has the CRD's schema): the next tests create BucketSyncs at once.
-    manifest = node.helm("get", "manifest", RELEASE, "--namespace", SYSTEM_NS).stdout
-    wait_admission(node, APP_NS, finalizer_added="kind: MutatingAdmissionPolicy\n" in manifest)
+    wait_chart_admission(node, RELEASE, SYSTEM_NS, APP_NS)
     pod = _wait_operator_ready(node)
     spec = pod["spec"]
     container = spec["containers"][0]
     assert container["image"] == node.image
     assert container["imagePullPolicy"] == "Never"
     # The chart's security settings, as the kubelet ran them: the process itself is checked.
-    (pid,) = _processes_of(node, "mixpeek-operator run")
+    (pid,) = node.processes("mixpeek-operator run")
+    assert_runs_working_tree(pid)
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
@@ -188,7 +113,7 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
 
 
 def test_bucketsync_in_another_namespace_ready_with_file_counts(node: Node) -> None:
-    _apply(node, bucketsync("first", bucketId="bkt_media"))
+    node.apply(APP_NS, bucketsync("first", bucketId="bkt_media"))
 
     def ready() -> dict[str, Any] | None:
         obj = node.json("-n", APP_NS, "get", "bucketsync", "first")
@@ -196,7 +121,7 @@ def test_bucketsync_in_another_namespace_ready_with_file_counts(node: Node) -> N
 
     wait_for(ready, timeout=120, interval=1, what="BucketSync first Ready")
     # Let the emulated sync run once (10 emulated minutes), then the operator observes it.
-    _emulator(node, "clock/advance", method="POST", body={"seconds": 600})
+    _emulator(node).call("clock/advance", method="POST", body={"seconds": 600})
 
     def counted() -> dict[str, Any] | None:
         obj = node.json("-n", APP_NS, "get", "bucketsync", "first")
@@ -204,7 +129,7 @@ def test_bucketsync_in_another_namespace_ready_with_file_counts(node: Node) -> N
         return obj if metrics.get("filesSynced", 0) > 0 else None
 
     obj = wait_for(counted, timeout=120, interval=1, what="file counts in status")
-    (remote,) = _remote_syncs(node, "?bucket_id=bkt_media")
+    (remote,) = _emulator(node).syncs("?bucket_id=bkt_media")
     assert obj["status"]["syncConfigId"] == remote["sync_config_id"]
     assert obj["status"]["metrics"]["filesSynced"] == remote["total_files_synced"]
 
@@ -218,17 +143,17 @@ def test_kubectl_logs_of_the_operator_pod(node: Node) -> None:
 
 
 def test_operator_pod_deleted_mid_bulk_create_finishes_exactly_once(node: Node) -> None:
-    _emulator(node, "requests", method="DELETE")
+    _emulator(node).call("requests", method="DELETE")
     names = [f"bulk-{i:02d}" for i in range(BULK)]
-    _apply(node, *(bucketsync(name, sourcePath=f"demo-bucket/bulk/{name}") for name in names))
+    node.apply(APP_NS, *(bucketsync(name, sourcePath=f"demo-bucket/bulk/{name}") for name in names))
     old = _operator_pod(node)["metadata"]["name"]
     wait_for(
-        lambda: _emulator(node, "requests/counts")["endpoints"]["create"] >= 1,
+        lambda: _emulator(node).counts()["endpoints"]["create"] >= 1,
         timeout=60,
         interval=0.2,
         what="first remote create",
     )
-    created_before = _emulator(node, "requests/counts")["endpoints"]["create"]
+    created_before = _emulator(node).counts()["endpoints"]["create"]
     node.kubectl("-n", SYSTEM_NS, "delete", "pod", old, "--wait=false")
     # Mid bulk: some, not all, remote syncs existed when the pod was told to stop.
     assert created_before < BULK, created_before
@@ -238,11 +163,11 @@ def test_operator_pod_deleted_mid_bulk_create_finishes_exactly_once(node: Node) 
         return sum(is_ready(obj) for obj in _bucketsyncs(node) if obj["metadata"]["name"] in names) == BULK
 
     wait_for(all_ready, timeout=300, interval=2, what=f"{BULK} BucketSyncs Ready")
-    remote = _remote_syncs(node, "?bucket_id=bkt_demo")
+    remote = _emulator(node).syncs("?bucket_id=bkt_demo")
     assert len(remote) == BULK
     ids = {obj["status"]["syncConfigId"] for obj in _bucketsyncs(node) if obj["metadata"]["name"] in names}
     assert ids == {sync["sync_config_id"] for sync in remote}
-    counts = _emulator(node, "requests/counts")
+    counts = _emulator(node).counts()
     assert (
         counts["endpoint_status"]["create"].get("200", 0) + counts["endpoint_status"]["create"].get("201", 0)
         == BULK
@@ -263,7 +188,7 @@ def test_metrics_answer_through_the_chart_service(node: Node) -> None:
 
 def test_helm_upgrade_rolls_the_pod_and_keeps_objects_ready(node: Node) -> None:
     before = _operator_pod(node)
-    remote_before = len(_remote_syncs(node))
+    remote_before = len(_emulator(node).syncs())
     node.helm(
         "upgrade",
         RELEASE,
@@ -283,7 +208,7 @@ def test_helm_upgrade_rolls_the_pod_and_keeps_objects_ready(node: Node) -> None:
     objects = _bucketsyncs(node)
     assert len(objects) == BULK + 1
     assert all(is_ready(obj) for obj in objects), [o["metadata"]["name"] for o in objects if not is_ready(o)]
-    assert len(_remote_syncs(node)) == remote_before
+    assert len(_emulator(node).syncs()) == remote_before
 
 
 def test_helm_uninstall_keeps_the_crd_and_the_objects(node: Node) -> None:
