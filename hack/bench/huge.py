@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import objcost, policy, stats
-from bench.kube import Kube, Watcher
-from bench.procs import CpuMeter, Emulator
-from bench.scenarios import Admin, Bench, Settings
+from bench.kube import Watcher
+from bench.scenarios import Bench, Settings
 from localcluster import ControlPlane
 
 HUGE_RATIO_TARGET = 12.0  # N=10,000 all Ready within 12x the N=1,000 time
@@ -41,16 +40,8 @@ def namespaces(settings: Settings) -> dict[str, str]:
 async def run_huge(
     settings: Settings, plane: ControlPlane, workdir: Path, pids: list[int], say: Any
 ) -> dict[str, Any]:
-    emulator = Emulator.start(workdir, settings.buckets)
-    pids.append(emulator.proc.pid)
-    pki = plane.pki
-    kube = Kube(plane.server, str(pki.ca_cert), str(pki.admin_cert), str(pki.admin_key))
-    admin = Admin(emulator.url)
-    cpu = CpuMeter()
-    cpu.track("kube-apiserver", plane.processes["kube-apiserver"].pid)
-    cpu.track("etcd", plane.processes["etcd"].pid)
-    cpu.track("emulator", emulator.proc.pid)
-    bench = Bench(settings, workdir, kube, plane.kubeconfig, emulator, admin, cpu)
+    bench = Bench.start(settings, plane, workdir, pids)
+    kube, admin, emulator = bench.kube, bench.admin, bench.emulator
     ns = namespaces(settings)
     small, large = settings.n, settings.huge_n
     results: dict[str, Any] = {}

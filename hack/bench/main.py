@@ -18,9 +18,8 @@ import psutil
 
 from bench import policy, stats
 from bench.huge import huge_rows, run_huge
-from bench.kube import Kube, Watcher
-from bench.procs import CpuMeter, Emulator
-from bench.scenarios import MEMORY_NS, SCENARIOS, Admin, Bench, Settings
+from bench.kube import Watcher
+from bench.scenarios import MEMORY_NS, SCENARIOS, Bench, Settings
 from localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, running_control_plane
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -53,16 +52,8 @@ def log(message: str) -> None:
 async def run_scenarios(
     settings: Settings, plane: ControlPlane, workdir: Path, pids: list[int]
 ) -> dict[str, Any]:
-    emulator = Emulator.start(workdir, settings.buckets)
-    pids.append(emulator.proc.pid)
-    pki = plane.pki
-    kube = Kube(plane.server, str(pki.ca_cert), str(pki.admin_cert), str(pki.admin_key))
-    admin = Admin(emulator.url)
-    cpu = CpuMeter()
-    cpu.track("kube-apiserver", plane.processes["kube-apiserver"].pid)
-    cpu.track("etcd", plane.processes["etcd"].pid)
-    cpu.track("emulator", emulator.proc.pid)
-    bench = Bench(settings, workdir, kube, plane.kubeconfig, emulator, admin, cpu)
+    bench = Bench.start(settings, plane, workdir, pids)
+    kube, admin, emulator = bench.kube, bench.admin, bench.emulator
     results: dict[str, Any] = {}
     only = set(settings.scenarios)
     on_fleet = only & {"idle", "churn", "edit"}

@@ -31,6 +31,7 @@ from bench.procs import (
     cpu_delta,
     top_frames,
 )
+from localcluster import ControlPlane
 from mixpeek_operator.constants import FINALIZER, GROUP, OWNER_REF_KEY, OWNER_UID_KEY, VERSION
 from mixpeek_operator.engine import EngineSettings
 
@@ -153,6 +154,19 @@ class Bench:
     cpu: CpuMeter
     results: dict[str, Any] = field(default_factory=dict)
     operators: list[Operator] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, settings: Settings, plane: ControlPlane, workdir: Path, pids: list[int]) -> Bench:
+        """A bench on `plane` with a fresh emulator (its pid appended to `pids`) and CPU meters."""
+        emulator = Emulator.start(workdir, settings.buckets)
+        pids.append(emulator.proc.pid)
+        pki = plane.pki
+        kube = Kube(plane.server, str(pki.ca_cert), str(pki.admin_cert), str(pki.admin_key))
+        cpu = CpuMeter()
+        cpu.track("kube-apiserver", plane.processes["kube-apiserver"].pid)
+        cpu.track("etcd", plane.processes["etcd"].pid)
+        cpu.track("emulator", emulator.proc.pid)
+        return cls(settings, workdir, kube, plane.kubeconfig, emulator, Admin(emulator.url), cpu)
 
     @property
     def buckets(self) -> list[str]:
