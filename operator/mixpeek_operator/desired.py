@@ -70,6 +70,13 @@ def owner_metadata(uid: str, namespace: str, name: str) -> dict[str, str]:
     return {OWNER_UID_KEY: uid, OWNER_REF_KEY: f"{namespace}/{name}"}
 
 
+def owner_of(remote: SyncConfiguration) -> tuple[str | None, str | None]:
+    """The (uid, namespace/name) of the ownership marker in a remote sync; None where absent."""
+    meta = remote.metadata or {}
+    uid, ref = meta.get(OWNER_UID_KEY), meta.get(OWNER_REF_KEY)
+    return (str(uid) if uid else None, str(ref) if ref else None)
+
+
 def desired_metadata(spec: BucketSyncSpec, owner: Mapping[str, str]) -> dict[str, str]:
     # Admission refuses user keys under the reserved prefix; the marker wins regardless.
     return {**(spec.metadata or {}), **owner}

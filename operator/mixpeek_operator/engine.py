@@ -14,6 +14,7 @@ kopf delivers watch events (see handlers.py); the rest has the shape of controll
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -52,6 +53,9 @@ from mixpeek_operator.secret_guard import FinalizerApi, SecretUseGuard
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
+
+# The object the current reconcile is for: `client_for` records it as a user of its client.
+_reconciling: contextvars.ContextVar[ObjectKey | None] = contextvars.ContextVar("reconciling", default=None)
 
 # reconcile outcome -> the `result` label of bucketsync_reconcile_total
 _RESULTS: dict[str, ReconcileResult] = {
@@ -244,7 +248,11 @@ class Engine:
             on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
         )
         self._mixpeek_transport = mixpeek_transport
+        # One Mixpeek client (HTTP pool + rate limiter) per credential and namespace, kept while
+        # an object uses it: a key rotation moves every user to a new one and the old one closes.
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
+        self._client_users: dict[tuple[str, str], set[ObjectKey]] = {}
+        self._client_of: dict[ObjectKey, tuple[str, str]] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._kube_outage: set[ObjectKey] = set()  # objects whose last reconcile hit an outage
@@ -323,8 +331,11 @@ class Engine:
         record = self.objects.pop(key, None)
         self.observer.leave(key)
         self.credentials.forget(key)
+        self._release_client(key)
         await self.queue.discard(key)
         self._kube_outage.discard(key)
+        if record is not None:
+            self.context.create_attempts.discard(str((record.body.get("metadata") or {}).get("uid")))
         if self.secret_guard is not None:
             await self.secret_guard.object_gone(key, record.body if record else None)
 
@@ -362,7 +373,47 @@ class Engine:
                 transport=self._mixpeek_transport,
             )
             self._clients[key] = client
+        user = _reconciling.get()
+        if user is not None and self._client_of.get(user) != key:
+            self._release_client(user)
+            self._client_of[user] = key
+            self._client_users.setdefault(key, set()).add(user)
         return client
+
+    def _release_client(self, obj: ObjectKey) -> None:
+        """`obj` no longer uses its client (gone, or moved to other credentials); the last user
+        closes it. Its listings go with it: they poll through that client."""
+        key = self._client_of.pop(obj, None)
+        if key is None:
+            return
+        self.observer.leave(obj)  # the reconcile after a move joins the new scope again
+        users = self._client_users[key]
+        users.discard(obj)
+        if users:
+            return
+        del self._client_users[key]
+        client = self._clients.pop(key, None)
+        if client is not None:
+            task = asyncio.create_task(client.aclose(), name="close-mixpeek-client")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds, for the soak benchmark (hack/bench/soak.py):
+        every one must return to what the live objects need once objects and Secrets go."""
+        return {
+            "engine.objects": len(self.objects),
+            "engine.clients": len(self._clients),
+            "engine.client_users": len(self._client_users),
+            "engine.client_of": len(self._client_of),
+            "engine.kube_outage": len(self._kube_outage),
+            "engine.background": len(self._background),
+            "create_attempts": len(self.context.create_attempts),
+            **self.queue.sizes(),
+            **self.observer.sizes(),
+            **self.credentials.sizes(),
+            **(self.secret_guard.sizes() if self.secret_guard is not None else {}),
+        }
 
     def _observe_request(self, event: RequestEvent) -> None:
         self.metrics.observe_request(event.endpoint, event.method, event.status_code, event.latency_seconds)
@@ -407,14 +458,23 @@ class Engine:
 
     async def _process(self, key: ObjectKey) -> None:
         record = self.objects.get(key)
-        if record is None or not self.owns(record.body):
+        if record is None:
+            self.queue.forget(key)  # deleted while a failed reconcile was requeued: no count kept
+            return
+        if not self.owns(record.body):
             return  # another replica's; requeued when ownership changes (stop_work)
         record.handled = trigger_snapshot(record.body)
         if self.secret_guard is not None:  # before any remote create
             await self.secret_guard.protect(key, record.body)
         obj = ObjectState.from_body(record.body)
         started = self._clock()
-        outcome = await reconcile(obj, self.context)
+        token = _reconciling.set(key)
+        try:
+            outcome = await reconcile(obj, self.context)
+        finally:
+            _reconciling.reset(token)
+            if key not in self.objects:  # deleted while its create was under way
+                self.context.create_attempts.discard(obj.uid)
         self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
         await self._after(key, outcome)
 

@@ -390,6 +390,12 @@ def _transport_identity(connection: KubeConnection) -> KubeConnection:
     return replace(connection, token=None, token_path=None)
 
 
+def _longest_request(timeout: httpx.Timeout) -> float:
+    """How long one request can hold a pool: every phase at its limit, plus a margin."""
+    phases = (timeout.pool, timeout.connect, timeout.write, timeout.read)
+    return sum(phase for phase in phases if phase is not None) + 5.0
+
+
 # --- paths and objects --------------------------------------------------------------------
 
 
@@ -490,6 +496,7 @@ class KubeClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
         user_agent: str = f"mixpeek-operator/{__version__}",
+        retire_after: float | None = None,
     ) -> None:
         if isinstance(connection, KubeConnection):
             self._connection: KubeConnection | None = connection
@@ -501,8 +508,12 @@ class KubeClient:
         self._limits = limits
         self._user_agent = user_agent
         self._http: httpx.AsyncClient | None = None
-        # Pools replaced by a credential refresh; requests may still be using them.
-        self._retired: list[httpx.AsyncClient] = []
+        # Pools replaced by a credential refresh; requests may still be using them. Each is
+        # closed once the longest request it may carry is over (exec plugins hand out short-lived
+        # certificates: a pool per rotation would otherwise pile up for the life of the process).
+        self._retired: set[httpx.AsyncClient] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retire_after = retire_after if retire_after is not None else _longest_request(timeout)
         self._generation = 0
         self._lock = asyncio.Lock()
         self._file_token: tuple[str, float] | None = None  # (token, monotonic time read)
@@ -526,8 +537,10 @@ class KubeClient:
 
     async def aclose(self) -> None:
         self._closed = True
+        for task in self._retiring:
+            task.cancel()
         clients = [*self._retired, *([self._http] if self._http is not None else [])]
-        self._http, self._retired = None, []
+        self._http, self._retired, self._retiring = None, set(), set()
         for client in clients:
             await client.aclose()
 
@@ -814,12 +827,28 @@ class KubeClient:
                 return False
             self._file_token = None
             if _transport_identity(new) != _transport_identity(old) and self._http is not None:
-                self._retired.append(self._http)
+                self._retire(self._http)
                 self._http = self._build_http(new)
             self._connection = new
             self._generation += 1
             logger.info("%s; refreshed credentials", reason)
             return True
+
+    def _retire(self, http: httpx.AsyncClient) -> None:
+        self._retired.add(http)
+
+        async def close_when_idle() -> None:
+            await asyncio.sleep(self._retire_after)
+            self._retired.discard(http)
+            await http.aclose()
+
+        task = asyncio.create_task(close_when_idle(), name="close-retired-kube-pool")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def retired_pools(self) -> int:
+        """Pools replaced by a credential refresh and not closed yet (for the soak benchmark)."""
+        return len(self._retired)
 
     def _bearer_token(self) -> str | None:
         connection = self._connection

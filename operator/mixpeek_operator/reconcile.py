@@ -204,8 +204,9 @@ class RemoteCache(Protocol):
         self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        """The bucket's syncs, newest first; None when there is no listing yet (then the caller lists)."""
+    async def owned(self, group: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
+        """The bucket's syncs marked as this object's (its uid, or its namespace/name with any uid),
+        newest first; None when there is no listing yet (then the caller lists)."""
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
@@ -316,12 +317,6 @@ def remote_health(remote: SyncConfiguration) -> ConditionUpdate:
     return ConditionUpdate(
         ConditionType.REMOTE_HEALTHY, "True", Reason.ACTIVE, f"Mixpeek status {remote.status.value}"
     )
-
-
-def _owner_of(remote: SyncConfiguration) -> tuple[str | None, str | None]:
-    meta = remote.metadata or {}
-    uid, ref = meta.get(OWNER_UID_KEY), meta.get(OWNER_REF_KEY)
-    return (str(uid) if uid else None, str(ref) if ref else None)
 
 
 # --- the reconcile -------------------------------------------------------------------------
@@ -690,7 +685,7 @@ async def _locate(run: _Run, conn: _Connection) -> SyncConfiguration | None:
 
 
 def _is_ours(remote: SyncConfiguration, obj: ObjectState) -> bool:
-    uid, ref = _owner_of(remote)
+    uid, ref = desired.owner_of(remote)
     return uid == obj.uid or (uid is not None and ref == obj.ref)
 
 
@@ -702,7 +697,7 @@ async def _find_owned(
     # The bucket's shared listing when there is one; without it (not listed since this process
     # started: its first listing failed, e.g. under 429s, or is still under way) a listing of
     # this connection alone, rather than waiting for the shared one.
-    candidates = None if fresh else await remote.listing(scope)
+    candidates = None if fresh else await remote.owned(scope, run.obj.uid, run.obj.ref)
     if candidates is None:
         listing = await conn.client.list_all_syncs(
             scope.bucket, ListSyncConfigurationsRequest(connection_id=connection_id)
@@ -718,7 +713,7 @@ async def _find_owned(
 
 async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
     """A remote sync marked as another live object's is a conflict, never silently shared."""
-    uid, ref = _owner_of(remote)
+    uid, ref = desired.owner_of(remote)
     obj = run.obj
     if uid is None or uid == obj.uid:
         return

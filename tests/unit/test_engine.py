@@ -434,3 +434,51 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
     assert rig.engine.observer.listings == {}
     assert await rig.drain() == [KEY]
     assert rig.kube.writes == writes  # the object was already converged: nothing to write
+
+
+# --- nothing grows without bound -------------------------------------------------------------
+
+
+async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None:
+    """Regression: one HTTP pool + rate limiter per API key ever seen stayed open for good."""
+    await rig.apply(bucketsync())
+    await rig.apply(bucketsync("other"))
+    await rig.drain()
+    (first,) = rig.engine._clients.values()
+    for rotation in range(5):
+        rig.secrets[("team", "creds")] = secret(f"sk_rotated_{rotation}")
+        await rig.engine.on_secret_event("MODIFIED", rig.secrets[("team", "creds")])
+        assert sorted(await rig.drain()) == [KEY, ObjectKey("team", "other")]
+    await rig.engine.wait_background()
+    assert len(rig.engine._clients) == 1  # the current key's only
+    assert first._http.is_closed
+    # The last object gone: no client, no listing, no cached Secret.
+    for key in (KEY, ObjectKey("team", "other")):
+        await rig.engine.on_object_event("DELETED", rig.kube.body(key))
+    await rig.engine.wait_background()
+    assert rig.engine._clients == {}
+    sizes = rig.engine.sizes()
+    assert sizes.pop("queue.heap") <= 64  # stale entries leave lazily, at most 64 (workqueue)
+    assert {name: count for name, count in sizes.items() if count} == {}, sizes
+
+
+async def test_an_object_deleted_during_a_failing_create_leaves_no_failure_count_or_mark(rig: Rig) -> None:
+    """Regression: the failure count and the create-attempt mark of an object deleted while its
+    (failing) create was under way stayed for the life of the process."""
+    rig.emulator.faults.rules.append(FaultRule(endpoint="create", error_count=50, error_status=503))
+    patch_status = rig.kube.patch_status
+
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> JsonObject:
+        if KEY in rig.kube.objects:  # force-deleted (finalizer stripped) while the create ran
+            await rig.engine.on_object_event("DELETED", rig.kube.objects.pop(KEY))
+        raise KubeNotFound(404, "NotFound", "bucketsyncs.mixpeek.com demo not found")
+
+    rig.kube.patch_status = deleted_meanwhile  # type: ignore[method-assign]
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    rig.kube.patch_status = patch_status  # type: ignore[method-assign]
+    rig.clock.advance(600)
+    await rig.drain()
+    assert rig.engine.queue.failures(KEY) == 0
+    assert rig.engine.context.create_attempts == set()
+    assert len(rig.engine.queue) == 0

@@ -88,7 +88,7 @@ class NoCache:
     async def lookup(self, group: ListingScope, sync_id: str) -> Literal["unknown"]:
         return "unknown"
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
+    async def owned(self, group: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
         return None
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
@@ -104,8 +104,8 @@ class Listed(NoCache):
     def __init__(self, syncs: list[SyncConfiguration]) -> None:
         self.syncs = syncs
 
-    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
-        return list(self.syncs)
+    async def owned(self, scope: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
+        return list(self.syncs)  # the caller still checks the marker of each
 
 
 class LossyTransport(httpx.AsyncBaseTransport):
