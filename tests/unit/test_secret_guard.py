@@ -200,7 +200,9 @@ async def test_per_secret_state_goes_with_the_last_object_naming_the_secret() ->
     """Regression: a lock per Secret ever marked stayed for the life of the process."""
     api = Api(secrets={f"creds-{i}": [] for i in range(50)})
     guard = SecretUseGuard(api)
-    objects = [(ObjectKey(NS, f"obj-{i}"), bucketsync(f"obj-{i}", secret=f"creds-{i % 50}")) for i in range(200)]
+    objects = [
+        (ObjectKey(NS, f"obj-{i}"), bucketsync(f"obj-{i}", secret=f"creds-{i % 50}")) for i in range(200)
+    ]
 
     await asyncio.gather(*(guard.protect(key, body) for key, body in objects))
     assert guard._marking == {}  # no mark under way: no lock held

@@ -153,7 +153,7 @@ class Emulator:
         if filters is None:
             total, before = len(order), len(order) - end + (0 if cursor else offset or 0)
         else:  # only a filtered listing counts its matches
-            matching = [i for i, (_, sync_id) in enumerate(order) if _passes(records[sync_id].config, filters)]
+            matching = [i for i, (_, id_) in enumerate(order) if _passes(records[id_].config, filters)]
             total = len(matching)
             before = total - bisect.bisect_left(matching, end) + (0 if cursor else offset or 0)
         pagination = PaginationResponse(next_cursor=_encode_cursor(page[-1]) if more and page else None)
