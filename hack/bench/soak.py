@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import gc
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ SECRETS, BUCKETSYNCS = "secrets", "bucketsyncs"
 SOAK_RSS_TARGET_MB = 5.0
 ONE_BUCKET_RATIO_TARGET = 1.3
 DELETE_RATIO_TARGET = 1.3
+SETTLE_TIMEOUT = 1800.0
 OBSERVE_INTERVAL = 2.0  # soak: listings refresh often, so a wave's end sees a fresh pass
 
 
@@ -126,18 +128,22 @@ class Rig:
                 return False
         return True
 
-    async def settle(self, done: Any, what: str, timeout: float = 1800.0) -> float:
+    async def settle(self, done: Callable[[], bool], what: str) -> float:
+        """Poll `done` (the API's state, as a user's `kubectl wait` would) until it holds."""
         started = time.monotonic()
         while not done():
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{what}: not done after {timeout:.0f}s")
+            if time.monotonic() - started > SETTLE_TIMEOUT:
+                raise TimeoutError(f"{what}: not done after {SETTLE_TIMEOUT:.0f}s")
             await asyncio.sleep(0.05)
         return time.monotonic() - started
 
+    def _busy(self) -> bool:
+        queue = self.engine.queue
+        return bool(len(queue) or queue.sizes()["queue.active"] or not self.kube.watch.empty())
+
     async def quiet(self) -> None:
         """Wait until nothing is queued or running, and background closes are done."""
-        while len(self.engine.queue) or self.engine.queue.sizes()["queue.active"] or not self.kube.watch.empty():
-            await asyncio.sleep(0.05)
+        await self.settle(lambda: not self._busy(), "the engine to go quiet")
         await self.engine.wait_background()
 
 
@@ -163,12 +169,14 @@ async def soak(args: argparse.Namespace, url: str) -> int:
         wave_secrets = [(namespaces[j % len(namespaces)], f"creds-w{wave}-{j}") for j in range(args.secrets)]
         for namespace, name in wave_secrets:
             kube.create(SECRETS, secret(namespace, name, api_key(0), url))
-        objects = []
+        objects: list[tuple[str, str]] = []
         for i in range(args.objects):
             namespace, secret_name = wave_secrets[i % len(wave_secrets)]
             objects.append((namespace, f"w{wave}-o{i}"))
-            kube.create(BUCKETSYNCS, bucketsync(namespace, objects[-1][1], buckets[i % len(buckets)], secret_name))
-        await rig.settle(lambda: rig.ready(objects), f"wave {wave}: {args.objects} objects Ready")
+            body = bucketsync(namespace, objects[-1][1], buckets[i % len(buckets)], secret_name)
+            kube.create(BUCKETSYNCS, body)
+        wave_ready = functools.partial(rig.ready, objects)
+        await rig.settle(wave_ready, f"wave {wave}: {args.objects} objects Ready")
         # Key rotations while the wave lives: each gives one Secret a key never used before.
         rotated = [*wave_secrets, *((namespace, "long-lived") for namespace in namespaces)]
         for r in range(args.rotations):
@@ -176,7 +184,7 @@ async def soak(args: argparse.Namespace, url: str) -> int:
             namespace, name = rotated[(wave * args.rotations + r) % len(rotated)]
             kube.update(SECRETS, namespace, name, secret(namespace, name, api_key(rotation), url))
             await rig.quiet()
-        await rig.settle(lambda: rig.ready(objects) and rig.ready(long_lived), f"wave {wave}: after rotations")
+        await rig.settle(lambda: wave_ready() and rig.ready(long_lived), f"wave {wave}: after rotations")  # noqa: B023
         for namespace, name in objects:
             kube.delete(BUCKETSYNCS, namespace, name)
         for namespace, name in wave_secrets:
@@ -220,9 +228,7 @@ def report_soak(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     growth = max(row["rss_mb"] for row in rows[1:]) - rows[0]["rss_mb"] if len(rows) > 1 else 0.0
     # The work queue's heap drops stale entries lazily (at most 64 past the live ones).
     drifted = [
-        name
-        for name in maps
-        if name != "queue.heap" and any(row[name] != rows[0][name] for row in rows[1:])
+        name for name in maps if name != "queue.heap" and any(row[name] != rows[0][name] for row in rows[1:])
     ]
     rss_ok, maps_ok = growth <= SOAK_RSS_TARGET_MB, not drifted
     print(
@@ -287,7 +293,9 @@ async def buckets_scenario(args: argparse.Namespace, url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("scenario", choices=("soak", "buckets"))
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--waves", type=int, default=6)

@@ -583,3 +583,32 @@ def test_crd_is_installed_from_crds_and_not_templated(render: Any) -> None:
     assert not [m for m in render() if m["kind"] == "CustomResourceDefinition"]
     (installed,) = [m for m in render({}, "--include-crds") if m["kind"] == "CustomResourceDefinition"]
     assert installed == crd.build_crd()
+
+
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
+def test_cluster_scoped_names_differ_between_namespaces_of_one_release_name(helm: Path) -> None:
+    """Regression: the ClusterRole, its binding and the finalizer policy and binding had the same
+    names for a release name installed in two namespaces (the second install fails)."""
+
+    def cluster_scoped(namespace: str) -> dict[str, Manifest]:
+        args = ["template", RELEASE, str(CHART), "-n", namespace, "--api-versions", MAP_API]
+        out = run_helm(helm, *args).stdout
+        docs = [doc for doc in yaml.safe_load_all(out) if doc]
+        return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] in CLUSTER_SCOPED_KINDS}
+
+    team_a, team_b = cluster_scoped("team-a"), cluster_scoped("team-b")
+    assert {doc["kind"] for doc in team_a.values()} == CLUSTER_SCOPED_KINDS
+    assert not set(team_a) & set(team_b)
+    for docs in (team_a, team_b):
+        for doc in docs.values():  # each binding names its own release's object
+            referenced = doc.get("roleRef", {}).get("name") or doc.get("spec", {}).get("policyName")
+            assert referenced is None or referenced in docs
