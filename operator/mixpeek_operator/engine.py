@@ -504,6 +504,10 @@ class Engine:
     # --- for metrics and probes --------------------------------------------------------------------
 
     def readiness_summary(self) -> Iterable[tuple[str, str]]:
+        """(Ready status, reason) of each object this replica reconciles: a standby, or a shard
+        that does not own an object, leaves it out, so summed over replicas each counts once."""
         for record in list(self.objects.values()):
+            if not self.owns(record.body):
+                continue
             ready = _ready_condition(record.body)
             yield (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))

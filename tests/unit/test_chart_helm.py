@@ -233,11 +233,23 @@ def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
 # --- several replicas: leader election ------------------------------------------------------
 
 
-def test_one_replica_has_no_election_no_budget_and_no_lease_permission(render: Any) -> None:
+def test_one_replica_elects_too_but_has_no_budget_and_no_spread(render: Any) -> None:
+    """Regression: one replica ran without leader election, so `helm upgrade` to two replicas
+    briefly had that pod writing beside two electing ones."""
     manifests = render()
-    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "false"
-    assert not [m for m in manifests if m["kind"] in ("PodDisruptionBudget", "Role", "RoleBinding")]
+    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "true"
+    assert env_of(manifests) == {
+        **env_of(render({"replicaCount": 2})),
+        "MIXPEEK_OPERATOR_LEADER_ELECTION": "true",
+    }
+    (role,) = [m for m in manifests if m["kind"] == "Role"]  # the Lease permission
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert not [m for m in manifests if m["kind"] == "PodDisruptionBudget"]
     assert "affinity" not in only(manifests, "Deployment")["spec"]["template"]["spec"]
+    # Still possible to turn off, with one replica only.
+    assert (
+        env_of(render({"leaderElection": {"enabled": False}}))["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "false"
+    )
 
 
 def test_two_replicas_elect_a_leader_roll_and_keep_a_pod_through_drains(

@@ -482,3 +482,18 @@ async def test_an_object_deleted_during_a_failing_create_leaves_no_failure_count
     assert rig.engine.queue.failures(KEY) == 0
     assert rig.engine.context.create_attempts == set()
     assert len(rig.engine.queue) == 0
+
+
+async def test_only_the_replica_reconciling_an_object_counts_it_in_bucketsync_resources(rig: Rig) -> None:
+    """Regression: standbys (and shards not owning an object) exported it too, so dashboards
+    summed over replicas counted each object once per replica."""
+    rig.engine.metrics.set_resource_source(rig.engine.readiness_summary)
+    await rig.apply(bucketsync())
+    await rig.apply(bucketsync("other"))
+    await rig.drain()
+    labels = {"ready": "True", "reason": "Synced"}
+    assert sample(rig.engine, "bucketsync_resources", labels) == 2
+    rig.engine.owns = lambda body: body["metadata"]["name"] == "other"  # a shard owning one
+    assert sample(rig.engine, "bucketsync_resources", labels) == 1
+    rig.engine.owns = lambda body: False  # a standby
+    assert sample(rig.engine, "bucketsync_resources", labels) == 0

@@ -107,13 +107,15 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   verbs: ["create"]
 {{- end }}
 
-{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else replicaCount > 1. */}}
+{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else always. */}}
 {{- define "mixpeek-operator.leaderElection" -}}
 {{- $enabled := .Values.leaderElection.enabled }}
 {{- if .Values.sharding.enabled }}
 {{- false }}
 {{- else if kindIs "invalid" $enabled }}
-{{- gt (int .Values.replicaCount) 1 }}
+{{- /* On with one replica too (as controller-runtime scaffolds do): an upgrade to more
+replicas then never runs a pod that writes without the Lease beside pods that elect. */}}
+{{- true }}
 {{- else }}
 {{- $enabled }}
 {{- end }}
