@@ -77,6 +77,9 @@ class EngineSettings:
     backoff_cap: float = 300.0
     rate_per_second: float = 10.0
     burst: int = 20
+    # A Mixpeek client no object uses any more (its key was rotated out, its objects are gone)
+    # is closed after this long: a request already under way on it finishes first.
+    idle_client_seconds: float = 60.0
 
 
 class KubeApi(FinalizerApi, Protocol):
@@ -253,6 +256,7 @@ class Engine:
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
         self._client_users: dict[tuple[str, str], set[ObjectKey]] = {}
         self._client_of: dict[ObjectKey, tuple[str, str]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._kube_outage: set[ObjectKey] = set()  # objects whose last reconcile hit an outage
@@ -302,6 +306,9 @@ class Engine:
 
     async def stop(self) -> None:
         await self.stop_work()
+        for task in self._closing:
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -392,11 +399,17 @@ class Engine:
         if users:
             return
         del self._client_users[key]
-        client = self._clients.pop(key, None)
+        client = self._clients.get(key)
         if client is not None:
-            task = asyncio.create_task(client.aclose(), name="close-mixpeek-client")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task = asyncio.create_task(self._close_when_idle(key, client), name="close-mixpeek-client")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_when_idle(self, key: tuple[str, str], client: MixpeekClient) -> None:
+        await asyncio.sleep(self.settings.idle_client_seconds)
+        if key not in self._client_users and self._clients.get(key) is client:  # not taken up again
+            del self._clients[key]
+            await client.aclose()
 
     def sizes(self) -> dict[str, int]:
         """How many entries each internal map holds, for the soak benchmark (hack/bench/soak.py):
@@ -408,6 +421,7 @@ class Engine:
             "engine.client_of": len(self._client_of),
             "engine.kube_outage": len(self._kube_outage),
             "engine.background": len(self._background),
+            "engine.closing_clients": len(self._closing),
             "create_attempts": len(self.context.create_attempts),
             **self.queue.sizes(),
             **self.observer.sizes(),

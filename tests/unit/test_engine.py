@@ -6,8 +6,10 @@ sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -439,8 +441,15 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
 # --- nothing grows without bound -------------------------------------------------------------
 
 
+async def closed_idle_clients(engine: Engine) -> None:
+    """Let the idle clients' closes (after idle_client_seconds, 0 here) run."""
+    await asyncio.gather(*engine._closing)
+    await engine.wait_background()
+
+
 async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None:
     """Regression: one HTTP pool + rate limiter per API key ever seen stayed open for good."""
+    rig.engine.settings = dataclasses.replace(rig.engine.settings, idle_client_seconds=0.0)
     await rig.apply(bucketsync())
     await rig.apply(bucketsync("other"))
     await rig.drain()
@@ -449,13 +458,13 @@ async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None
         rig.secrets[("team", "creds")] = secret(f"sk_rotated_{rotation}")
         await rig.engine.on_secret_event("MODIFIED", rig.secrets[("team", "creds")])
         assert sorted(await rig.drain()) == [KEY, ObjectKey("team", "other")]
-    await rig.engine.wait_background()
+    await closed_idle_clients(rig.engine)
     assert len(rig.engine._clients) == 1  # the current key's only
     assert first._http.is_closed
     # The last object gone: no client, no listing, no cached Secret.
     for key in (KEY, ObjectKey("team", "other")):
         await rig.engine.on_object_event("DELETED", rig.kube.body(key))
-    await rig.engine.wait_background()
+    await closed_idle_clients(rig.engine)
     assert rig.engine._clients == {}
     sizes = rig.engine.sizes()
     assert sizes.pop("queue.heap") <= 64  # stale entries leave lazily, at most 64 (workqueue)
