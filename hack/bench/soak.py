@@ -49,8 +49,8 @@ SOAK_RSS_TARGET_MB = 5.0
 ONE_BUCKET_RATIO_TARGET = 1.3
 DELETE_RATIO_TARGET = 1.3
 SETTLE_TIMEOUT = 1800.0
-OBSERVE_INTERVAL = 2.0
-IDLE_CLIENT_SECONDS = 1.0  # soak: clients of rotated-out keys close within a wave's end  # soak: listings refresh often, so a wave's end sees a fresh pass
+OBSERVE_INTERVAL = 2.0  # soak: listings refresh often, so a wave's end sees a fresh pass
+IDLE_CLIENT_SECONDS = 1.0  # soak: clients of rotated-out keys close within a wave's end
 
 
 def log(message: str) -> None:
