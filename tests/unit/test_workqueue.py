@@ -152,5 +152,5 @@ async def test_discarded_keys_do_not_stay_in_the_heap_until_they_would_have_been
         await queue.add(f"k{i}", delay=3600)
     for i in range(1000):
         await queue.discard(f"k{i}")
-    assert queue.sizes()["queue.heap"] <= 64
-    assert queue.sizes() == {**queue.sizes(), "queue.due": 0, "queue.failures": 0}
+    assert len(queue._heap) <= 64
+    assert queue.sizes() == {**queue.sizes(), "queue.heap": len(queue._heap), "queue.due": 0}
