@@ -24,14 +24,14 @@ Key = tuple[str, str, str]  # (plural, namespace, name)
 WatchEvent = tuple[str, str, dict[str, Any]]  # (plural, type, body)
 
 
-def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge patch."""
+def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`target` with an RFC 7386 merge patch applied (as the API server applies status patches)."""
     merged = dict(target)
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = apply_merge_patch(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -118,7 +118,7 @@ class MemKube:
         self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
     ) -> JsonObject:
         body = self._get(plural, namespace or "", name)
-        body["status"] = _merge(body.get("status") or {}, patch["status"])
+        body["status"] = apply_merge_patch(body.get("status") or {}, patch["status"])
         self.writes["status"] += 1
         self._store(plural, body, "MODIFIED")
         return copy.deepcopy(body)

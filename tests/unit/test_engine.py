@@ -20,6 +20,7 @@ import httpx
 import pytest
 from fakes import FakeClock, ParkedSleep
 
+from bench.memkube import apply_merge_patch
 from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.emulator.app import create_app
@@ -129,7 +130,7 @@ class InMemoryKube:
         self.writes.append("patch_status")
         body = self.objects[key]
         status = body.get("status") or {}
-        new = _merge(status, patch["status"])
+        new = apply_merge_patch(status, patch["status"])
         assert merge_patch(status, new) is not None or patch["status"] == {}
         body["status"] = new
         return self._bump(key)
@@ -148,19 +149,6 @@ class InMemoryKube:
 
     def body(self, key: ObjectKey = KEY) -> dict[str, Any]:
         return copy.deepcopy(self.objects[key])
-
-
-def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @dataclass

@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 # An operator makes small JSON calls: a stuck one must fail fast and go back to scheduling.
 DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+
+
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context shared by every client. httpx builds one per client otherwise
