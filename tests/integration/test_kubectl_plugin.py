@@ -18,6 +18,7 @@ from exec_plugin import exec_kubeconfig, plugin_calls
 from kubernetes import client as k8s
 from operator_support import (
     EMULATOR_API_KEY,
+    WRONG_API_KEY,
     EmulatorProcess,
     Objects,
     OperatorFactory,
@@ -338,7 +339,9 @@ def test_status_and_the_verbs(
         json.loads(kubectl_mixpeek(cluster, "status", "-n", namespace, "-o", "json").stdout)[0]["name"]
         == "broken"
     )
+    objects.patch("broken", {"spec": {"deletionPolicy": "Orphan"}})  # no credentials needed to go
     objects.delete("broken")
+    wait_for(lambda: objects.get("broken") is None, 30, what="broken deleted")
 
     paused = kubectl_mixpeek(
         cluster, "pause", "-l", "app=media", "-n", namespace, "--wait", "--timeout", "60"
@@ -385,7 +388,7 @@ def test_errors_are_one_line_with_distinct_exit_codes(
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
     unreachable.write_text(yaml.safe_dump(config))
-    make_secret(api_client, namespace, "wrong-key", api_key="sk_not_a_known_key", base_url=mixpeek.url)
+    make_secret(api_client, namespace, "wrong-key", api_key=WRONG_API_KEY, base_url=mixpeek.url)
     make_secret(
         api_client,
         namespace,
@@ -409,7 +412,8 @@ def test_errors_are_one_line_with_distinct_exit_codes(
         assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
         assert result.stderr.startswith("error: "), result.stderr
         assert text in result.stderr, result.stderr
-        assert "sk_" not in result.stderr
+        assert WRONG_API_KEY not in result.stderr
+        assert EMULATOR_API_KEY not in result.stderr
 
 
 def test_an_exec_plugin_kubeconfig_and_kubectl_finding_the_plugin(
