@@ -161,3 +161,66 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["import"])  # --bucket is required
     assert exited.value.code == 2
     assert "--bucket" in capsys.readouterr().err
+
+
+# --- the plan: the reconciler's decisions on a spec and a remote sync --------------------------
+
+SCOPE = diff.ListingScope("fp", "default", "bkt_demo")
+
+
+def planned(spec_changes: dict[str, Any], remote_sync: Any, *, recorded: Any = SCOPE) -> diff.ObjectPlan:
+    plan = diff.ObjectPlan(namespace="ns", name="x")
+    spec = spec_of(MINIMAL, **spec_changes)
+    diff._plan_remote(plan, spec, OWNER_OF_X, remote_sync, recorded, SCOPE)
+    return plan
+
+
+OWNER_OF_X = desired.owner_metadata("uid-x", "ns", "x")
+
+
+def owned(**fields: Any) -> Any:
+    return served(desired.create_request(spec_of(MINIMAL), OWNER_OF_X), **fields)
+
+
+def test_plan_nothing_for_a_converged_object() -> None:
+    plan = planned({}, owned())
+    assert (plan.remote, plan.calls, plan.fields) == ("none", [], [])
+
+
+def test_plan_create_then_pause() -> None:
+    assert (planned({"paused": True}, None).remote, planned({"paused": True}, None).calls) == (
+        "create",
+        ["create", "pause"],
+    )
+
+
+def test_plan_patch_lists_old_and_new_values() -> None:
+    plan = planned({"batchSize": 25}, owned())
+    assert (plan.remote, plan.calls) == ("patch", ["update"])
+    assert plan.fields == [{"field": "spec.batchSize", "old": "50", "new": "25"}]
+
+
+def test_plan_adopting_an_imported_sync_writes_the_marker_only() -> None:
+    unowned = served(desired.create_request(spec_of(MINIMAL), {}), metadata={"team": "a"})
+    spec = desired.spec_from_remote(unowned)
+    plan = diff.ObjectPlan(namespace="ns", name="x")
+    diff._plan_remote(plan, spec, OWNER_OF_X, unowned, SCOPE, SCOPE)
+    assert (plan.remote, plan.calls, plan.fields) == ("adopt", ["update"], [])
+    assert plan.notes == ["writes the ownership marker only"]
+
+
+def test_plan_recreate_or_refuse_a_create_only_change() -> None:
+    recreate = planned({"sourcePath": "elsewhere"}, owned())
+    assert (recreate.remote, recreate.calls) == ("recreate", ["delete", "create"])
+    assert recreate.fields[0]["field"] == "spec.sourcePath"
+    refused = planned({"sourcePath": "elsewhere", "replacementPolicy": "Reject"}, owned())
+    assert refused.remote == "refuse"
+    assert "replacementPolicy is Reject" in (refused.error or "")
+    moved = planned({}, owned(), recorded=diff.ListingScope("fp", "default", "bkt_media"))
+    assert (moved.remote, moved.fields[0]["field"]) == ("recreate", "spec.bucketId")
+
+
+def test_plan_pause_and_resume() -> None:
+    assert planned({"paused": True}, owned()).calls == ["pause"]
+    assert planned({}, owned(paused=True)).calls == ["resume"]
+    assert planned({"batchSize": 5, "paused": True}, owned()).calls == ["update", "pause"]

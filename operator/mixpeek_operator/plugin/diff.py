@@ -204,18 +204,20 @@ def _plan_remote(
         return
     update = desired.patch_for(spec, owner, remote)
     if update is not None:
+        # patch_for re-sends metadata with every PATCH (the marker must never be lost); only
+        # the fields that differ are listed.
         diffs = {d.remote_field: d for d in desired.drift(spec, owner, remote)}
-        marker_only = update.model_fields_set == {"metadata"} and _only_marker_differs(
-            update.metadata, remote.metadata
-        )
+        changed = sorted(name for name in update.model_fields_set if name in diffs)
+        marker_only = changed == ["metadata"] and _only_marker_differs(update.metadata, remote.metadata)
         plan.remote = "adopt" if marker_only else "patch"
         plan.calls.append("update")
-        for name in sorted(update.model_fields_set):
-            if name == "metadata" and marker_only:
-                plan.notes.append("writes the ownership marker only")
-                continue
-            diff = diffs[name]
-            plan.fields.append({"field": diff.field, "old": diff.observed, "new": diff.desired})
+        if marker_only:
+            plan.notes.append("writes the ownership marker only")
+        else:
+            plan.fields = [
+                {"field": diffs[name].field, "old": diffs[name].observed, "new": diffs[name].desired}
+                for name in changed
+            ]
     action = desired.pause_action(spec, remote)
     if action is not None:
         plan.calls.append(action)
