@@ -19,7 +19,6 @@ from mixpeek_operator.kube import (
     KubeForbidden,
     KubeUnauthorized,
 )
-from mixpeek_operator.mixpeek import AuthenticationError, MixpeekError, PermissionDeniedError
 from mixpeek_operator.plugin.session import ExitCode, PluginError, open_session
 
 # verb -> (module, one-line help)
@@ -45,24 +44,44 @@ def kube_flags() -> argparse.ArgumentParser:
     return flags
 
 
-def build_parser() -> argparse.ArgumentParser:
+# kubectl's flags that take a value: the token after them is never the verb.
+_VALUE_FLAGS = frozenset({"--kubeconfig", "--context", "-n", "--namespace"})
+
+
+def chosen_verb(argv: Sequence[str]) -> str | None:
+    """The verb on the command line, found without importing every verb's module."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _VALUE_FLAGS:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in VERBS else None
+    return None
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """Every verb is listed; only `verb`'s module is imported (startup time is part of every call)."""
     parser = argparse.ArgumentParser(
         prog="kubectl mixpeek",
         description="Import, plan, inspect and drive Mixpeek BucketSyncs.",
         parents=[kube_flags()],
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for verb, (module_name, help_text) in VERBS.items():
-        module = importlib.import_module(module_name)
-        sub = verbs.add_parser(verb, help=help_text, description=help_text, parents=[kube_flags()])
-        module.configure_parser(sub, verb)
-        sub.set_defaults(_run=module.run)
+    for name, (module_name, help_text) in VERBS.items():
+        sub = verbs.add_parser(name, help=help_text, description=help_text, parents=[kube_flags()])
+        if name == verb:
+            module = importlib.import_module(module_name)
+            module.configure_parser(sub, name)
+            sub.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # usage errors exit 2, as kubectl's do
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(chosen_verb(arguments))
+    args = parser.parse_args(arguments)  # usage errors exit 2, as kubectl's do
     for name in ("kubeconfig", "context", "namespace"):
         if not hasattr(args, name):
             setattr(args, name, None)
@@ -72,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.code, exc.message)
     except KeyboardInterrupt:
         return _fail(ExitCode.ERROR, "interrupted")
+    except Exception as exc:  # a bug or an unforeseen failure: still one line, never a traceback
+        return _fail(ExitCode.ERROR, f"unexpected {type(exc).__name__}: {exc}")
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -88,10 +109,25 @@ async def _run(args: argparse.Namespace) -> int:
         raise PluginError(ExitCode.KUBECONFIG, f"the Kubernetes API server refused us: {exc}") from exc
     except KubeError as exc:
         raise PluginError(ExitCode.ERROR, f"Kubernetes API: {exc}") from exc
-    except (AuthenticationError, PermissionDeniedError) as exc:
-        raise PluginError(ExitCode.AUTH_REJECTED, f"Mixpeek rejected the API key: {exc}") from exc
-    except MixpeekError as exc:
-        raise PluginError(ExitCode.ERROR, f"Mixpeek API: {exc}") from exc
+    except Exception as exc:
+        mixpeek_failure = _mixpeek_failure(exc)
+        if mixpeek_failure is None:
+            raise
+        raise mixpeek_failure from exc
+
+
+def _mixpeek_failure(exc: Exception) -> PluginError | None:
+    """A Mixpeek client error as a PluginError; None for anything else. The client is only
+    loaded by the verbs that call Mixpeek, so it is never imported here just to compare."""
+    if "mixpeek_operator.mixpeek" not in sys.modules:
+        return None
+    from mixpeek_operator.mixpeek import AuthenticationError, MixpeekError, PermissionDeniedError
+
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return PluginError(ExitCode.AUTH_REJECTED, f"Mixpeek rejected the API key: {exc}")
+    if isinstance(exc, MixpeekError):
+        return PluginError(ExitCode.ERROR, f"Mixpeek API: {exc}")
+    return None
 
 
 def _fail(code: ExitCode, message: str) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,7 +21,6 @@ from mixpeek_operator.constants import (
     PLURAL,
     VERSION,
 )
-from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore, fingerprint
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import (
     JsonObject,
@@ -30,7 +29,10 @@ from mixpeek_operator.kube import (
     KubeConnection,
     kubeconfig_namespace,
 )
-from mixpeek_operator.mixpeek import MixpeekClient
+
+if TYPE_CHECKING:  # imported where used: `status` and the request verbs never load the Mixpeek client
+    from mixpeek_operator.credentials import Credentials
+    from mixpeek_operator.mixpeek import MixpeekClient
 
 FIELD_MANAGER = "kubectl-mixpeek"
 # Environment alternative to --secret for `import` (the same three values as the Secret's keys).
@@ -111,6 +113,8 @@ async def resolve_credentials(
     """The Secret's credentials read exactly as the operator reads them (same keys, same
     Mixpeek-namespace rule: the flag wins over the Secret's `namespace`); without a Secret,
     the environment's MIXPEEK_API_KEY / MIXPEEK_NAMESPACE / MIXPEEK_BASE_URL."""
+    from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore, fingerprint
+
     if secret is None:
         api_key = os.environ.get(ENV_API_KEY, "").strip()
         namespace = mixpeek_namespace or os.environ.get(ENV_NAMESPACE, "").strip()
@@ -139,6 +143,8 @@ async def resolve_credentials(
 
 
 def mixpeek_client(creds: Credentials) -> MixpeekClient:
+    from mixpeek_operator.mixpeek import MixpeekClient
+
     return MixpeekClient(creds.api_key, creds.namespace, base_url=creds.base_url)
 
 
