@@ -59,7 +59,7 @@ def kubectl_mixpeek(
 def out_of_band_sync(i: int) -> tuple[str, dict[str, Any], bool]:
     """Sync number i as someone made it in the dashboard: varied fields, some paused."""
     body: dict[str, Any] = {
-        "connection_id": ("conn_s3_demo", "conn_gdrive_demo", "conn_pg")[i % 3],
+        "connection_id": ("conn_s3_demo", "conn_gdrive_demo", "conn_local")[i % 3],
         "source_path": f"team-{i % 7}/Inbox {i}",
         "sync_mode": "initial_only" if i % 11 == 0 else "continuous",
         "polling_interval_seconds": 30 + (i % 30) * 10,
@@ -170,9 +170,23 @@ def test_import_500_out_of_band_syncs_and_apply_them_writes_only_markers(
     assert all(d["spec"]["deletionPolicy"] == "Orphan" for d in docs)
 
     # Stable: the same names (and manifests) on every run, here on stdout.
-    again = kubectl_mixpeek(cluster, "import", "--secret", credentials, "-n", namespace, *bucket_flags)
+    again = kubectl_mixpeek(
+        cluster,
+        "import",
+        "--secret",
+        credentials,
+        "-n",
+        namespace,
+        *bucket_flags,
+        "--deletion-policy",
+        "Orphan",
+    )
     assert again.returncode == 0, again.stderr
-    assert sorted(yaml.safe_load_all(again.stdout), key=lambda d: d["metadata"]["name"]) == docs
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    again_by_name = {d["metadata"]["name"]: d for d in yaml.safe_load_all(again.stdout)}
+    assert again_by_name.keys() == by_name.keys()
+    differing = [name for name in by_name if again_by_name[name] != by_name[name]]
+    assert differing == [], (by_name[differing[0]], again_by_name[differing[0]])
     assert writes_except_reads(endpoint_counts(mixpeek.admin)) == NO_WRITES  # import only reads
 
     # Nothing to change remotely but the marker, says the plan too.
@@ -195,7 +209,11 @@ def test_import_500_out_of_band_syncs_and_apply_them_writes_only_markers(
     assert writes == {**NO_WRITES, "update": count}  # one marker PATCH per object, nothing else
     after = {r["sync_config_id"]: r for r in mixpeek.admin.list_syncs()}
     changed = [i for i in ids if configuration(after[i]) != before[i]]
-    assert changed == []
+    assert changed == [], [
+        (key, before[changed[0]].get(key), configuration(after[changed[0]]).get(key))
+        for key in before[changed[0]]
+        if before[changed[0]].get(key) != configuration(after[changed[0]]).get(key)
+    ]
     assert all(after[i]["metadata"].get(OWNER_UID_KEY) for i in ids)
     assert after[owned]["metadata"] == {OWNER_UID_KEY: "u"}  # skipped, so untouched
     print(

@@ -14,7 +14,7 @@ from test_desired import MINIMAL, served, spec_of
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import BucketSyncSpec, DeletionPolicy
 from mixpeek_operator.plugin import cli, diff, import_cmd, requests, status
-from mixpeek_operator.plugin.session import ExitCode, PluginError, age, table
+from mixpeek_operator.plugin.session import ExitCode, PluginError, age, dump, table
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -224,3 +224,9 @@ def test_plan_pause_and_resume() -> None:
     assert planned({"paused": True}, owned()).calls == ["pause"]
     assert planned({}, owned(paused=True)).calls == ["resume"]
     assert planned({"batchSize": 5, "paused": True}, owned()).calls == ["update", "pause"]
+
+
+def test_yaml_output_quotes_what_go_yaml_would_read_as_booleans() -> None:
+    text = dump({"n": "y", "on": ["off", "No", "yes"], "name": "n1", "flag": True}, "yaml")
+    assert text == "'n': 'y'\n'on':\n- 'off'\n- 'No'\n- 'yes'\nname: n1\nflag: true\n"
+    assert yaml.safe_load(text) == {"n": "y", "on": ["off", "No", "yes"], "name": "n1", "flag": True}

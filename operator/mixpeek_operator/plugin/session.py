@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,10 +152,27 @@ def mixpeek_client(creds: Credentials) -> MixpeekClient:
 # --- output -----------------------------------------------------------------------------------
 
 
+class _KubeYamlDumper(yaml.SafeDumper):
+    """YAML that Go's YAML 1.1 parsers (kubectl, Helm, Argo CD) read back as written.
+
+    PyYAML writes `n`, `y`, `on`, `off` unquoted, which sigs.k8s.io/yaml reads as booleans:
+    a constant `{n: 1}` in a schema mapping would reach the API server as `{false: 1}`.
+    """
+
+
+_KubeYamlDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"),
+    list("yYnNtTfFoO"),
+)
+
+
 def dump(data: Any, output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    return str(
+        yaml.dump(data, Dumper=_KubeYamlDumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    )
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
