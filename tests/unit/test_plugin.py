@@ -230,3 +230,9 @@ def test_yaml_output_quotes_what_go_yaml_would_read_as_booleans() -> None:
     text = dump({"n": "y", "on": ["off", "No", "yes"], "name": "n1", "flag": True}, "yaml")
     assert text == "'n': 'y'\n'on':\n- 'off'\n- 'No'\n- 'yes'\nname: n1\nflag: true\n"
     assert yaml.safe_load(text) == {"n": "y", "on": ["off", "No", "yes"], "name": "n1", "flag": True}
+
+
+def test_manifests_are_read_as_kubectl_reads_them(tmp_path: Path) -> None:
+    file = tmp_path / "m.yaml"
+    file.write_text("kind: BucketSync\nspec: {a: n, b: Y, c: 'n', d: on, e: no1}\n")
+    assert diff.read_manifests(file)[0]["spec"] == {"a": False, "b": True, "c": "n", "d": True, "e": "no1"}

@@ -30,6 +30,7 @@ from mixpeek_operator.mixpeek.models import SyncConfiguration
 from mixpeek_operator.plugin.session import (
     FIELD_MANAGER,
     ExitCode,
+    KubeYamlLoader,
     PluginError,
     Session,
     dump,
@@ -81,7 +82,7 @@ async def run(args: argparse.Namespace, session: Session) -> int:
 def read_manifests(path: Path) -> list[JsonObject]:
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
-        docs = [doc for doc in yaml.safe_load_all(text) if doc]
+        docs = [doc for doc in yaml.load_all(text, Loader=KubeYamlLoader) if doc]
     except (OSError, yaml.YAMLError) as exc:
         raise PluginError(ExitCode.ERROR, f"cannot read {path}: {exc}") from exc
     items: list[JsonObject] = []

@@ -167,6 +167,18 @@ _KubeYamlDumper.add_implicit_resolver(
 )
 
 
+class KubeYamlLoader(yaml.SafeLoader):
+    """Reads manifests as kubectl does (YAML 1.1: `y` and `n` are booleans too), so a plan
+    is made of the same values `kubectl apply` would send."""
+
+
+KubeYamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+KubeYamlLoader.add_constructor(
+    "tag:yaml.org,2002:bool",
+    lambda loader, node: loader.construct_scalar(node).lower() in ("y", "yes", "true", "on"),  # type: ignore[arg-type]
+)
+
+
 def dump(data: Any, output: str) -> str:
     if output == "json":
         return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
