@@ -38,9 +38,9 @@ from mixpeek_operator.kube import (
     ObjectReference,
 )
 from mixpeek_operator.metrics import OperatorMetrics
-from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
 from mixpeek_operator.mixpeek.models import SyncCreateRequest
+from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.status import merge_patch
 
 KEY = ObjectKey("team", "demo")

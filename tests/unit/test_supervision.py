@@ -17,8 +17,8 @@ import kopf
 import pytest
 from fakes import FakeClock
 from kopf._core.engines.probing import health_reporter
-from localcluster import free_port
 
+from localcluster import free_port
 from mixpeek_operator import handlers
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.kube import JsonObject, KubeClient, KubeConflict
@@ -168,7 +168,8 @@ async def test_the_observer_listing_loop_survives_an_unexpected_exception(
         assert listing.primed.is_set(), "the listing loop died on the first exception"
         assert lister.calls == 2
         assert "task observe ns/bkt_1 crashed; restarting it" in caplog.text
-        assert listing.task is not None and not listing.task.done()  # polling on
+        assert listing.task is not None
+        assert not listing.task.done()  # polling on
     finally:
         await observer.close()
 
