@@ -761,12 +761,18 @@ class KubeClient:
                     # The API server answers an unauthenticated HTTP/2 request by closing the
                     # connection (GOAWAY), which can swallow the 401 itself: ask once more over
                     # HTTP/1.1 to hear the real answer (a 401 then refreshes credentials below).
-                    # Only a request that is safe to send twice: the same error also comes from a
-                    # connection lost after the server acted on the request (a POST would then
-                    # create twice); the caller's own retry handles those.
-                    if not resendable:
-                        raise
-                    response = await self._over_http1(method, path, content, headers, params)
+                    # The same error also comes from a connection lost after the server acted on
+                    # the request, so a request unsafe to send twice (a POST would create twice)
+                    # is not asked again: only whether our credentials are refused (a cheap GET
+                    # with them). A 401 means the request was refused before it was processed,
+                    # so it is sent again after the refresh; anything else is the caller's to retry.
+                    if resendable:
+                        response = await self._over_http1(method, path, content, headers, params)
+                    else:
+                        probe = {key: value for key, value in headers.items() if key != "Content-Type"}
+                        response = await self._over_http1("GET", "/version", None, probe, None)
+                        if response.status_code != 401:
+                            raise
             except httpx.TransportError as exc:
                 self._report_write(write, 0)
                 raise KubeConnectionError(0, type(exc).__name__, str(exc) or repr(exc), request) from exc

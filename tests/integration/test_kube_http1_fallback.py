@@ -10,9 +10,11 @@ pool for that instead of building a new one (with a new TLS context) every time.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from operator_support import kubernetes_writes
+from test_kube_client import service_account_kubeconfig
 
 from localcluster import ControlPlane
 from mixpeek_operator import kube as kube_module
@@ -88,3 +90,24 @@ async def test_a_safe_request_is_asked_again_over_one_reused_http1_pool(
             assert await kube.get_object("", "v1", "events", namespace, "absent") is None
     # The HTTP/2 pool and one fallback pool: not one new pool (and TLS context) per fallback.
     assert contexts <= 2, contexts
+
+
+async def test_a_post_refused_for_expired_credentials_is_sent_again_after_the_refresh(
+    cluster: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    _, good = service_account_kubeconfig(cluster, namespace, "poster", tmp_path / "kc", admin=True)
+    tokens = iter(["expired-token-0123456789", good])
+
+    async def provider() -> KubeConnection:
+        return KubeConnection(server=cluster.server, ca_path=cluster.pki.ca_cert, token=next(tokens))
+
+    involved = ObjectReference(API_VERSION, KIND, namespace, "refreshed", "uid-refreshed")
+    writes: list[tuple[str, int]] = []
+    async with KubeClient(provider, on_write=lambda kind, status: writes.append((kind, status))) as kube:
+        created = await kube.create_event(involved, type="Normal", reason="Created", message="after refresh")
+    assert created["reason"] == "Created"
+    assert writes[-1] == ("event", 201)
+    events = cluster.kubectl(
+        "-n", namespace, "get", "events", "--field-selector=involvedObject.name=refreshed", "-o", "name"
+    ).stdout.split()
+    assert len(events) == 1
