@@ -182,10 +182,7 @@ class _Writer:
             raise ObjectGone(str(exc)) from exc  # deleted meanwhile: its DELETED event drops the record
         if FINALIZER not in ((body.get("metadata") or {}).get("finalizers") or ()):
             raise ObjectGone("being deleted; no finalizer can be added")
-        record = self._engine.cache_body(body)
-        if record.handled is not None:
-            # Our own finalizer write is no reason for another reconcile (a removal by others is).
-            record.handled = record.handled._replace(has_finalizer=True)
+        self._engine.cache_body(body)
 
     async def remove_finalizer(self, obj: ObjectState) -> None:
         body = await self._kube.remove_finalizer(GROUP, VERSION, PLURAL, obj.namespace, obj.name, FINALIZER)
@@ -349,7 +346,12 @@ class Engine:
             await self._drop(key)
             return
         record = self.cache_body(body)
-        if record.handled != trigger_snapshot(body):
+        snapshot, handled = trigger_snapshot(body), record.handled
+        if handled is not None and snapshot.has_finalizer and not handled.has_finalizer:
+            # A finalizer added (by our reconcile, or at admission) is no reason to reconcile; its
+            # removal is, and is compared against this from now on.
+            handled = record.handled = handled._replace(has_finalizer=True)
+        if handled != snapshot:
             await self.queue.add(key)
 
     async def _drop(self, key: ObjectKey) -> None:
