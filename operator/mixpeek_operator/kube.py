@@ -622,7 +622,12 @@ class KubeClient:
         """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
         path = resource_path(group, version, plural, namespace, name)
         return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write=write
+            "PATCH",
+            path,
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES["merge"],
+            write=write,
+            resendable=True,  # a merge patch applied twice leaves what applying it once does
         )
 
     async def apply_object(
@@ -647,6 +652,7 @@ class KubeClient:
             content_type=_PATCH_CONTENT_TYPES["apply"],
             params=params,
             write=None if dry_run else "apply",
+            resendable=True,  # server-side apply is declarative: the same apply twice is one
         )
 
     async def create_object(
