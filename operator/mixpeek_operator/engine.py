@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import httpx
 
@@ -48,8 +48,16 @@ from mixpeek_operator.leancache import READ_ANNOTATIONS, lean_body
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
-from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, StatusWriteError, reconcile
+from mixpeek_operator.reconcile import (
+    ObjectGone,
+    ObjectState,
+    Outcome,
+    ReconcileContext,
+    StatusWriteError,
+    reconcile,
+)
 from mixpeek_operator.secret_guard import FinalizerApi, SecretUseGuard
+from mixpeek_operator.supervision import Supervisor
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
@@ -109,15 +117,26 @@ def _resource_version(body: Mapping[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
+class TriggerSnapshot(NamedTuple):
     """What a reconcile acts on; an event that leaves it unchanged needs no reconcile."""
+
+    uid: Any
+    generation: Any
+    deleting: bool
+    # A finalizer someone removed is restored by a reconcile, so its removal triggers one.
+    has_finalizer: bool
+    # The request annotations: a change means "reconcile now"; the lean cache keeps only these.
+    annotations: tuple[Any, ...]
+
+
+def trigger_snapshot(body: Mapping[str, Any]) -> TriggerSnapshot:
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    return (
+    return TriggerSnapshot(
         meta.get("uid"),
         meta.get("generation"),
         bool(meta.get("deletionTimestamp")),
-        # The request annotations: a change means "reconcile now"; the lean cache keeps only these.
+        FINALIZER in (meta.get("finalizers") or ()),
         tuple(annotations.get(name) for name in READ_ANNOTATIONS),
     )
 
@@ -136,7 +155,7 @@ class TrackedObject:
     """Everything the engine keeps about one `BucketSync`."""
 
     body: dict[str, Any]
-    handled: tuple[Any, ...] | None = None  # trigger_snapshot() of the last reconcile
+    handled: TriggerSnapshot | None = None  # trigger_snapshot() of the last reconcile
     ready_reported: bool = False  # time to Ready is observed once per object
 
     def newer_than(self, body: Mapping[str, Any]) -> bool:
@@ -156,15 +175,20 @@ class _Writer:
 
     async def add_finalizer(self, obj: ObjectState) -> None:
         record = self._engine.objects.get(obj.key)
-        body = await self._kube.add_finalizer(
-            GROUP,
-            VERSION,
-            PLURAL,
-            obj.namespace,
-            obj.name,
-            FINALIZER,
-            current=record.body if record else None,
-        )
+        try:
+            body = await self._kube.add_finalizer(
+                GROUP,
+                VERSION,
+                PLURAL,
+                obj.namespace,
+                obj.name,
+                FINALIZER,
+                current=record.body if record else None,
+            )
+        except KubeNotFound as exc:
+            raise ObjectGone(str(exc)) from exc  # deleted meanwhile: its DELETED event drops the record
+        if FINALIZER not in ((body.get("metadata") or {}).get("finalizers") or ()):
+            raise ObjectGone("being deleted; no finalizer can be added")
         self._engine.cache_body(body)
 
     async def remove_finalizer(self, obj: ObjectState) -> None:
@@ -227,6 +251,7 @@ class Engine:
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
         secret_guard: SecretUseGuard | None = None,
         owns: Callable[[Mapping[str, Any]], bool] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.kube = kube
         self.secret_guard = secret_guard
@@ -237,6 +262,7 @@ class Engine:
         self._now = now
         # Sharding: whether this replica reconciles an object (always, without sharding).
         self.owns = owns or (lambda body: True)
+        self.supervisor = supervisor or Supervisor(on_restart=metrics.count_task_restart, sleep=sleep)
         self.objects: dict[ObjectKey, TrackedObject] = {}
         self.queue: WorkQueue[ObjectKey] = WorkQueue(
             Backoff(settings.backoff_base, settings.backoff_cap), clock=clock
@@ -246,6 +272,7 @@ class Engine:
             self._enqueue_soon,
             clock=clock,
             sleep=sleep,
+            supervisor=self.supervisor,
         )
         self._rate_limiters = rate_limiters or RateLimiterRegistry(
             on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
@@ -276,12 +303,16 @@ class Engine:
         if self._workers:
             return
         for index in range(self.settings.workers):
-            self._workers.append(asyncio.create_task(self._worker(), name=f"reconcile-worker-{index}"))
+            self._workers.append(
+                self.supervisor.spawn(f"reconcile-worker-{index}", self._worker, kind="reconcile-worker")
+            )
         if self.secret_guard is not None:
             # Secret releases another replica was to make (seen while standing by); part of the
             # work, so stop_work cancels it too.
             self._workers.append(
-                asyncio.create_task(self.secret_guard.release_deferred(), name="secret-releases")
+                self.supervisor.spawn(
+                    "secret-releases", self.secret_guard.release_deferred, kind="secret-releases"
+                )
             )
 
     async def stop_work(self) -> None:
@@ -330,21 +361,31 @@ class Engine:
             await self._drop(key)
             return
         record = self.cache_body(body)
-        if record.handled != trigger_snapshot(body):
+        snapshot, handled = trigger_snapshot(body), record.handled
+        if handled is not None and snapshot.has_finalizer and not handled.has_finalizer:
+            # A finalizer added (by our reconcile, or at admission) is no reason to reconcile; its
+            # removal is, and is compared against this from now on.
+            handled = record.handled = handled._replace(has_finalizer=True)
+        if handled != snapshot:
             await self.queue.add(key)
 
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
         record = self.objects.pop(key, None)
-        self.observer.leave(key)
-        self.credentials.forget(key)
-        self._release_client(key)
+        self._forget_registrations(key)
         await self.queue.discard(key)
         self._kube_outage.discard(key)
         if record is not None:
             self.context.create_attempts.discard(str((record.body.get("metadata") or {}).get("uid")))
         if self.secret_guard is not None:
             await self.secret_guard.object_gone(key, record.body if record else None)
+
+    def _forget_registrations(self, key: ObjectKey) -> None:
+        """What a reconcile registers for its object: listing membership, credential dependency,
+        its share of a Mixpeek client."""
+        self.observer.leave(key)
+        self.credentials.forget(key)
+        self._release_client(key)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if self.secret_guard is not None:
@@ -478,19 +519,27 @@ class Engine:
         if not self.owns(record.body):
             return  # another replica's; requeued when ownership changes (stop_work)
         record.handled = trigger_snapshot(record.body)
-        if self.secret_guard is not None:  # before any remote create
-            await self.secret_guard.protect(key, record.body)
-        obj = ObjectState.from_body(record.body)
-        started = self._clock()
-        token = _reconciling.set(key)
         try:
-            outcome = await reconcile(obj, self.context)
+            if self.secret_guard is not None:  # before any remote create
+                await self.secret_guard.protect(key, record.body)
+            obj = ObjectState.from_body(record.body)
+            started = self._clock()
+            token = _reconciling.set(key)
+            try:
+                outcome = await reconcile(obj, self.context)
+            finally:
+                _reconciling.reset(token)
+            self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
+            if self.objects.get(key) is record:
+                await self._after(key, outcome)
         finally:
-            _reconciling.reset(token)
-            if key not in self.objects:  # deleted while its create was under way
-                self.context.create_attempts.discard(obj.uid)
-        self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
-        await self._after(key, outcome)
+            if self.objects.get(key) is not record:
+                # Deleted while this reconcile awaited (the Secret guard, credentials, Mixpeek):
+                # _drop ran before the reconcile registered the object again. Undo that, or the
+                # dead key would keep a listing polling, a Secret's dependents set, a client and
+                # a create mark forever.
+                self._forget_registrations(key)
+                self.context.create_attempts.discard(str((record.body.get("metadata") or {}).get("uid")))
 
     async def _after(self, key: ObjectKey, outcome: Outcome) -> None:
         record = self.objects.get(key)

@@ -71,6 +71,9 @@ _PATCH_CONTENT_TYPES: Final[dict[str, str]] = {
     "apply": "application/apply-patch+yaml",
 }
 _ERROR_BODY_LIMIT: Final = 500
+# Methods safe to send twice (RFC 9110: safe or idempotent); a PATCH says so per call, a POST
+# never is (a second create, a second Event).
+_RESENDABLE_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -517,6 +520,7 @@ class KubeClient:
         self._limits = limits
         self._user_agent = user_agent
         self._http: httpx.AsyncClient | None = None
+        self._http1: httpx.AsyncClient | None = None  # the HTTP/1.1 fallback, built when first needed
         # Pools replaced by a credential refresh; requests may still be using them. Each is
         # closed once the longest request it may carry is over (exec plugins hand out short-lived
         # certificates: a pool per rotation would otherwise pile up for the life of the process).
@@ -548,8 +552,8 @@ class KubeClient:
         self._closed = True
         for task in self._retiring:
             task.cancel()
-        clients = [*self._retired, *([self._http] if self._http is not None else [])]
-        self._http, self._retired, self._retiring = None, set(), set()
+        clients = [*self._retired, *(client for client in (self._http, self._http1) if client is not None)]
+        self._http, self._http1, self._retired, self._retiring = None, None, set(), set()
         for client in clients:
             await client.aclose()
 
@@ -609,7 +613,12 @@ class KubeClient:
         """
         path = resource_path(group, version, plural, namespace, name, "status")
         return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
+            "PATCH",
+            path,
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES["merge"],
+            write="status",
+            resendable=True,  # a merge patch applied twice leaves what applying it once does
         )
 
     async def merge_patch_object(
@@ -626,7 +635,12 @@ class KubeClient:
         """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
         path = resource_path(group, version, plural, namespace, name)
         return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write=write
+            "PATCH",
+            path,
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES["merge"],
+            write=write,
+            resendable=True,  # a merge patch applied twice leaves what applying it once does
         )
 
     async def apply_object(
@@ -651,6 +665,7 @@ class KubeClient:
             content_type=_PATCH_CONTENT_TYPES["apply"],
             params=params,
             write=None if dry_run else "apply",
+            resendable=True,  # server-side apply is declarative: the same apply twice is one
         )
 
     async def create_object(
@@ -678,7 +693,8 @@ class KubeClient:
         *,
         current: JsonObject | None = None,
     ) -> JsonObject:
-        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone.
+        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone;
+        an object being deleted is returned as it is (no new finalizer may be added to it).
 
         `current`, the object as the caller last saw it (e.g. from a watch), saves the first
         read: if it is stale, the pinned resourceVersion makes the write fail and we re-read.
@@ -753,8 +769,8 @@ class KubeClient:
             obj = current if attempt == 0 and current is not None else await self._call("GET", path)
             metadata = obj["metadata"]
             finalizers: list[str] = list(metadata.get("finalizers") or [])
-            if (finalizer in finalizers) == add:
-                return obj
+            if (finalizer in finalizers) == add or (add and metadata.get("deletionTimestamp")):
+                return obj  # done; or being deleted, when the API server refuses new finalizers
             wanted = [*finalizers, finalizer] if add else [f for f in finalizers if f != finalizer]
             patch: JsonPatch = [
                 # Pinning the resourceVersion we read makes the API server answer 409 if anyone
@@ -765,7 +781,12 @@ class KubeClient:
             ]
             try:
                 return await self._call(
-                    "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["json"], write="metadata"
+                    "PATCH",
+                    path,
+                    body=patch,
+                    content_type=_PATCH_CONTENT_TYPES["json"],
+                    write="metadata",
+                    resendable=True,  # pinned to a resourceVersion: a second application gets 409
                 )
             except KubeConflict:
                 # Jitter spreads out writers that lost the same race, so they do not collide again.
@@ -786,8 +807,13 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
         write: str | None = None,
+        resendable: bool | None = None,
     ) -> JsonObject:
+        """One request. `resendable`: whether sending it twice is safe (default: by method,
+        see _RESENDABLE_METHODS); only such a request is asked again after a protocol error."""
         request = f"{method} {path}"
+        if resendable is None:
+            resendable = method in _RESENDABLE_METHODS
         content = None if body is None else json.dumps(body).encode()
         retried = False
         while True:
@@ -810,7 +836,18 @@ class KubeClient:
                     # The API server answers an unauthenticated HTTP/2 request by closing the
                     # connection (GOAWAY), which can swallow the 401 itself: ask once more over
                     # HTTP/1.1 to hear the real answer (a 401 then refreshes credentials below).
-                    response = await self._over_http1(method, path, content, headers, params)
+                    # The same error also comes from a connection lost after the server acted on
+                    # the request, so a request unsafe to send twice (a POST would create twice)
+                    # is not asked again: only whether our credentials are refused (a cheap GET
+                    # with them). A 401 means the request was refused before it was processed,
+                    # so it is sent again after the refresh; anything else is the caller's to retry.
+                    if resendable:
+                        response = await self._over_http1(method, path, content, headers, params)
+                    else:
+                        probe = {key: value for key, value in headers.items() if key != "Content-Type"}
+                        response = await self._over_http1("GET", "/version", None, probe, None)
+                        if response.status_code != 401:
+                            raise
             except httpx.TransportError as exc:
                 self._report_write(write, 0)
                 raise KubeConnectionError(0, type(exc).__name__, str(exc) or repr(exc), request) from exc
@@ -857,10 +894,9 @@ class KubeClient:
         params: Mapping[str, str] | None,
     ) -> httpx.Response:
         assert self._connection is not None
-        async with self._build_http(self._connection, http2=False) as http1:
-            response = await http1.request(method, path, content=content, headers=headers, params=params)
-            await response.aread()
-            return response
+        if self._http1 is None:  # one fallback pool (and one TLS context) for the connection
+            self._http1 = self._build_http(self._connection, http2=False)
+        return await self._http1.request(method, path, content=content, headers=headers, params=params)
 
     def _expiring(self) -> bool:
         expires_at = self._connection.expires_at if self._connection is not None else None
@@ -882,9 +918,13 @@ class KubeClient:
             else:
                 return False
             self._file_token = None
-            if _transport_identity(new) != _transport_identity(old) and self._http is not None:
-                self._retire(self._http)
-                self._http = self._build_http(new)
+            if _transport_identity(new) != _transport_identity(old):
+                if self._http is not None:
+                    self._retire(self._http)
+                    self._http = self._build_http(new)
+                if self._http1 is not None:  # rebuilt for the new connection when next needed
+                    self._retire(self._http1)
+                    self._http1 = None
             self._connection = new
             self._generation += 1
             logger.info("%s; refreshed credentials", reason)

@@ -26,6 +26,7 @@ from mixpeek_operator.desired import owner_of
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import MixpeekError, SyncListing
 from mixpeek_operator.mixpeek.models import SyncConfiguration
+from mixpeek_operator.supervision import Supervisor
 from mixpeek_operator.workqueue import Backoff
 
 log = logging.getLogger("mixpeek_operator.observer")
@@ -155,12 +156,15 @@ class Observer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
         self._enqueue = enqueue
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
+        # A listing loop that crashes on something unexpected is restarted, never silently lost.
+        self._supervisor = supervisor or Supervisor(clock=clock, sleep=sleep)
         self.listings: dict[ListingScope, Listing] = {}
         self._membership: dict[ObjectKey, ListingScope] = {}
 
@@ -185,8 +189,10 @@ class Observer:
         listing = self.listings.get(scope)
         if listing is None:
             listing = self.listings[scope] = Listing(scope=scope, client=client)
-            listing.task = asyncio.create_task(
-                self._poll(listing), name=f"observe {scope.mixpeek_namespace}/{scope.bucket}"
+            listing.task = self._supervisor.spawn(
+                f"observe {scope.mixpeek_namespace}/{scope.bucket}",
+                lambda: self._poll(listing),
+                kind="observer",
             )
         listing.client = client
         listing.members.setdefault(obj, _Member())

@@ -8,9 +8,12 @@ what woke it up. Design notes:
 - Remote state comes from the observer's cache of the bucket's list (one paged list
   per credential, namespace and bucket) when it is fresh; a GET is made only when it
   is not, so a converged object costs no remote call at all.
-- Create is crash-safe without a human, and costs no extra write. Our finalizer is on
-  the object before the POST (added at admission by the chart's MutatingAdmissionPolicy,
-  or by us when it is missing), so a remote sync never exists without it. Before
+- Our finalizer is on every live `Full` object before any remote call, read or write (added
+  at admission by the chart's MutatingAdmissionPolicy, or by the first step of every
+  reconcile when it is missing, stripped ones included): whether the object creates its
+  remote sync, adopts one by `syncConfigId` or by ownership marker, its deletion reaches
+  the remote side. `ObserveOnly` objects never get it: their deletion never writes remotely.
+- Create is crash-safe without a human, and costs no extra write. Before
   creating, an object with no `status.syncConfigId` is matched (by the ownership marker
   in the remote metadata) against the bucket's listing, which this process fetched
   after it started: so after any earlier attempt by a process that has since died. An
@@ -24,6 +27,7 @@ what woke it up. Design notes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
@@ -175,11 +179,17 @@ class StatusWriteError(Exception):
     """`KubeWriter.patch_status` was refused by the API server; the reconcile is retried with backoff."""
 
 
+class ObjectGone(Exception):
+    """`KubeWriter.add_finalizer` found the object deleted (or being deleted) while it was being
+    reconciled: there is nothing left to do, and no remote call may follow."""
+
+
 class KubeWriter(Protocol):
     """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs.
 
     `patch_status` raises StatusWriteError when the API server refuses the write; an outage (no
     answer, 429, 5xx) propagates as the Kubernetes error, which the engine reports once per outage.
+    `add_finalizer` raises ObjectGone when the object no longer exists or is being deleted.
     """
 
     async def add_finalizer(self, obj: ObjectState) -> None: ...
@@ -344,14 +354,34 @@ async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
     try:
         if obj.deleting:
             return await _finalize(run)
+        if needs_finalizer(obj) and not obj.has_finalizer:
+            # First, before any remote call: whatever this pass finds or creates, deleting the
+            # object must reach it (a finalizer someone stripped is restored here too).
+            await ctx.writer.add_finalizer(obj)
         if obj.reconcile_paused:
             return await _reconcile_paused(run)
         return await _converge(run)
     except StatusWriteError as exc:
         log.warning("status not written, will retry: %s", exc, extra={"object": obj.ref})
         return Outcome(result="error")
+    except ObjectGone:
+        log.debug("deleted while being reconciled", extra={"object": obj.ref})
+        run.events.clear()  # about an object that no longer exists
+        return Outcome(result="deleted")
+    except asyncio.CancelledError:
+        # The work was cancelled (leadership or shard lost): another replica may be working on
+        # this object now, so not one more write, not even the Events of what was done.
+        run.events.clear()
+        raise
     finally:
         await _post_events(run)
+
+
+def needs_finalizer(obj: ObjectState) -> bool:
+    """Whether a live object must hold our finalizer: `Full` objects own (or may own, or come to
+    own) a remote sync whose deletion or release (Orphan) deletion must reach. `ObserveOnly` ones
+    never write remotely, deletion included; a switch to `Full` adds it before the first write."""
+    return obj.spec is not None and obj.spec.management_policy == ManagementPolicy.FULL
 
 
 async def _post_events(run: _Run) -> None:
@@ -728,8 +758,7 @@ async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
 
 async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     obj, ctx, spec = run.obj, run.ctx, conn.spec
-    if not obj.has_finalizer:
-        await ctx.writer.add_finalizer(obj)  # no remote sync may exist without our finalizer
+    # No remote sync may exist without our finalizer: reconcile() added it before anything else.
     try:
         request = desired.create_request(spec, obj.owner)
     except desired.SpecConversionError as exc:

@@ -40,7 +40,9 @@ from mixpeek_operator.kube import (
     ObjectReference,
 )
 from mixpeek_operator.metrics import OperatorMetrics
-from mixpeek_operator.mixpeek import RateLimiterRegistry
+from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
+from mixpeek_operator.mixpeek.models import SyncCreateRequest
+from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.status import merge_patch
 
 KEY = ObjectKey("team", "demo")
@@ -86,6 +88,17 @@ class InMemoryKube:
     fail_status_with: Exception | None = None
     fail_finalizer_with: Exception | None = None
     revision: int = 100
+    # Cleared: status patches wait until it is set again (a slow API server).
+    status_gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.status_gate.set()
+
+    def _existing(self, namespace: str | None, name: str) -> ObjectKey:
+        key = ObjectKey(namespace or "", name)
+        if key not in self.objects:
+            raise KubeNotFound(404, "NotFound", f'bucketsyncs.mixpeek.com "{name}" not found')
+        return key
 
     def _bump(self, key: ObjectKey) -> JsonObject:
         self.revision += 1
@@ -105,7 +118,7 @@ class InMemoryKube:
     ) -> JsonObject:
         if self.fail_finalizer_with is not None:
             raise self.fail_finalizer_with
-        key = ObjectKey(namespace or "", name)
+        key = self._existing(namespace, name)
         self.writes.append("add_finalizer")
         self.objects[key]["metadata"].setdefault("finalizers", []).append(finalizer)
         return self._bump(key)
@@ -126,7 +139,8 @@ class InMemoryKube:
     ) -> JsonObject:
         if self.fail_status_with is not None:
             raise self.fail_status_with
-        key = ObjectKey(namespace or "", name)
+        await self.status_gate.wait()
+        key = self._existing(namespace, name)
         self.writes.append("patch_status")
         body = self.objects[key]
         status = body.get("status") or {}
@@ -158,6 +172,8 @@ class Rig:
     clock: FakeClock
     emulator: Emulator
     secrets: dict[tuple[str, str], dict[str, Any]]
+    secret_gate: asyncio.Event
+    emulator_app: Any  # cleared: Secret reads wait until it is set again
 
     async def apply(self, body: dict[str, Any]) -> None:
         """Create or update an object and deliver the watch event, as the API server would."""
@@ -185,7 +201,11 @@ async def rig() -> AsyncIterator[Rig]:
     app = create_app(EmulatorConfig(time_scale=0, start_time=FROZEN_START))
     secrets = {("team", "creds"): secret()}
 
+    secret_gate = asyncio.Event()
+    secret_gate.set()
+
     async def read_secret(namespace: str, name: str) -> Mapping[str, Any] | None:
+        await secret_gate.wait()
         return secrets.get((namespace, name))
 
     clock, kube = FakeClock(), InMemoryKube()
@@ -200,7 +220,7 @@ async def rig() -> AsyncIterator[Rig]:
         sleep=ParkedSleep(),
         mixpeek_transport=httpx.ASGITransport(app=app),
     )
-    yield Rig(engine, kube, clock, app.state.emulator, secrets)
+    yield Rig(engine, kube, clock, app.state.emulator, secrets, secret_gate, app)
     await engine.stop()
 
 
@@ -494,3 +514,145 @@ async def test_only_the_replica_reconciling_an_object_counts_it_in_bucketsync_re
     assert sample(rig.engine, "bucketsync_resources", labels) == 1
     rig.engine.owns = lambda body: False  # a standby
     assert sample(rig.engine, "bucketsync_resources", labels) == 0
+
+
+# --- the finalizer on every owner (adopted ones too), restored when stripped ------------------
+
+
+async def made_elsewhere(rig: Rig) -> str:
+    """A remote sync someone created with Mixpeek's API (no ownership marker); its id."""
+    transport = httpx.ASGITransport(app=rig.emulator_app)
+    async with MixpeekClient(
+        "sk_test_emulator", "default", base_url="http://emulator", transport=transport
+    ) as client:
+        sync = await client.create_sync(
+            "bkt_demo", SyncCreateRequest(connection_id="conn_s3_demo", source_path="demo-bucket/videos")
+        )
+    assert sync.sync_config_id
+    return sync.sync_config_id
+
+
+async def test_an_object_adopting_by_sync_config_id_gets_the_finalizer_and_its_delete_reaches_mixpeek(
+    rig: Rig,
+) -> None:
+    # Adopted by id on a cluster without the chart's admission policy: no finalizer at CREATE.
+    sync_id = await made_elsewhere(rig)
+    adopter = bucketsync()
+    adopter["spec"] |= {"syncConfigId": sync_id, "deletionPolicy": "Delete"}
+    rig.kube.writes.clear()
+    await rig.apply(adopter)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.writes[0] == "add_finalizer"
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == [FINALIZER]
+    assert "Adopted" in rig.kube.events
+
+    body = rig.kube.body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert sync_id not in [record.config.sync_config_id for record in rig.emulator.all_syncs()]
+
+
+async def test_a_stripped_finalizer_wakes_the_object_and_is_restored(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    await rig.echo()
+    rig.kube.writes.clear()
+    body = rig.kube.body()
+    body["metadata"]["finalizers"] = []  # kubectl patch --type=json -p '[{"op":"remove",...}]'
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == [FINALIZER]
+    assert rig.kube.writes == ["add_finalizer"]  # converged otherwise: no status write, no Event
+    await rig.echo()  # the watch event of our own finalizer write
+    assert await rig.drain() == []
+
+
+async def test_an_observe_only_object_gets_no_finalizer(rig: Rig) -> None:
+    sync_id = await made_elsewhere(rig)
+    observer = bucketsync()
+    observer["spec"] |= {"syncConfigId": sync_id, "managementPolicy": "ObserveOnly"}
+    rig.kube.writes.clear()
+    await rig.apply(observer)
+    assert await rig.drain() == [KEY]
+    assert "finalizers" not in rig.kube.objects[KEY]["metadata"]
+    assert rig.kube.writes == ["patch_status"]
+
+
+# --- races on a fast delete -------------------------------------------------------------------
+
+
+@dataclass
+class SlowSecretApi:
+    """The Secret guard's Kubernetes calls; marking a Secret waits for `gate`."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def add_finalizer(self, *args: Any, **kwargs: Any) -> JsonObject:
+        await self.gate.wait()
+        return {}
+
+    async def remove_finalizer(self, *args: Any) -> JsonObject | None:
+        return None
+
+    async def list_objects(self, *args: Any) -> list[JsonObject]:
+        return []
+
+
+async def settle(turns: int = 200) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_a_delete_while_the_credentials_are_read_leaves_no_listing_or_dependency(rig: Rig) -> None:
+    sync_id = await made_elsewhere(rig)
+    # An ObserveOnly object (no finalizer) is created and deleted at once.
+    body = bucketsync()
+    body["spec"] |= {"syncConfigId": sync_id, "managementPolicy": "ObserveOnly"}
+    rig.secret_gate.clear()
+    await rig.apply(body)
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the reconcile waits for the Secret read
+    assert not worker.done()
+    await rig.engine.on_object_event("DELETED", rig.kube.body())
+    del rig.kube.objects[KEY]
+    rig.secret_gate.set()
+    assert await worker == KEY
+    assert rig.engine.observer.listings == {}, "the deleted object re-registered its listing"
+    assert rig.engine.credentials.secret_changed(("team", "creds"), secret("sk_x")) == set()
+
+
+async def test_a_delete_before_the_finalizer_is_added_is_not_a_crash_and_creates_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard_kube = SlowSecretApi()
+    rig.engine.secret_guard = SecretUseGuard(guard_kube)
+    await rig.apply(bucketsync())  # no admission policy: no finalizer yet
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the Secret guard marks the Secret in use; the API server is slow
+    await rig.engine.on_object_event("DELETED", rig.kube.body())
+    del rig.kube.objects[KEY]
+    guard_kube.gate.set()
+    with caplog.at_level(logging.INFO, logger="mixpeek_operator"):
+        assert await worker == KEY
+    assert "reconcile crashed" not in caplog.text
+    assert rig.engine.queue.failures(KEY) == 0
+    assert rig.emulator.all_syncs() == []  # no remote sync for an object that is gone
+    assert rig.engine.observer.listings == {}
+    assert len(rig.engine.queue) == 0
+
+
+async def test_no_event_is_posted_after_the_work_was_cancelled(rig: Rig) -> None:
+    body = bucketsync()
+    body["spec"]["paused"] = True  # created, then its identity is written before the pause
+    rig.kube.status_gate.clear()
+    await rig.apply(body)
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the remote sync exists; the identity status write hangs
+    assert len(rig.emulator.all_syncs()) == 1
+    assert rig.kube.events == []
+    worker.cancel()  # leadership lost: stop_work cancels every reconcile
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    await settle()
+    assert rig.kube.events == [], "an Event was posted after the work was cancelled"

@@ -388,6 +388,9 @@ async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_
     assert harness.writer.body["status"]["syncConfigId"] == first
     assert harness.counts() == {"list": 1}  # one list of the connection; no second create
     assert "Adopted" in harness.writer.events()
+    # Adopted by its ownership marker: the finalizer is back, written before the list.
+    assert harness.writer.writes()[0] == "add_finalizer"
+    assert harness.writer.body["metadata"]["finalizers"] == [FINALIZER]
 
 
 async def test_a_sync_owned_by_another_live_object_is_a_conflict(harness: Harness) -> None:
