@@ -1,7 +1,8 @@
 """A real local Kubernetes node in a network namespace: the e2e tier and `make node`.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet and
-kube-proxy all run inside a network namespace this driver creates (like a kind node, but a
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet,
+kube-proxy and CoreDNS (cluster DNS behind kube-system/kube-dns, docs/local-node.md) all run
+inside a network namespace this driver creates (like a kind node, but a
 namespace instead of a container), and inside one private mount namespace, so every mount
 they make (container root filesystems, pod volumes, pod network namespaces) lives and dies
 with the node. Pods get addresses from a CNI bridge inside the namespace; kube-proxy's
@@ -21,8 +22,9 @@ paths some components use regardless (containerd's shim sockets under /run/conta
 network namespace files in /run/netns, libcni's cache in /var/lib/cni, the kubelet's sockets
 under /var/lib/kubelet, /var/log/containers) are bind-mounted from the working directory
 inside the node's mount namespace, so the host sees at most the empty directories, removed at
-tear-down with the pod cgroups and the network namespace. `leftovers()` lists whatever
-survived; the e2e tier fails if anything did.
+tear-down with the pod cgroups and the network namespace, and /run/netns itself (which
+`ip netns add` creates and mounts) when the node created it and no namespace is left in it.
+`leftovers()` lists whatever survived; the e2e tier fails if anything did.
 
 CLI (Linux, root):
     python hack/localnode.py up   [--dir DIR]   start in the background, print the kubeconfig
