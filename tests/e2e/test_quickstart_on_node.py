@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 from node_support import REPO_ROOT, EmulatorService, Node
-from operator_support import is_ready
+from operator_support import is_ready, wait_for
 
 from k8sbuild import build_helm, kube_bin_dir
 
@@ -87,6 +87,14 @@ def quickstart_cleanup(node: Node) -> Iterator[None]:
     namespaces and the CRD, so the next scenario installs the chart on a cluster without it."""
     yield
     node.kubectl("-n", APP_NS, "delete", "bucketsyncs", "--all", "--timeout=120s", check=False, timeout=150)
+    # The operator releases the Secret's in-use finalizer once no object uses it.
+    secret = ("-n", APP_NS, "get", "secret", "mixpeek-credentials")
+    wait_for(
+        lambda: not node.json(*secret)["metadata"].get("finalizers"),
+        timeout=60,
+        interval=0.5,
+        what="the Secret's in-use finalizer released",
+    )
     node.helm("uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait", "--timeout=120s")
     node.kubectl("delete", "namespace", APP_NS, SYSTEM_NS, "--timeout=180s", timeout=200)
     node.kubectl("delete", "crd", "bucketsyncs.mixpeek.com", "--timeout=60s", timeout=90)
