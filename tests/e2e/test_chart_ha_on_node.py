@@ -399,7 +399,6 @@ def test_a_drain_evicts_one_pod_at_a_time_and_another_live_pod_takes_over(
     (standby,) = [
         pod["metadata"]["name"] for pod in node.live_pods(HA_NS) if pod["metadata"]["name"] != leader
     ]
-    created_before = emulator.counts()["endpoint_status"].get("create", {})
     done_before = BEFORE + AFTER_DELETE + AFTER_UPGRADE
     wait_for(
         lambda: node.json("-n", HA_NS, "get", "pdb", FULLNAME)["status"].get("disruptionsAllowed") == 1,
@@ -433,8 +432,6 @@ def test_a_drain_evicts_one_pod_at_a_time_and_another_live_pod_takes_over(
     wait_pods_ready(node, HA_NS, REPLICAS, not_named=(leader,))
     # The work resumed under the new leader: the new object converged, nothing was created twice.
     _assert_exactly_once(node, emulator, done_before + AFTER_DRAIN)
-    created = emulator.counts()["endpoint_status"].get("create", {})
-    assert sum(created.values()) - sum(created_before.values()) == len(AFTER_DRAIN), (created_before, created)
 
 
 def _pod_of(pid: int) -> str:
