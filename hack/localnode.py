@@ -665,11 +665,18 @@ def clean_up(layout: NodeLayout) -> None:
         IP_FORWARD.write_text(layout.ip_forward_before)
 
 
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on `path` in this mount namespace (os.path.ismount misses a
+    bind mount of a directory on itself: same device)."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return any(line.split()[4] == str(path) for line in mounts)
+
+
 def _release_netns_dir() -> None:
     """Unmount /run/netns when it holds no namespace. `ip netns add` (our create_network) made
     it a bind mount on itself, which `ip netns del` leaves: on a machine that had no
     /run/netns, the node created it and removes it (an empty directory of no other user)."""
-    while os.path.ismount(NETNS_DIR) and not os.listdir(NETNS_DIR):
+    while is_mount_point(NETNS_DIR) and not os.listdir(NETNS_DIR):
         if subprocess.run(["umount", str(NETNS_DIR)], capture_output=True, check=False).returncode:
             return
 

@@ -76,14 +76,14 @@ def without_netns_dir() -> Iterator[None]:
     if not netns.is_dir() or os.listdir(netns):
         yield
         return
-    was_mount = os.path.ismount(netns)
-    while os.path.ismount(netns):
+    was_mount = localnode.is_mount_point(netns)
+    while localnode.is_mount_point(netns):
         subprocess.run(["umount", str(netns)], check=True)
     netns.rmdir()
     try:
         yield
     finally:
         netns.mkdir(exist_ok=True)
-        if was_mount and not os.path.ismount(netns):
+        if was_mount and not localnode.is_mount_point(netns):
             subprocess.run(["mount", "--bind", str(netns), str(netns)], check=True)
             subprocess.run(["mount", "--make-rshared", str(netns)], check=True)
