@@ -542,7 +542,6 @@ def test_helm_upgrade_from_one_to_two_replicas_while_objects_are_created_has_one
             "--wait",
             "--timeout=180s",
         )
-        wait_chart_admission(node, SCALE_RELEASE, SCALE_NS, SCALE_APP_NS)
         (old,) = [pod["metadata"]["name"] for pod in wait_pods_ready(node, SCALE_NS, 1)]
         wait_for(
             lambda: _holder(node, SCALE_LEASE_PATH) == old,
