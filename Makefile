@@ -40,7 +40,7 @@ venv: $(STAMP)
 binaries: $(STAMP) node-deps
 	$(BIN)/python hack/k8sbuild.py kubernetes helm
 	$(BIN)/python hack/gotools.py actionlint promtool argocd-health kstatus
-	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python hack/k8sbuild.py node cni pause; fi
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python hack/k8sbuild.py node cni pause && $(BIN)/python hack/gotools.py coredns; fi
 
 # Debian packages for the local node and `make image` (only on Linux as root; else a no-op).
 node-deps:

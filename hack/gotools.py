@@ -4,7 +4,8 @@ the repo's small Go test programs.
 A tool with a version is `go install module/cmd/tool@version` (actionlint, promtool). A tool
 without one is a program in hack/<name>/ with its own go.mod and go.sum, built with `go build`:
 hack/argocd-health runs Argo CD's own health code (util/lua, util/settings, gitops-engine),
-hack/kstatus both kstatus libraries (sigs.k8s.io/cli-utils and the fluxcd/cli-utils fork).
+hack/kstatus both kstatus libraries (sigs.k8s.io/cli-utils and the fluxcd/cli-utils fork),
+hack/coredns the local node's cluster DNS.
 Either is built once into a directory of the same cache as hack/k8sbuild.py
 (~/.cache/mixpeek-operator, or $MIXPEEK_OPERATOR_CACHE) named after its version, plus, for a
 program in hack/, a digest of its sources: a new pin or an edit builds next to the old build and
@@ -61,6 +62,9 @@ TOOLS = {
     "promtool": GoTool("promtool", "github.com/prometheus/prometheus/cmd/promtool", "v0.316.0"),
     "argocd-health": GoTool("argocd-health", "github.com/argoproj/argo-cd/v3"),
     "kstatus": GoTool("kstatus", "sigs.k8s.io/cli-utils"),
+    # The local node's cluster DNS (hack/localnode.py): CoreDNS's own main with the plugins
+    # the node's Corefile uses (hack/coredns/main.go).
+    "coredns": GoTool("coredns", "github.com/coredns/coredns"),
 }
 
 

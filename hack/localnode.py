@@ -1,7 +1,8 @@
 """A real local Kubernetes node in a network namespace: the e2e tier and `make node`.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet and
-kube-proxy all run inside a network namespace this driver creates (like a kind node, but a
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet,
+kube-proxy and CoreDNS (cluster DNS behind kube-system/kube-dns, docs/local-node.md) all run
+inside a network namespace this driver creates (like a kind node, but a
 namespace instead of a container), and inside one private mount namespace, so every mount
 they make (container root filesystems, pod volumes, pod network namespaces) lives and dies
 with the node. Pods get addresses from a CNI bridge inside the namespace; kube-proxy's
@@ -21,8 +22,9 @@ paths some components use regardless (containerd's shim sockets under /run/conta
 network namespace files in /run/netns, libcni's cache in /var/lib/cni, the kubelet's sockets
 under /var/lib/kubelet, /var/log/containers) are bind-mounted from the working directory
 inside the node's mount namespace, so the host sees at most the empty directories, removed at
-tear-down with the pod cgroups and the network namespace. `leftovers()` lists whatever
-survived; the e2e tier fails if anything did.
+tear-down with the pod cgroups and the network namespace, and /run/netns itself (which
+`ip netns add` creates and mounts) when the node created it and no namespace is left in it.
+`leftovers()` lists whatever survived; the e2e tier fails if anything did.
 
 CLI (Linux, root):
     python hack/localnode.py up   [--dir DIR]   start in the background, print the kubeconfig
@@ -40,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +50,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gotools
 import image
 import k8sbuild
 from localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, leftover_processes, spawn, terminate
@@ -55,6 +59,10 @@ DEFAULT_DIR = REPO_ROOT / ".local" / "node"
 NODE_NAME = "mixpeek-node"
 POD_CIDR = "198.19.0.0/20"
 SERVICE_CIDR = "198.19.128.0/24"
+# Cluster DNS: CoreDNS on the node's address, behind the usual kube-system/kube-dns Service.
+CLUSTER_DNS_IP = "198.19.128.10"
+CLUSTER_DOMAIN = "cluster.local"
+COREDNS_READY = "http://127.0.0.1:8181/ready"
 BRIDGE = "mxbr0"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -261,6 +269,68 @@ class NodeProcesses:
             ],
             self.workdir / "kube-scheduler.log",
         )
+        self._start_cluster_dns()
+
+    def _start_cluster_dns(self) -> None:
+        """CoreDNS as a node process answering the cluster's zones, behind kube-dns's ClusterIP
+        (an EndpointSlice to the node's address, like a hostNetwork DNS pod's)."""
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(
+            f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {self.layout.node_ip}
+    errors
+    health 127.0.0.1:8080
+    ready 127.0.0.1:8181
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {self.plane.kubeconfig}
+        pods insecure
+    }}
+    cache 30
+    loadbalance
+}}
+"""
+        )
+        self.components["coredns"] = spawn(
+            [str(gotools.build(gotools.TOOLS["coredns"])), f"-conf={corefile}"], self.workdir / "coredns.log"
+        )
+        ports = [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+        ]
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": CLUSTER_DNS_IP, "ports": [{**port, "targetPort": 53} for port in ports]},
+        }
+        endpoints = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-node",
+                "namespace": "kube-system",
+                "labels": {"kubernetes.io/service-name": "kube-dns"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [self.layout.node_ip], "conditions": {"ready": True}}],
+            "ports": ports,
+        }
+        self.plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [service, endpoints]}),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(COREDNS_READY, timeout=2) as response:
+                if response.status == 200:
+                    return
+            if self.components["coredns"].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "CoreDNS did not get ready:\n" + (self.workdir / "coredns.log").read_text()[-3000:]
+                )
+            time.sleep(0.2)
 
     def _private_fixed_paths(self) -> None:
         """Bind-mount a directory of the node's over each fixed path (in the node's private
@@ -368,6 +438,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "failSwapOn": False,
             "podLogsDir": str(self.workdir / "pod-logs"),
             "resolvConf": "",
+            # Pods resolve Services by name (ClusterFirst): CoreDNS behind kube-dns.
+            "clusterDNS": [CLUSTER_DNS_IP],
+            "clusterDomain": CLUSTER_DOMAIN,
             # A test node on a shared disk: never evict for disk or memory pressure.
             "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
             "imageGCHighThresholdPercent": 100,
@@ -422,7 +495,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def stop(self) -> None:
         # The kubelet first, so it restarts nothing; then every pod process (by cgroup);
         # then containerd and its shims; the control plane last.
-        for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"):
+        for name in ("kubelet", "kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager"):
             proc = self.components.pop(name, None)
             if proc is not None:
                 terminate(proc)
@@ -581,6 +654,8 @@ def clean_up(layout: NodeLayout) -> None:
     # anyone else's can go. Another running node may still mount them: then they stay.
     if not _other_nodes(layout):
         for path in map(Path, reversed(layout.absent_before)):
+            if path == NETNS_DIR:
+                _release_netns_dir()
             with contextlib.suppress(OSError):
                 path.rmdir()
     workdir = Path(layout.workdir)
@@ -588,6 +663,22 @@ def clean_up(layout: NodeLayout) -> None:
         shutil.rmtree(workdir / state, ignore_errors=True)
     if IP_FORWARD.read_text().strip() != layout.ip_forward_before:
         IP_FORWARD.write_text(layout.ip_forward_before)
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether something is mounted on `path` in this mount namespace (os.path.ismount misses a
+    bind mount of a directory on itself: same device)."""
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return any(line.split()[4] == str(path) for line in mounts)
+
+
+def _release_netns_dir() -> None:
+    """Unmount /run/netns when it holds no namespace. `ip netns add` (our create_network) made
+    it a bind mount on itself, which `ip netns del` leaves: on a machine that had no
+    /run/netns, the node created it and removes it (an empty directory of no other user)."""
+    while is_mount_point(NETNS_DIR) and not os.listdir(NETNS_DIR):
+        if subprocess.run(["umount", str(NETNS_DIR)], capture_output=True, check=False).returncode:
+            return
 
 
 def leftovers(layout: NodeLayout) -> list[str]:
@@ -625,6 +716,7 @@ def build_all() -> None:
     k8sbuild.build_kubernetes()
     k8sbuild.build_node()
     k8sbuild.build_cni()
+    gotools.build(gotools.TOOLS["coredns"])
     image.build_pause_image()
 
 

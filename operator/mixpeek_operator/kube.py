@@ -675,6 +675,14 @@ class KubeClient:
         path = resource_path(group, version, plural, namespace)
         return await self._call("POST", path, body=body, write=write)
 
+    async def dry_run_create(
+        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject
+    ) -> JsonObject:
+        """A server-side dry run of a create (dryRun=All): admitted and validated, never stored,
+        so no write is reported."""
+        path = resource_path(group, version, plural, namespace)
+        return await self._call("POST", path, body=body, params={"dryRun": "All"})
+
     async def replace_object(
         self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
     ) -> JsonObject:

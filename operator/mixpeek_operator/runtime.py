@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mixpeek_operator.admission import wait_until_creates_admitted
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
@@ -64,6 +65,8 @@ class OperatorRuntime:
     async def start(self) -> Engine:
         # A provider, not a fixed connection: a 401 or an expiring exec credential reloads it.
         self.kube = KubeClient(load_default_connection, on_write=self.metrics.observe_kube_write)
+        # Before the health endpoint serves (kopf starts it after this): Ready means admitted.
+        await wait_until_creates_admitted(self.kube, (self.config.namespaces or ("default",))[0])
         store = CredentialStore(
             self._read_secret,
             default_secret=self.config.default_secret,

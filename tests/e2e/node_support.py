@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import EMULATOR_API_KEY, wait_admission, wait_for
+from operator_support import EMULATOR_API_KEY, wait_for
 
 import localnode
 from k8sbuild import build_helm, kube_bin_dir
@@ -202,9 +202,8 @@ class EmulatorService:
         return log
 
     def url(self) -> str:
-        """Its address as pods reach it: the Service's ClusterIP (the node has no cluster DNS)."""
-        service = self.node.json("-n", self.namespace, "get", "service", "mixpeek-emulator")
-        return f"http://{service['spec']['clusterIP']}:8099"
+        """Its address as pods reach it and the docs write it: the Service's DNS name."""
+        return f"http://mixpeek-emulator.{self.namespace}.svc:8099"
 
 
 def deploy_emulator(node: Node, namespace: str) -> EmulatorService:
@@ -233,13 +232,3 @@ def create_credentials(node: Node, namespace: str, emulator: EmulatorService) ->
         "stringData": {"apiKey": EMULATOR_API_KEY, "namespace": "default", "baseUrl": emulator.url()},
     }
     node.apply(namespace, secret)
-
-
-def wait_chart_admission(node: Node, release: str, release_namespace: str, app_namespace: str) -> None:
-    """After `helm install`: until BucketSync creates in `app_namespace` are admitted.
-
-    The chart's MutatingAdmissionPolicy is loaded asynchronously (the API server answers 503
-    to BucketSync creates until it has the CRD's schema), and the tests create objects at once.
-    """
-    manifest = node.helm("get", "manifest", release, "--namespace", release_namespace).stdout
-    wait_admission(node, app_namespace, finalizer_added="kind: MutatingAdmissionPolicy\n" in manifest)

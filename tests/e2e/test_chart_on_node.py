@@ -4,9 +4,8 @@ built here → BucketSync Ready.
 One scenario in order (each test builds on the previous one): the emulator as a pod behind
 its Service, the chart installed into a `restricted` namespace, a BucketSync in another
 namespace, a pod deletion in the middle of a bulk create, an upgrade, the metrics Service,
-and an uninstall. The node has no cluster DNS (no CoreDNS image without a registry), so the
-operator reaches the emulator at its Service's ClusterIP; the host reaches Services only
-through the apiserver's Service proxy.
+and an uninstall. The operator reaches the emulator by its Service's DNS name (the node's
+CoreDNS); the host reaches Services only through the apiserver's Service proxy.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from node_support import (
     assert_runs_working_tree,
     create_credentials,
     deploy_emulator,
-    wait_chart_admission,
     wait_pods_ready,
 )
-from operator_support import bucketsync, is_ready, wait_for
+from operator_support import FINALIZER, bucketsync, is_ready, wait_for
 
 SYSTEM_NS = "mixpeek-system"
 APP_NS = "e2e-app"
@@ -81,7 +79,11 @@ def test_helm_install_operator_pod_ready_restricted_nonroot_in_cluster(node: Nod
         "--wait",
         "--timeout=180s",
     )
-    wait_chart_admission(node, RELEASE, SYSTEM_NS, APP_NS)
+    # The moment `helm install --wait` returns (`helm install --wait && kubectl apply`), on a
+    # new CRD: admitted, with the finalizer the chart's admission policy adds.
+    node.apply(APP_NS, bucketsync("first", bucketId="bkt_media"))
+    admitted = node.json("-n", APP_NS, "get", "bucketsync", "first")
+    assert admitted["metadata"].get("finalizers") == [FINALIZER], admitted["metadata"]
     pod = _wait_operator_ready(node)
     spec = pod["spec"]
     container = spec["containers"][0]

@@ -26,7 +26,8 @@ Manifest = dict[str, Any]
 
 # What the operator needs, per (apiGroup, resource): see the comments in templates/_helpers.tpl.
 EXPECTED_RULES = {
-    ("mixpeek.com", "bucketsyncs"): {"get", "list", "watch", "patch"},
+    # create: only the start-up dry run (docs/admission.md); a policy refuses any other create.
+    ("mixpeek.com", "bucketsyncs"): {"get", "list", "watch", "patch", "create"},
     ("mixpeek.com", "bucketsyncs/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create"},
@@ -121,6 +122,8 @@ def test_default_render_has_exactly_the_operator_objects(render: Any) -> None:
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicyBinding",
     ]
     assert all(m["metadata"].get("namespace", RELEASE_NS) == RELEASE_NS for m in manifests)

@@ -90,6 +90,11 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs"]
   verbs: ["get", "patch"]
+# create: only a server-side dry run (dryRun=All, nothing stored) before the pod reports
+# healthy, so it is Ready only once the API server admits BucketSync creates (docs/admission.md).
+- apiGroups: ["mixpeek.com"]
+  resources: ["bucketsyncs"]
+  verbs: ["create"]
 # Conditions, observedGeneration, remote state and metrics live in the status subresource.
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs/status"]
