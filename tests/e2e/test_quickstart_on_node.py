@@ -77,8 +77,26 @@ def _run_block(node: Node, block: str) -> str:
         timeout=240,
         check=False,
     )
-    assert result.returncode == 0, f"quickstart block failed:\n{script}\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"quickstart block failed:\n{script}\n{result.stdout}\n{result.stderr}\n{_diagnosis(node)}"
+    )
     return result.stdout
+
+
+def _diagnosis(node: Node) -> str:
+    """What a user would look at next: pods, the object's conditions and Events, the logs."""
+    looks = [
+        ("get", "pods", "-A", "-o", "wide"),
+        ("-n", APP_NS, "describe", "bucketsyncs"),
+        ("-n", SYSTEM_NS, "logs", "deploy/mixpeek-operator", "--tail=40"),
+        ("-n", SYSTEM_NS, "get", "endpoints"),
+        ("-n", "kube-system", "get", "endpoints"),
+    ]
+    shown = []
+    for look in looks:
+        seen = node.kubectl(*look, check=False, timeout=30)
+        shown.append(f"$ kubectl {' '.join(look)}\n{seen.stdout}{seen.stderr}")
+    return "\n".join(shown)
 
 
 @pytest.fixture
