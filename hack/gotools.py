@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k8sbuild import cache_root
+from k8sbuild import cache_root, go_env
 
 HACK = Path(__file__).resolve().parent
 
@@ -106,7 +106,7 @@ def build(tool: GoTool) -> Path:
     else:
         command = ["go", "build", "-trimpath", "-ldflags", tool.ldflags, "-o", str(staging / tool.name), "."]
         cwd = tool.source
-    env = dict(os.environ, GOBIN=str(staging), GOFLAGS="-mod=mod", CGO_ENABLED="0", GOTOOLCHAIN="local")
+    env = go_env(GOBIN=str(staging))
     started = time.monotonic()
     with log.open("w") as out:
         out.write(f"$ {' '.join(command)}\n")
