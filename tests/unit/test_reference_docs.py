@@ -72,7 +72,7 @@ def test_values_page_documents_every_value_the_schema_accepts() -> None:
 def test_values_page_shows_the_defaults_of_values_yaml() -> None:
     defaults = yaml.safe_load((gen_reference.CHART_DIR / "values.yaml").read_text())
     text = gen_reference.render_values()
-    assert '| `settings.workers` | integer | `32` |' in text
+    assert "| `settings.workers` | integer | `32` |" in text
     assert f'| `image.repository` | string | `"{defaults["image"]["repository"]}"` |' in text
 
 
