@@ -21,7 +21,7 @@ help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
 	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd),"
 	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root), docs site"
-	@echo "make unit          the unit tier: no cluster, no Go (about a minute)"
+	@echo "make unit          the unit tier: no cluster, no Go (under 2 minutes)"
 	@echo "make tools         the checks run by helm, promtool, Argo CD's and kstatus' own Go code"
 	@echo "make docs          build the documentation site (MkDocs, strict) into .local/site"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
