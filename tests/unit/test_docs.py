@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from exporter import scrape_families
 
 from mixpeek_operator import run_cli
 from mixpeek_operator.metrics import OperatorMetrics
@@ -155,16 +154,9 @@ def table_rows(page: Path, heading: str) -> list[list[str]]:
 
 def served_families() -> dict[str, str]:
     """Metric name (counters with `_total`) -> type, as the operator's exporter serves them."""
-    metrics = OperatorMetrics()
-    server = metrics.serve(0, host="127.0.0.1")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    finally:
-        server.stop()
     families = {
         family.name: family.type
-        for family in text_string_to_metric_families(text)
+        for family in scrape_families(OperatorMetrics())
         if family.name.startswith(("mixpeek_", "bucketsync_"))
     }
     return {
