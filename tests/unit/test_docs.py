@@ -206,3 +206,14 @@ def test_the_troubleshooting_page_explains_every_condition_reason() -> None:
 
     reasons = {row[0].strip("`") for row in table_rows(DOCS / "troubleshooting.md", "| Reason |")}
     assert {reason.value for reason in Reason} - reasons == set()
+
+
+def test_the_readme_gets_a_newcomer_going_on_its_first_screen() -> None:
+    """What it is, the example, `make demo`, the Helm install and the links, in that order and
+    within 300 lines; the reference lives in docs/."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    order = ["kind: BucketSync", "make demo", "helm install", "## Documentation"]
+    positions = [readme.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert readme[: positions[1]].count("\n") < 60  # `make demo` on the first screen
