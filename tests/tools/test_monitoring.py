@@ -159,7 +159,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
     series = input_series(scrape(metrics)) + up(1)
     not_ready = (
         "Objects have not been Ready for 15m. kubectl get bucketsyncs -A shows which; "
-        "the README lists what each reason means."
+        "docs/troubleshooting.md lists what each reason means."
     )
     stalled = (
         "Stalled objects wait for a human (fix the spec, the credentials Secret or the ownership "
