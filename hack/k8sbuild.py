@@ -70,6 +70,11 @@ def go_env(**extra: str) -> dict[str, str]:
     """The environment of every Go command we run: static binaries, the local toolchain only,
     and Go's module and build caches inside the cache directory unless GOMODCACHE / GOCACHE are
     set, so a build writes nowhere but there (``-modcacherw`` keeps that directory removable)."""
+    if shutil.which("go") is None:
+        raise RuntimeError(
+            "Go 1.26+ is needed once, to build the Kubernetes binaries from the Go module proxy "
+            f"(cached afterwards in {cache_root()}): install it and put `go` on PATH"
+        )
     env = dict(os.environ, GOFLAGS="-mod=mod -modcacherw", CGO_ENABLED="0", GOTOOLCHAIN="local", **extra)
     env.setdefault("GOMODCACHE", str(cache_root() / "go" / "mod"))
     env.setdefault("GOCACHE", str(cache_root() / "go" / "build"))
@@ -300,7 +305,11 @@ def main(argv: list[str]) -> int:
         print(f"unknown build target(s) {unknown}; choose from {sorted(BUILDERS)}", file=sys.stderr)
         return 2
     for item in what:
-        print(BUILDERS[item]())
+        try:
+            print(BUILDERS[item]())
+        except RuntimeError as error:
+            print(f"k8sbuild: {error}", file=sys.stderr)
+            return 1
     return 0
 
 
