@@ -165,6 +165,11 @@ def _build_from_wrapper(version: str, bin_dir: Path, targets: dict[str, str]) ->
     bin_dir.parent.mkdir(parents=True, exist_ok=True)
     log = bin_dir.parent / f"{bin_dir.name}-build.log"
     log.write_text("")
+    # A cold build takes minutes: say so, and where to follow it (stdout stays the path alone).
+    print(
+        f"building {', '.join(targets)} {version} from the Go module proxy, once (log: {log})",
+        file=sys.stderr,
+    )
     _write_wrapper(work, version, log, [pkg for pkg in targets.values() if not pkg.startswith("./")])
     staged = bin_dir.parent / f"{bin_dir.name}.partial"
     staged.mkdir(parents=True, exist_ok=True)
