@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from exporter import scrape_families
 
 from mixpeek_operator import run_cli
@@ -35,6 +36,7 @@ TOP_LEVEL = {path.name for path in REPO_ROOT.iterdir() if not path.name.startswi
     ".ci",
     ".dockerignore",
 } - {"build", "dist"}
+FILE_SUFFIXES = {".md", ".py", ".yaml", ".yml", ".json", ".lua", ".sh", ".toml", ".go", ".tpl"}
 CODE_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -107,6 +109,19 @@ def named_paths(page: Path) -> Iterator[tuple[str, Path]]:
         ):
             continue
         yield span, REPO_ROOT / candidate
+    # A file path outside the repository's top level (like a reference file that was never
+    # added) is still a repository path when it names a source or doc file.
+    for span in CODE_SPAN.findall(text):
+        candidate = span.strip()
+        if (
+            "/" in candidate.lstrip("/")  # a URL path such as `/openapi.json` is no file
+            and not candidate.startswith("/")
+            and Path(candidate).suffix in FILE_SUFFIXES
+            and candidate.split("/")[0] not in TOP_LEVEL
+            and not any(char in candidate for char in " <>*{}$|=?@:[")
+            and not (page.parent / candidate).exists()
+        ):
+            yield span, REPO_ROOT / candidate
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(REPO_ROOT).as_posix())
@@ -217,3 +232,27 @@ def test_the_readme_gets_a_newcomer_going_on_its_first_screen() -> None:
     positions = [readme.index(marker) for marker in order]
     assert positions == sorted(positions)
     assert readme[: positions[1]].count("\n") < 60  # `make demo` on the first screen
+
+
+def test_no_page_quotes_a_test_count() -> None:
+    """Counts of passing tests go stale with every test added; pytest prints the real one."""
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        assert re.findall(r"\b\d[\d,]* (?:tests? )?pass(?:ed|es)?\b", text) == [], page
+
+
+def test_the_example_secret_points_at_the_emulator_service_as_shipped() -> None:
+    service = next(
+        doc
+        for doc in yaml.safe_load_all((DOCS / "quickstart" / "emulator.yaml").read_text())
+        if doc and doc["kind"] == "Service"
+    )
+    url = f"http://{service['metadata']['name']}.mixpeek-system.svc:{service['spec']['ports'][0]['port']}"
+    assert f"baseUrl: {url}" in (REPO_ROOT / "examples" / "credentials-secret.yaml").read_text()
+    assert f"baseUrl={url}" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_gitops_page_counts_the_argocd_cm_keys_it_ships() -> None:
+    keys = yaml.safe_load((DOCS / "argocd" / "argocd-cm.yaml").read_text())["data"]
+    words = {2: "two", 3: "three", 4: "four"}
+    assert f"the same {words[len(keys)]} keys" in (DOCS / "gitops.md").read_text()
