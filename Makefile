@@ -15,7 +15,7 @@ CLUSTER_DIR := .local/cluster
 NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries control-plane node-deps lint docs test unit tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge clean
+.PHONY: help venv binaries control-plane node-deps lint docs test unit tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -32,6 +32,8 @@ help:
 	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
 	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100; make bench-huge: 1k and 10k)"
+	@echo "make bench-soak    months of churn compressed: RSS and every internal map per wave"
+	@echo "make bench-buckets 5,000 objects in one bucket vs over fifty: create and delete times"
 
 PYTHON_CHECK := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
 
@@ -131,3 +133,10 @@ bench-quick: binaries
 
 bench-huge: binaries
 	$(BIN)/python hack/bench.py --size huge
+
+# In process against the emulator (no control plane needed); see hack/bench/soak.py.
+bench-soak: $(STAMP)
+	PYTHONPATH=hack $(BIN)/python -m bench.soak soak
+
+bench-buckets: $(STAMP)
+	PYTHONPATH=hack $(BIN)/python -m bench.soak buckets

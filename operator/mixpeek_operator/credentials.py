@@ -135,9 +135,12 @@ class CredentialStore:
             pending = self._loading[ref] = asyncio.ensure_future(self._read_secret(*ref))
             pending.add_done_callback(lambda _: self._loading.pop(ref, None))
         body = await asyncio.shield(pending)
-        if ref not in self._cache:  # a watch event may have filled it meanwhile; that one is newer
-            self._cache[ref] = None if body is None else self._parse(body)
-        return self._cache[ref]
+        if ref in self._cache:  # a watch event may have filled it meanwhile; that one is newer
+            return self._cache[ref]
+        parsed = None if body is None else self._parse(body)
+        if self.is_watched(ref):  # not when its last dependent went while we read
+            self._cache[ref] = parsed
+        return parsed
 
     def _parse(self, body: Mapping[str, Any]) -> _CachedSecret:
         raw = body.get("data") or {}
@@ -148,18 +151,34 @@ class CredentialStore:
         return _CachedSecret(data)
 
     def _track(self, obj: ObjectKey, ref: SecretRef) -> None:
-        previous = self._uses.get(obj)
-        if previous == ref:
+        if self._uses.get(obj) == ref:
             return
-        if previous is not None:
-            self._dependents.get(previous, set()).discard(obj)
+        self.forget(obj)
         self._uses[obj] = ref
         self._dependents.setdefault(ref, set()).add(obj)
 
     def forget(self, obj: ObjectKey) -> None:
+        """`obj` is gone; a Secret nothing depends on any more leaves the cache (its API key with it)."""
         ref = self._uses.pop(obj, None)
-        if ref is not None:
-            self._dependents.get(ref, set()).discard(obj)
+        if ref is None:
+            return
+        dependents = self._dependents.get(ref)
+        if dependents is not None:
+            dependents.discard(obj)
+            if dependents:
+                return
+            del self._dependents[ref]
+        if ref != self.default_secret:
+            self._cache.pop(ref, None)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        return {
+            "credentials.cache": len(self._cache),
+            "credentials.loading": len(self._loading),
+            "credentials.dependents": len(self._dependents),
+            "credentials.uses": len(self._uses),
+        }
 
     def is_watched(self, ref: SecretRef) -> bool:
         return ref in self._dependents or ref == self.default_secret

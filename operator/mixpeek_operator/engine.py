@@ -14,12 +14,13 @@ kopf delivers watch events (see handlers.py); the rest has the shape of controll
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import httpx
 
@@ -47,11 +48,22 @@ from mixpeek_operator.leancache import READ_ANNOTATIONS, lean_body
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 from mixpeek_operator.observer import Observer, ObserverSettings
-from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, StatusWriteError, reconcile
+from mixpeek_operator.reconcile import (
+    ObjectGone,
+    ObjectState,
+    Outcome,
+    ReconcileContext,
+    StatusWriteError,
+    reconcile,
+)
 from mixpeek_operator.secret_guard import FinalizerApi, SecretUseGuard
+from mixpeek_operator.supervision import Supervisor
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("mixpeek_operator.engine")
+
+# The object the current reconcile is for: `client_for` records it as a user of its client.
+_reconciling: contextvars.ContextVar[ObjectKey | None] = contextvars.ContextVar("reconciling", default=None)
 
 # reconcile outcome -> the `result` label of bucketsync_reconcile_total
 _RESULTS: dict[str, ReconcileResult] = {
@@ -73,6 +85,9 @@ class EngineSettings:
     backoff_cap: float = 300.0
     rate_per_second: float = 10.0
     burst: int = 20
+    # A Mixpeek client no object uses any more (its key was rotated out, its objects are gone)
+    # is closed after this long: a request already under way on it finishes first.
+    idle_client_seconds: float = 60.0
 
 
 class KubeApi(FinalizerApi, Protocol):
@@ -102,15 +117,26 @@ def _resource_version(body: Mapping[str, Any]) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def trigger_snapshot(body: Mapping[str, Any]) -> tuple[Any, ...]:
+class TriggerSnapshot(NamedTuple):
     """What a reconcile acts on; an event that leaves it unchanged needs no reconcile."""
+
+    uid: Any
+    generation: Any
+    deleting: bool
+    # A finalizer someone removed is restored by a reconcile, so its removal triggers one.
+    has_finalizer: bool
+    # The request annotations: a change means "reconcile now"; the lean cache keeps only these.
+    annotations: tuple[Any, ...]
+
+
+def trigger_snapshot(body: Mapping[str, Any]) -> TriggerSnapshot:
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
-    return (
+    return TriggerSnapshot(
         meta.get("uid"),
         meta.get("generation"),
         bool(meta.get("deletionTimestamp")),
-        # The request annotations: a change means "reconcile now"; the lean cache keeps only these.
+        FINALIZER in (meta.get("finalizers") or ()),
         tuple(annotations.get(name) for name in READ_ANNOTATIONS),
     )
 
@@ -129,7 +155,7 @@ class TrackedObject:
     """Everything the engine keeps about one `BucketSync`."""
 
     body: dict[str, Any]
-    handled: tuple[Any, ...] | None = None  # trigger_snapshot() of the last reconcile
+    handled: TriggerSnapshot | None = None  # trigger_snapshot() of the last reconcile
     ready_reported: bool = False  # time to Ready is observed once per object
 
     def newer_than(self, body: Mapping[str, Any]) -> bool:
@@ -149,15 +175,20 @@ class _Writer:
 
     async def add_finalizer(self, obj: ObjectState) -> None:
         record = self._engine.objects.get(obj.key)
-        body = await self._kube.add_finalizer(
-            GROUP,
-            VERSION,
-            PLURAL,
-            obj.namespace,
-            obj.name,
-            FINALIZER,
-            current=record.body if record else None,
-        )
+        try:
+            body = await self._kube.add_finalizer(
+                GROUP,
+                VERSION,
+                PLURAL,
+                obj.namespace,
+                obj.name,
+                FINALIZER,
+                current=record.body if record else None,
+            )
+        except KubeNotFound as exc:
+            raise ObjectGone(str(exc)) from exc  # deleted meanwhile: its DELETED event drops the record
+        if FINALIZER not in ((body.get("metadata") or {}).get("finalizers") or ()):
+            raise ObjectGone("being deleted; no finalizer can be added")
         self._engine.cache_body(body)
 
     async def remove_finalizer(self, obj: ObjectState) -> None:
@@ -220,6 +251,7 @@ class Engine:
         mixpeek_transport: httpx.AsyncBaseTransport | None = None,
         secret_guard: SecretUseGuard | None = None,
         owns: Callable[[Mapping[str, Any]], bool] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.kube = kube
         self.secret_guard = secret_guard
@@ -230,6 +262,7 @@ class Engine:
         self._now = now
         # Sharding: whether this replica reconciles an object (always, without sharding).
         self.owns = owns or (lambda body: True)
+        self.supervisor = supervisor or Supervisor(on_restart=metrics.count_task_restart, sleep=sleep)
         self.objects: dict[ObjectKey, TrackedObject] = {}
         self.queue: WorkQueue[ObjectKey] = WorkQueue(
             Backoff(settings.backoff_base, settings.backoff_cap), clock=clock
@@ -239,12 +272,18 @@ class Engine:
             self._enqueue_soon,
             clock=clock,
             sleep=sleep,
+            supervisor=self.supervisor,
         )
         self._rate_limiters = rate_limiters or RateLimiterRegistry(
             on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
         )
         self._mixpeek_transport = mixpeek_transport
+        # One Mixpeek client (HTTP pool + rate limiter) per credential and namespace, kept while
+        # an object uses it: a key rotation moves every user to a new one and the old one closes.
         self._clients: dict[tuple[str, str], MixpeekClient] = {}
+        self._client_users: dict[tuple[str, str], set[ObjectKey]] = {}
+        self._client_of: dict[ObjectKey, tuple[str, str]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._kube_outage: set[ObjectKey] = set()  # objects whose last reconcile hit an outage
@@ -264,12 +303,16 @@ class Engine:
         if self._workers:
             return
         for index in range(self.settings.workers):
-            self._workers.append(asyncio.create_task(self._worker(), name=f"reconcile-worker-{index}"))
+            self._workers.append(
+                self.supervisor.spawn(f"reconcile-worker-{index}", self._worker, kind="reconcile-worker")
+            )
         if self.secret_guard is not None:
             # Secret releases another replica was to make (seen while standing by); part of the
             # work, so stop_work cancels it too.
             self._workers.append(
-                asyncio.create_task(self.secret_guard.release_deferred(), name="secret-releases")
+                self.supervisor.spawn(
+                    "secret-releases", self.secret_guard.release_deferred, kind="secret-releases"
+                )
             )
 
     async def stop_work(self) -> None:
@@ -294,6 +337,9 @@ class Engine:
 
     async def stop(self) -> None:
         await self.stop_work()
+        for task in self._closing:
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -315,18 +361,31 @@ class Engine:
             await self._drop(key)
             return
         record = self.cache_body(body)
-        if record.handled != trigger_snapshot(body):
+        snapshot, handled = trigger_snapshot(body), record.handled
+        if handled is not None and snapshot.has_finalizer and not handled.has_finalizer:
+            # A finalizer added (by our reconcile, or at admission) is no reason to reconcile; its
+            # removal is, and is compared against this from now on.
+            handled = record.handled = handled._replace(has_finalizer=True)
+        if handled != snapshot:
             await self.queue.add(key)
 
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
         record = self.objects.pop(key, None)
-        self.observer.leave(key)
-        self.credentials.forget(key)
+        self._forget_registrations(key)
         await self.queue.discard(key)
         self._kube_outage.discard(key)
+        if record is not None:
+            self.context.create_attempts.discard(str((record.body.get("metadata") or {}).get("uid")))
         if self.secret_guard is not None:
             await self.secret_guard.object_gone(key, record.body if record else None)
+
+    def _forget_registrations(self, key: ObjectKey) -> None:
+        """What a reconcile registers for its object: listing membership, credential dependency,
+        its share of a Mixpeek client."""
+        self.observer.leave(key)
+        self.credentials.forget(key)
+        self._release_client(key)
 
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         if self.secret_guard is not None:
@@ -362,7 +421,54 @@ class Engine:
                 transport=self._mixpeek_transport,
             )
             self._clients[key] = client
+        user = _reconciling.get()
+        if user is not None and self._client_of.get(user) != key:
+            self._release_client(user)
+            self._client_of[user] = key
+            self._client_users.setdefault(key, set()).add(user)
         return client
+
+    def _release_client(self, obj: ObjectKey) -> None:
+        """`obj` no longer uses its client (gone, or moved to other credentials); the last user
+        closes it. Its listings go with it: they poll through that client."""
+        key = self._client_of.pop(obj, None)
+        if key is None:
+            return
+        self.observer.leave(obj)  # the reconcile after a move joins the new scope again
+        users = self._client_users[key]
+        users.discard(obj)
+        if users:
+            return
+        del self._client_users[key]
+        client = self._clients.get(key)
+        if client is not None:
+            task = asyncio.create_task(self._close_when_idle(key, client), name="close-mixpeek-client")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_when_idle(self, key: tuple[str, str], client: MixpeekClient) -> None:
+        await asyncio.sleep(self.settings.idle_client_seconds)
+        if key not in self._client_users and self._clients.get(key) is client:  # not taken up again
+            del self._clients[key]
+            await client.aclose()
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds, for the soak benchmark (hack/bench/soak.py):
+        every one must return to what the live objects need once objects and Secrets go."""
+        return {
+            "engine.objects": len(self.objects),
+            "engine.clients": len(self._clients),
+            "engine.client_users": len(self._client_users),
+            "engine.client_of": len(self._client_of),
+            "engine.kube_outage": len(self._kube_outage),
+            "engine.background": len(self._background),
+            "engine.closing_clients": len(self._closing),
+            "create_attempts": len(self.context.create_attempts),
+            **self.queue.sizes(),
+            **self.observer.sizes(),
+            **self.credentials.sizes(),
+            **(self.secret_guard.sizes() if self.secret_guard is not None else {}),
+        }
 
     def _observe_request(self, event: RequestEvent) -> None:
         self.metrics.observe_request(event.endpoint, event.method, event.status_code, event.latency_seconds)
@@ -407,16 +513,33 @@ class Engine:
 
     async def _process(self, key: ObjectKey) -> None:
         record = self.objects.get(key)
-        if record is None or not self.owns(record.body):
+        if record is None:
+            self.queue.forget(key)  # deleted while a failed reconcile was requeued: no count kept
+            return
+        if not self.owns(record.body):
             return  # another replica's; requeued when ownership changes (stop_work)
         record.handled = trigger_snapshot(record.body)
-        if self.secret_guard is not None:  # before any remote create
-            await self.secret_guard.protect(key, record.body)
-        obj = ObjectState.from_body(record.body)
-        started = self._clock()
-        outcome = await reconcile(obj, self.context)
-        self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
-        await self._after(key, outcome)
+        try:
+            if self.secret_guard is not None:  # before any remote create
+                await self.secret_guard.protect(key, record.body)
+            obj = ObjectState.from_body(record.body)
+            started = self._clock()
+            token = _reconciling.set(key)
+            try:
+                outcome = await reconcile(obj, self.context)
+            finally:
+                _reconciling.reset(token)
+            self.metrics.observe_reconcile(_RESULTS[outcome.result], self._clock() - started)
+            if self.objects.get(key) is record:
+                await self._after(key, outcome)
+        finally:
+            if self.objects.get(key) is not record:
+                # Deleted while this reconcile awaited (the Secret guard, credentials, Mixpeek):
+                # _drop ran before the reconcile registered the object again. Undo that, or the
+                # dead key would keep a listing polling, a Secret's dependents set, a client and
+                # a create mark forever.
+                self._forget_registrations(key)
+                self.context.create_attempts.discard(str((record.body.get("metadata") or {}).get("uid")))
 
     async def _after(self, key: ObjectKey, outcome: Outcome) -> None:
         record = self.objects.get(key)
@@ -444,6 +567,10 @@ class Engine:
     # --- for metrics and probes --------------------------------------------------------------------
 
     def readiness_summary(self) -> Iterable[tuple[str, str]]:
+        """(Ready status, reason) of each object this replica reconciles: a standby, or a shard
+        that does not own an object, leaves it out, so summed over replicas each counts once."""
         for record in list(self.objects.values()):
+            if not self.owns(record.body):
+                continue
             ready = _ready_condition(record.body)
             yield (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))

@@ -105,7 +105,11 @@ async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.probe(id="engine")
 def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    """The liveness endpoint's body; raising fails /healthz (HTTP 500), so the kubelet restarts us."""
     runtime: OperatorRuntime = memo["runtime"]
+    if not runtime.supervisor.healthy():
+        failed = ", ".join(f"{name} ({error})" for name, error in sorted(runtime.supervisor.failed.items()))
+        raise kopf.PermanentError(f"background tasks that could not be restarted: {failed}")
     engine = runtime.engine
     return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
 

@@ -68,8 +68,12 @@ SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount
 _PATCH_CONTENT_TYPES: Final[dict[str, str]] = {
     "merge": "application/merge-patch+json",
     "json": "application/json-patch+json",
+    "apply": "application/apply-patch+yaml",
 }
 _ERROR_BODY_LIMIT: Final = 500
+# Methods safe to send twice (RFC 9110: safe or idempotent); a PATCH says so per call, a POST
+# never is (a second create, a second Event).
+_RESENDABLE_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -254,6 +258,14 @@ class KubeConnection:
         )
 
 
+def kubeconfig_namespace(path: Path | None = None, context: str | None = None) -> str | None:
+    """The namespace the kubeconfig context names (kubectl's default for -n), if any."""
+    config = _load_kubeconfig(path)
+    entry = config.contexts.get(context or config.current_context or "")
+    namespace = entry[0].get("namespace") if entry else None
+    return namespace if isinstance(namespace, str) and namespace else None
+
+
 def default_connection() -> KubeConnection:
     """In a pod: the ServiceAccount; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config).
 
@@ -390,6 +402,12 @@ def _transport_identity(connection: KubeConnection) -> KubeConnection:
     return replace(connection, token=None, token_path=None)
 
 
+def _longest_request(timeout: httpx.Timeout) -> float:
+    """How long one request can hold a pool: every phase at its limit, plus a margin."""
+    phases = (timeout.pool, timeout.connect, timeout.write, timeout.read)
+    return sum(phase for phase in phases if phase is not None) + 5.0
+
+
 # --- paths and objects --------------------------------------------------------------------
 
 
@@ -490,6 +508,7 @@ class KubeClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         limits: httpx.Limits = DEFAULT_LIMITS,
         user_agent: str = f"mixpeek-operator/{__version__}",
+        retire_after: float | None = None,
     ) -> None:
         if isinstance(connection, KubeConnection):
             self._connection: KubeConnection | None = connection
@@ -501,8 +520,13 @@ class KubeClient:
         self._limits = limits
         self._user_agent = user_agent
         self._http: httpx.AsyncClient | None = None
-        # Pools replaced by a credential refresh; requests may still be using them.
-        self._retired: list[httpx.AsyncClient] = []
+        self._http1: httpx.AsyncClient | None = None  # the HTTP/1.1 fallback, built when first needed
+        # Pools replaced by a credential refresh; requests may still be using them. Each is
+        # closed once the longest request it may carry is over (exec plugins hand out short-lived
+        # certificates: a pool per rotation would otherwise pile up for the life of the process).
+        self._retired: set[httpx.AsyncClient] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retire_after = retire_after if retire_after is not None else _longest_request(timeout)
         self._generation = 0
         self._lock = asyncio.Lock()
         self._file_token: tuple[str, float] | None = None  # (token, monotonic time read)
@@ -526,8 +550,10 @@ class KubeClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        clients = [*self._retired, *([self._http] if self._http is not None else [])]
-        self._http, self._retired = None, []
+        for task in self._retiring:
+            task.cancel()
+        clients = [*self._retired, *(client for client in (self._http, self._http1) if client is not None)]
+        self._http, self._http1, self._retired, self._retiring = None, None, set(), set()
         for client in clients:
             await client.aclose()
 
@@ -554,12 +580,18 @@ class KubeClient:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int | None = 500,
     ) -> list[JsonObject]:
-        """Every object of a kind (matching `label_selector`), in one namespace or cluster-wide,
-        following continue tokens."""
+        """Every object of a kind (matching the selectors), in one namespace or cluster-wide,
+        following continue tokens; `page_size=None` asks for everything in one response."""
         path = resource_path(group, version, plural, namespace)
         items: list[JsonObject] = []
-        base = {"limit": "500", **({"labelSelector": label_selector} if label_selector else {})}
+        base = {
+            **({"limit": str(page_size)} if page_size else {}),
+            **({"labelSelector": label_selector} if label_selector else {}),
+            **({"fieldSelector": field_selector} if field_selector else {}),
+        }
         params = base
         while True:
             page = await self._call("GET", path, params=params)
@@ -581,7 +613,59 @@ class KubeClient:
         """
         path = resource_path(group, version, plural, namespace, name, "status")
         return await self._call(
-            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
+            "PATCH",
+            path,
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES["merge"],
+            write="status",
+            resendable=True,  # a merge patch applied twice leaves what applying it once does
+        )
+
+    async def merge_patch_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: JsonObject,
+        *,
+        write: str,
+    ) -> JsonObject:
+        """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
+        path = resource_path(group, version, plural, namespace, name)
+        return await self._call(
+            "PATCH",
+            path,
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES["merge"],
+            write=write,
+            resendable=True,  # a merge patch applied twice leaves what applying it once does
+        )
+
+    async def apply_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        body: JsonObject,
+        *,
+        field_manager: str,
+        dry_run: bool = False,
+    ) -> JsonObject:
+        """Server-side apply of `body` (created when absent); `dry_run` validates and defaults
+        it through admission without storing anything. Returns the object as it would be."""
+        path = resource_path(group, version, plural, namespace, body["metadata"]["name"])
+        params = {"fieldManager": field_manager, "force": "true", **({"dryRun": "All"} if dry_run else {})}
+        return await self._call(
+            "PATCH",
+            path,
+            body=body,
+            content_type=_PATCH_CONTENT_TYPES["apply"],
+            params=params,
+            write=None if dry_run else "apply",
+            resendable=True,  # server-side apply is declarative: the same apply twice is one
         )
 
     async def create_object(
@@ -609,7 +693,8 @@ class KubeClient:
         *,
         current: JsonObject | None = None,
     ) -> JsonObject:
-        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone.
+        """Add `finalizer` unless present; returns the object. Raises KubeNotFound if it is gone;
+        an object being deleted is returned as it is (no new finalizer may be added to it).
 
         `current`, the object as the caller last saw it (e.g. from a watch), saves the first
         read: if it is stale, the pinned resourceVersion makes the write fail and we re-read.
@@ -684,8 +769,8 @@ class KubeClient:
             obj = current if attempt == 0 and current is not None else await self._call("GET", path)
             metadata = obj["metadata"]
             finalizers: list[str] = list(metadata.get("finalizers") or [])
-            if (finalizer in finalizers) == add:
-                return obj
+            if (finalizer in finalizers) == add or (add and metadata.get("deletionTimestamp")):
+                return obj  # done; or being deleted, when the API server refuses new finalizers
             wanted = [*finalizers, finalizer] if add else [f for f in finalizers if f != finalizer]
             patch: JsonPatch = [
                 # Pinning the resourceVersion we read makes the API server answer 409 if anyone
@@ -696,7 +781,12 @@ class KubeClient:
             ]
             try:
                 return await self._call(
-                    "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["json"], write="metadata"
+                    "PATCH",
+                    path,
+                    body=patch,
+                    content_type=_PATCH_CONTENT_TYPES["json"],
+                    write="metadata",
+                    resendable=True,  # pinned to a resourceVersion: a second application gets 409
                 )
             except KubeConflict:
                 # Jitter spreads out writers that lost the same race, so they do not collide again.
@@ -717,8 +807,13 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
         write: str | None = None,
+        resendable: bool | None = None,
     ) -> JsonObject:
+        """One request. `resendable`: whether sending it twice is safe (default: by method,
+        see _RESENDABLE_METHODS); only such a request is asked again after a protocol error."""
         request = f"{method} {path}"
+        if resendable is None:
+            resendable = method in _RESENDABLE_METHODS
         content = None if body is None else json.dumps(body).encode()
         retried = False
         while True:
@@ -741,7 +836,18 @@ class KubeClient:
                     # The API server answers an unauthenticated HTTP/2 request by closing the
                     # connection (GOAWAY), which can swallow the 401 itself: ask once more over
                     # HTTP/1.1 to hear the real answer (a 401 then refreshes credentials below).
-                    response = await self._over_http1(method, path, content, headers, params)
+                    # The same error also comes from a connection lost after the server acted on
+                    # the request, so a request unsafe to send twice (a POST would create twice)
+                    # is not asked again: only whether our credentials are refused (a cheap GET
+                    # with them). A 401 means the request was refused before it was processed,
+                    # so it is sent again after the refresh; anything else is the caller's to retry.
+                    if resendable:
+                        response = await self._over_http1(method, path, content, headers, params)
+                    else:
+                        probe = {key: value for key, value in headers.items() if key != "Content-Type"}
+                        response = await self._over_http1("GET", "/version", None, probe, None)
+                        if response.status_code != 401:
+                            raise
             except httpx.TransportError as exc:
                 self._report_write(write, 0)
                 raise KubeConnectionError(0, type(exc).__name__, str(exc) or repr(exc), request) from exc
@@ -788,10 +894,9 @@ class KubeClient:
         params: Mapping[str, str] | None,
     ) -> httpx.Response:
         assert self._connection is not None
-        async with self._build_http(self._connection, http2=False) as http1:
-            response = await http1.request(method, path, content=content, headers=headers, params=params)
-            await response.aread()
-            return response
+        if self._http1 is None:  # one fallback pool (and one TLS context) for the connection
+            self._http1 = self._build_http(self._connection, http2=False)
+        return await self._http1.request(method, path, content=content, headers=headers, params=params)
 
     def _expiring(self) -> bool:
         expires_at = self._connection.expires_at if self._connection is not None else None
@@ -813,13 +918,33 @@ class KubeClient:
             else:
                 return False
             self._file_token = None
-            if _transport_identity(new) != _transport_identity(old) and self._http is not None:
-                self._retired.append(self._http)
-                self._http = self._build_http(new)
+            if _transport_identity(new) != _transport_identity(old):
+                if self._http is not None:
+                    self._retire(self._http)
+                    self._http = self._build_http(new)
+                if self._http1 is not None:  # rebuilt for the new connection when next needed
+                    self._retire(self._http1)
+                    self._http1 = None
             self._connection = new
             self._generation += 1
             logger.info("%s; refreshed credentials", reason)
             return True
+
+    def _retire(self, http: httpx.AsyncClient) -> None:
+        self._retired.add(http)
+
+        async def close_when_idle() -> None:
+            await asyncio.sleep(self._retire_after)
+            self._retired.discard(http)
+            await http.aclose()
+
+        task = asyncio.create_task(close_when_idle(), name="close-retired-kube-pool")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def retired_pools(self) -> int:
+        """Pools replaced by a credential refresh and not closed yet (for the soak benchmark)."""
+        return len(self._retired)
 
     def _bearer_token(self) -> str | None:
         connection = self._connection

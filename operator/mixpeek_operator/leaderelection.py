@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from mixpeek_operator.kube import KubeClient, KubeConflict, KubeError
+from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger("mixpeek_operator.leaderelection")
 
@@ -261,6 +262,8 @@ class LeaderElector:
         on_transition: Callable[[bool], None] | None = None,
         clock: Clock = time.monotonic,
         wall: WallClock = lambda: datetime.now(UTC),
+        supervisor: Supervisor | None = None,
+        task_kind: str = "leader-election",
     ) -> None:
         self.identity = identity
         self.timings = timings or ElectionTimings()
@@ -274,6 +277,10 @@ class LeaderElector:
         self._leading = False
         self._valid_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        # An unexpected exception (in a callback, or parsing a Lease) restarts the campaign
+        # after a backoff instead of ending it for good.
+        self._supervisor = supervisor or Supervisor()
+        self._task_kind = task_kind
 
     @property
     def lease_name(self) -> str:
@@ -284,7 +291,9 @@ class LeaderElector:
         return self._leading and self._clock() < self._valid_until
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"leader-election {self.lease_name}")
+        self._task = self._supervisor.spawn(
+            f"{self._task_kind} {self.lease_name}", self.run, kind=self._task_kind
+        )
 
     async def stop(self) -> None:
         if self._task is not None:

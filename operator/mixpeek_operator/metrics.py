@@ -188,6 +188,13 @@ class OperatorMetrics:
             "Listing groups that moved to or away from this replica (sharding only)",
             registry=r,
         )
+        self.task_restarts = Counter(
+            "mixpeek_operator_task_restarts",
+            "Background tasks (observer, reconcile-worker, leader-election, shard-ring, ...) restarted "
+            "after an unexpected exception",
+            ["task"],
+            registry=r,
+        )
         self._leading = False
         self._resources = _ResourceCollector()
         r.register(self._resources)
@@ -246,6 +253,10 @@ class OperatorMetrics:
         """Where the owned objects/groups gauges read (objects, groups) at scrape time."""
         self.owned_objects.set_function(lambda: source()[0])
         self.owned_groups.set_function(lambda: source()[1])
+
+    def count_task_restart(self, task: str) -> None:
+        """A supervised task crashed and is restarted (supervision.Supervisor's `on_restart` hook)."""
+        self.task_restarts.labels(task=task).inc()
 
     def count_handovers(self, groups: int) -> None:
         self.handovers.inc(groups)

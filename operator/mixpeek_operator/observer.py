@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from mixpeek_operator.desired import owner_of
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import MixpeekError, SyncListing
 from mixpeek_operator.mixpeek.models import SyncConfiguration
+from mixpeek_operator.supervision import Supervisor
 from mixpeek_operator.workqueue import Backoff
 
 log = logging.getLogger("mixpeek_operator.observer")
@@ -100,6 +102,19 @@ def _projection(listing: Listing, sync_id: str) -> str | None:
     return projection
 
 
+def _owner_keys(sync: SyncConfiguration) -> list[str]:
+    """The index entries of a sync's ownership marker: its uid, and its namespace/name when it has
+    a uid (what reconcile's ownership test matches on)."""
+    uid, ref = owner_of(sync)
+    if uid is None:
+        return []
+    return [f"uid:{uid}"] if ref is None else [f"uid:{uid}", f"ref:{ref}"]
+
+
+def _newest_first(syncs: list[SyncConfiguration]) -> list[SyncConfiguration]:
+    return sorted(syncs, key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+
+
 @dataclass
 class _Member:
     sync_id: str | None = None  # the object's remote sync, once a reconcile found it
@@ -118,6 +133,9 @@ class Listing:
     # is compared (==, a few µs) instead of dumped and hashed again on every pass
     projections: dict[str, tuple[SyncConfiguration, str]] = field(default_factory=dict)
     touched: dict[str, float] = field(default_factory=dict)  # sync id -> when we last wrote it
+    # ownership marker ("uid:…", "ref:ns/name") -> sync ids: finding an object's sync costs the
+    # few syncs it owns, not a sort and scan of the bucket (a bulk create would be quadratic)
+    owners: dict[str, set[str]] = field(default_factory=dict)
     fetched_at: float | None = None
     primed: asyncio.Event = field(default_factory=asyncio.Event)
     error: MixpeekError | None = None
@@ -138,14 +156,29 @@ class Observer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
         self._enqueue = enqueue
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
+        # A listing loop that crashes on something unexpected is restarted, never silently lost.
+        self._supervisor = supervisor or Supervisor(clock=clock, sleep=sleep)
         self.listings: dict[ListingScope, Listing] = {}
         self._membership: dict[ObjectKey, ListingScope] = {}
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        listings = self.listings.values()
+        return {
+            "observer.listings": len(self.listings),
+            "observer.membership": len(self._membership),
+            "observer.members": sum(len(listing.members) for listing in listings),
+            "observer.syncs": sum(len(listing.syncs) for listing in listings),
+            "observer.owner_index": sum(len(listing.owners) for listing in listings),
+            "observer.touched": sum(len(listing.touched) for listing in listings),
+        }
 
     # --- membership ------------------------------------------------------------------------
 
@@ -156,8 +189,10 @@ class Observer:
         listing = self.listings.get(scope)
         if listing is None:
             listing = self.listings[scope] = Listing(scope=scope, client=client)
-            listing.task = asyncio.create_task(
-                self._poll(listing), name=f"observe {scope.mixpeek_namespace}/{scope.bucket}"
+            listing.task = self._supervisor.spawn(
+                f"observe {scope.mixpeek_namespace}/{scope.bucket}",
+                lambda: self._poll(listing),
+                kind="observer",
             )
         listing.client = client
         listing.members.setdefault(obj, _Member())
@@ -208,7 +243,7 @@ class Observer:
         # Absent from a listing is not proof of deletion (it may be newer): let the caller GET.
         return sync if sync is not None and self._fresh(listing) else "unknown"
 
-    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
+    async def owned(self, scope: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
         listing = self.listings.get(scope)
         if listing is None:
             return None
@@ -217,25 +252,39 @@ class Observer:
             # Not listed yet (failing or slow): the caller lists what it needs itself, and must
             # not take "absent" for "never created".
             return None
-        return sorted(
-            listing.syncs.values(),
-            key=lambda s: s.created_at or datetime.min.replace(tzinfo=UTC),
-            reverse=True,
-        )
+        ids = listing.owners.get(f"uid:{uid}", set()) | listing.owners.get(f"ref:{ref}", set())
+        return _newest_first([listing.syncs[sync_id] for sync_id in ids])
 
     def remember(self, scope: ListingScope, sync: SyncConfiguration) -> None:
         listing = self.listings.get(scope)
         if listing is None or not sync.sync_config_id:
             return
+        self._unindex(listing, sync.sync_config_id)
         listing.syncs[sync.sync_config_id] = sync
+        self._index(listing, sync)
         listing.touched[sync.sync_config_id] = self._clock()
 
     def forget(self, scope: ListingScope, sync_id: str) -> None:
         listing = self.listings.get(scope)
         if listing is None:
             return
+        self._unindex(listing, sync_id)
         listing.syncs.pop(sync_id, None)
         listing.touched[sync_id] = self._clock()
+
+    @staticmethod
+    def _index(listing: Listing, sync: SyncConfiguration) -> None:
+        for key in _owner_keys(sync):
+            listing.owners.setdefault(key, set()).add(sync.sync_config_id or "")
+
+    @staticmethod
+    def _unindex(listing: Listing, sync_id: str) -> None:
+        old = listing.syncs.get(sync_id)
+        for key in _owner_keys(old) if old is not None else []:
+            ids = listing.owners[key]
+            ids.discard(sync_id)
+            if not ids:
+                del listing.owners[key]
 
     # --- polling -----------------------------------------------------------------------------
 
@@ -287,6 +336,9 @@ class Observer:
                 else:
                     listed.pop(sync_id, None)
         listing.syncs = listed
+        listing.owners = {}
+        for sync in listed.values():
+            self._index(listing, sync)
         listing.touched = {k: v for k, v in listing.touched.items() if v >= started}
         listing.fetched_at = started
         listing.primed.set()

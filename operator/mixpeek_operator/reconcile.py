@@ -8,9 +8,12 @@ what woke it up. Design notes:
 - Remote state comes from the observer's cache of the bucket's list (one paged list
   per credential, namespace and bucket) when it is fresh; a GET is made only when it
   is not, so a converged object costs no remote call at all.
-- Create is crash-safe without a human, and costs no extra write. Our finalizer is on
-  the object before the POST (added at admission by the chart's MutatingAdmissionPolicy,
-  or by us when it is missing), so a remote sync never exists without it. Before
+- Our finalizer is on every live `Full` object before any remote call, read or write (added
+  at admission by the chart's MutatingAdmissionPolicy, or by the first step of every
+  reconcile when it is missing, stripped ones included): whether the object creates its
+  remote sync, adopts one by `syncConfigId` or by ownership marker, its deletion reaches
+  the remote side. `ObserveOnly` objects never get it: their deletion never writes remotely.
+- Create is crash-safe without a human, and costs no extra write. Before
   creating, an object with no `status.syncConfigId` is matched (by the ownership marker
   in the remote metadata) against the bucket's listing, which this process fetched
   after it started: so after any earlier attempt by a process that has since died. An
@@ -24,6 +27,7 @@ what woke it up. Design notes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
@@ -175,11 +179,17 @@ class StatusWriteError(Exception):
     """`KubeWriter.patch_status` was refused by the API server; the reconcile is retried with backoff."""
 
 
+class ObjectGone(Exception):
+    """`KubeWriter.add_finalizer` found the object deleted (or being deleted) while it was being
+    reconciled: there is nothing left to do, and no remote call may follow."""
+
+
 class KubeWriter(Protocol):
     """The Kubernetes writes a reconcile makes; each returns nothing the reconcile needs.
 
     `patch_status` raises StatusWriteError when the API server refuses the write; an outage (no
     answer, 429, 5xx) propagates as the Kubernetes error, which the engine reports once per outage.
+    `add_finalizer` raises ObjectGone when the object no longer exists or is being deleted.
     """
 
     async def add_finalizer(self, obj: ObjectState) -> None: ...
@@ -204,8 +214,9 @@ class RemoteCache(Protocol):
         self, group: ListingScope, sync_id: str
     ) -> SyncConfiguration | Literal["unknown"] | None: ...
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
-        """The bucket's syncs, newest first; None when there is no listing yet (then the caller lists)."""
+    async def owned(self, group: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
+        """The bucket's syncs marked as this object's (its uid, or its namespace/name with any uid),
+        newest first; None when there is no listing yet (then the caller lists)."""
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None: ...
 
@@ -318,12 +329,6 @@ def remote_health(remote: SyncConfiguration) -> ConditionUpdate:
     )
 
 
-def _owner_of(remote: SyncConfiguration) -> tuple[str | None, str | None]:
-    meta = remote.metadata or {}
-    uid, ref = meta.get(OWNER_UID_KEY), meta.get(OWNER_REF_KEY)
-    return (str(uid) if uid else None, str(ref) if ref else None)
-
-
 # --- the reconcile -------------------------------------------------------------------------
 
 
@@ -349,14 +354,34 @@ async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
     try:
         if obj.deleting:
             return await _finalize(run)
+        if needs_finalizer(obj) and not obj.has_finalizer:
+            # First, before any remote call: whatever this pass finds or creates, deleting the
+            # object must reach it (a finalizer someone stripped is restored here too).
+            await ctx.writer.add_finalizer(obj)
         if obj.reconcile_paused:
             return await _reconcile_paused(run)
         return await _converge(run)
     except StatusWriteError as exc:
         log.warning("status not written, will retry: %s", exc, extra={"object": obj.ref})
         return Outcome(result="error")
+    except ObjectGone:
+        log.debug("deleted while being reconciled", extra={"object": obj.ref})
+        run.events.clear()  # about an object that no longer exists
+        return Outcome(result="deleted")
+    except asyncio.CancelledError:
+        # The work was cancelled (leadership or shard lost): another replica may be working on
+        # this object now, so not one more write, not even the Events of what was done.
+        run.events.clear()
+        raise
     finally:
         await _post_events(run)
+
+
+def needs_finalizer(obj: ObjectState) -> bool:
+    """Whether a live object must hold our finalizer: `Full` objects own (or may own, or come to
+    own) a remote sync whose deletion or release (Orphan) deletion must reach. `ObserveOnly` ones
+    never write remotely, deletion included; a switch to `Full` adds it before the first write."""
+    return obj.spec is not None and obj.spec.management_policy == ManagementPolicy.FULL
 
 
 async def _post_events(run: _Run) -> None:
@@ -617,7 +642,7 @@ async def _manage(run: _Run, conn: _Connection) -> Outcome:
             run.event("Normal", "Updated", f"updated remote sync {sync_id}: {', '.join(fields)}")
 
     # Pause state: spec.paused drives /pause and /resume.
-    if spec.paused != remote.paused:
+    if desired.pause_action(spec, remote) is not None:
         remote = await (client.pause_sync if spec.paused else client.resume_sync)(spec.bucket_id, sync_id)
         ctx.remote.remember(group, remote)
         verb = "Paused" if spec.paused else "Resumed"
@@ -630,8 +655,8 @@ async def _manage(run: _Run, conn: _Connection) -> Outcome:
             run.event("Normal", verb, f"{verb.lower()} remote sync {sync_id}")
 
     # Trigger: once per distinct annotation value.
-    trigger = obj.annotations.get(TRIGGER_REQUESTED_AT)
-    if trigger and obj.status.last_handled_trigger_at != trigger:
+    trigger = pending_trigger(obj.annotations, obj.status)
+    if trigger:
         job = await client.trigger_sync(spec.bucket_id, sync_id)
         run.event("Normal", "Triggered", f"triggered a run of {sync_id} (job {job.sync_job_id or 'unknown'})")
         run.handled["last_handled_trigger_at"] = trigger
@@ -690,7 +715,7 @@ async def _locate(run: _Run, conn: _Connection) -> SyncConfiguration | None:
 
 
 def _is_ours(remote: SyncConfiguration, obj: ObjectState) -> bool:
-    uid, ref = _owner_of(remote)
+    uid, ref = desired.owner_of(remote)
     return uid == obj.uid or (uid is not None and ref == obj.ref)
 
 
@@ -702,7 +727,7 @@ async def _find_owned(
     # The bucket's shared listing when there is one; without it (not listed since this process
     # started: its first listing failed, e.g. under 429s, or is still under way) a listing of
     # this connection alone, rather than waiting for the shared one.
-    candidates = None if fresh else await remote.listing(scope)
+    candidates = None if fresh else await remote.owned(scope, run.obj.uid, run.obj.ref)
     if candidates is None:
         listing = await conn.client.list_all_syncs(
             scope.bucket, ListSyncConfigurationsRequest(connection_id=connection_id)
@@ -718,7 +743,7 @@ async def _find_owned(
 
 async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
     """A remote sync marked as another live object's is a conflict, never silently shared."""
-    uid, ref = _owner_of(remote)
+    uid, ref = desired.owner_of(remote)
     obj = run.obj
     if uid is None or uid == obj.uid:
         return
@@ -733,8 +758,7 @@ async def _check_owner(run: _Run, remote: SyncConfiguration) -> None:
 
 async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     obj, ctx, spec = run.obj, run.ctx, conn.spec
-    if not obj.has_finalizer:
-        await ctx.writer.add_finalizer(obj)  # no remote sync may exist without our finalizer
+    # No remote sync may exist without our finalizer: reconcile() added it before anything else.
     try:
         request = desired.create_request(spec, obj.owner)
     except desired.SpecConversionError as exc:
@@ -763,31 +787,52 @@ async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     return remote
 
 
+def pending_trigger(annotations: Mapping[str, str], status: BucketSyncStatus) -> str | None:
+    """The trigger annotation's value when it has not been handled yet (one run per value)."""
+    trigger = annotations.get(TRIGGER_REQUESTED_AT)
+    return trigger if trigger and status.last_handled_trigger_at != trigger else None
+
+
+def replacement_changes(
+    spec: BucketSyncSpec, remote: SyncConfiguration, *, recorded: ListingScope, wanted: ListingScope
+) -> list[str]:
+    """Spec paths whose change only a new remote sync can carry out (create-only fields, a move)."""
+    changes = [d.field for d in desired.create_only_differences(spec, remote)]
+    if recorded.bucket != wanted.bucket:
+        changes.append("spec.bucketId")
+    if recorded.mixpeek_namespace != wanted.mixpeek_namespace:
+        changes.append("spec.mixpeekNamespace")
+    return changes
+
+
+def replacement_refusal(spec: BucketSyncSpec, remote: SyncConfiguration, changes: list[str]) -> str | None:
+    """Why `changes` may not replace the remote sync (Reject, or an adopted sync), or None: recreate."""
+    what = ", ".join(changes)
+    if spec.replacement_policy == ReplacementPolicy.REJECT:
+        return (
+            f"{what} differ(s) from remote sync {remote.sync_config_id}, and replacementPolicy is Reject; "
+            "set replacementPolicy: Recreate to replace the remote sync"
+        )
+    if spec.sync_config_id:
+        return (
+            f"{what} differ(s) from the adopted remote sync {spec.sync_config_id}; "
+            "an adopted sync is never replaced"
+        )
+    return None
+
+
 async def _replace_if_needed(
     run: _Run, conn: _Connection, remote: SyncConfiguration
 ) -> SyncConfiguration | None:
     """Create-only changes (and a move to another bucket or namespace) need a new remote sync."""
     spec = conn.spec
-    changes = [d.field for d in desired.create_only_differences(spec, remote)]
-    if conn.recorded.bucket != conn.scope.bucket:
-        changes.append("spec.bucketId")
-    if conn.recorded.mixpeek_namespace != conn.scope.mixpeek_namespace:
-        changes.append("spec.mixpeekNamespace")
+    changes = replacement_changes(spec, remote, recorded=conn.recorded, wanted=conn.scope)
     if not changes:
         return None
     what = ", ".join(changes)
-    if spec.replacement_policy == ReplacementPolicy.REJECT:
-        raise _Stalled(
-            Reason.INVALID_SPEC,
-            f"{what} differ(s) from remote sync {remote.sync_config_id}, and replacementPolicy is Reject; "
-            "set replacementPolicy: Recreate to replace the remote sync",
-        )
-    if spec.sync_config_id:
-        raise _Stalled(
-            Reason.INVALID_SPEC,
-            f"{what} differ(s) from the adopted remote sync {spec.sync_config_id}; "
-            "an adopted sync is never replaced",
-        )
+    refusal = replacement_refusal(spec, remote, changes)
+    if refusal is not None:
+        raise _Stalled(Reason.INVALID_SPEC, refusal)
     old_id = remote.sync_config_id or ""
     with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
         await conn.client.delete_sync(conn.recorded.bucket, old_id)

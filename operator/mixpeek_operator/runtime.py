@@ -17,6 +17,7 @@ from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.sharding import ShardCoordinator, ShardKey, shard_key_of
+from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger("mixpeek_operator.runtime")
 
@@ -50,6 +51,8 @@ class OperatorRuntime:
         self.config = config
         self.secrets = secrets
         self.metrics = OperatorMetrics()
+        # Every long-lived task of this process; one that cannot be restarted fails /healthz.
+        self.supervisor = Supervisor(on_restart=self.metrics.count_task_restart)
         self.kube: KubeClient | None = None
         self.engine: Engine | None = None
         self._stop_metrics: Callable[[], None] | None = None
@@ -74,6 +77,7 @@ class OperatorRuntime:
             settings=self.config.engine,
             secret_guard=SecretUseGuard(self.kube, may_release=self._may_release),
             owns=self._owns,
+            supervisor=self.supervisor,
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
         if self.config.metrics_port:
@@ -91,6 +95,7 @@ class OperatorRuntime:
                 timings=election.timings,
                 on_change=self._ownership_changed,
                 on_members=self.metrics.set_shard_members,
+                supervisor=self.supervisor,
             )
             self.metrics.set_ownership_source(self._ownership)
             self.engine.start()
@@ -108,6 +113,7 @@ class OperatorRuntime:
                 on_started_leading=_async(engine.start),
                 on_stopped_leading=engine.stop_work,
                 on_transition=self.metrics.set_leader,
+                supervisor=self.supervisor,
             )
             self.elector.start()
         log.info("operator started", extra={"namespaces": list(self.config.namespaces) or "all"})

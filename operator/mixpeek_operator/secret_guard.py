@@ -86,40 +86,77 @@ class SecretUseGuard:
         self._kube = kube
         self._may_release = may_release
         self._uses: dict[ObjectKey, SecretRef] = {}
+        # How many objects of `_uses` name each Secret: "still used?" without scanning every use
+        # (a bulk delete would be quadratic). A Secret leaves the map with its last user.
+        self._use_counts: dict[SecretRef, int] = {}
         self._protected: set[SecretRef] = set()  # known to carry the finalizer
         self._deferred: set[SecretRef] = set()  # releases another replica was to make
         # One mark per Secret at a time: a bulk create of many objects naming one Secret
         # would otherwise read (and maybe patch) that Secret once per concurrent reconcile.
+        # A lock lives only while a mark is under way or awaited (`_marking_waiters`).
         self._marking: dict[SecretRef, asyncio.Lock] = {}
+        self._marking_waiters: dict[SecretRef, int] = {}
+
+    def _use(self, obj: ObjectKey, ref: SecretRef | None) -> SecretRef | None:
+        """Record that `obj` names `ref` (None: no Secret of its own); the Secret it named before."""
+        previous = self._uses.pop(obj, None)
+        if previous is not None:
+            remaining = self._use_counts[previous] - 1
+            if remaining:
+                self._use_counts[previous] = remaining
+            else:
+                del self._use_counts[previous]
+        if ref is not None:
+            self._uses[obj] = ref
+            self._use_counts[ref] = self._use_counts.get(ref, 0) + 1
+        return previous
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        return {
+            "guard.uses": len(self._uses),
+            "guard.use_counts": len(self._use_counts),
+            "guard.protected": len(self._protected),
+            "guard.deferred": len(self._deferred),
+            "guard.marking": len(self._marking),
+        }
 
     async def protect(self, obj: ObjectKey, body: Mapping[str, Any]) -> None:
         """Before reconciling `obj`: its Secret carries the finalizer (best effort, never raises)."""
         ref = credentials_ref_of(body)
-        previous = self._uses.pop(obj, None)
-        if ref is not None:
-            self._uses[obj] = ref
+        previous = self._use(obj, ref)
         if previous is not None and previous != ref:
             await self.release_if_unused(previous)
         deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
         if ref is None or ref in self._protected or deleting:
             return
-        async with self._marking.setdefault(ref, asyncio.Lock()):
-            if ref in self._protected:
-                return  # marked by another reconcile while this one waited
-            try:
-                await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
-            except KubeNotFound:
-                return  # the reconcile reports the missing Secret; its creation triggers a retry
-            except KubeError as exc:
-                # Not fatal (for example RBAC without secrets/patch): only uninstall order suffers.
-                log.warning("could not mark Secret %s/%s as in use: %s", *ref, exc)
-                return
-            self._protected.add(ref)
+        self._marking_waiters[ref] = self._marking_waiters.get(ref, 0) + 1
+        try:
+            async with self._marking.setdefault(ref, asyncio.Lock()):
+                await self._mark(ref)
+        finally:
+            self._marking_waiters[ref] -= 1
+            if not self._marking_waiters[ref]:
+                del self._marking_waiters[ref]
+                del self._marking[ref]
+
+    async def _mark(self, ref: SecretRef) -> None:
+        if ref in self._protected:
+            return  # marked by another reconcile while this one waited
+        try:
+            await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+        except KubeNotFound:
+            return  # the reconcile reports the missing Secret; its creation triggers a retry
+        except KubeError as exc:
+            # Not fatal (for example RBAC without secrets/patch): only uninstall order suffers.
+            log.warning("could not mark Secret %s/%s as in use: %s", *ref, exc)
+            return
+        self._protected.add(ref)
 
     async def object_gone(self, obj: ObjectKey, body: Mapping[str, Any] | None = None) -> None:
         """`obj` no longer exists: its Secret may be released. `body`, its last known state, names
         the Secret when this replica never reconciled it (a standby, another shard's object)."""
-        ref = self._uses.pop(obj, None)
+        ref = self._use(obj, None)
         if ref is None and body is not None:
             ref = credentials_ref_of(body)
         if ref is not None:
@@ -146,7 +183,7 @@ class SecretUseGuard:
 
     async def release_if_unused(self, ref: SecretRef) -> None:
         """Remove the finalizer if no `BucketSync` of the Secret's namespace names it."""
-        if ref in self._uses.values():
+        if ref in self._use_counts:
             return
         if not self._may_release(ref):
             self._deferred.add(ref)

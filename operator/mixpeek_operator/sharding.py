@@ -43,6 +43,7 @@ from mixpeek_operator.leaderelection import (
     LeaderElector,
     LeaseRecord,
 )
+from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger("mixpeek_operator.sharding")
 
@@ -190,6 +191,7 @@ class ShardCoordinator:
         on_change: Callable[[], Awaitable[None]],
         on_members: Callable[[int], None] | None = None,
         clock: Clock = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -211,6 +213,7 @@ class ShardCoordinator:
         self._skipped = False  # an object was skipped because we owned nothing at the time
         self._tasks: list[asyncio.Task[None]] = []
         self._join: asyncio.Task[None] | None = None
+        self._supervisor = supervisor or Supervisor()
         self.lease = LeaderElector(
             kube,
             namespace=namespace,
@@ -221,6 +224,8 @@ class ShardCoordinator:
             on_started_leading=self._joined,
             on_stopped_leading=self._left,
             clock=clock,
+            supervisor=self._supervisor,
+            task_kind="shard-lease",
         )
 
     # --- ownership -------------------------------------------------------------------------
@@ -246,7 +251,9 @@ class ShardCoordinator:
 
     def start(self) -> None:
         self.lease.start()
-        self._tasks.append(asyncio.create_task(self._watch_ring(), name=f"shard-ring {self.ring}"))
+        self._tasks.append(
+            self._supervisor.spawn(f"shard-ring {self.ring}", self._watch_ring, kind="shard-ring")
+        )
 
     async def stop(self) -> None:
         for task in [*self._tasks, *([self._join] if self._join else [])]:
@@ -259,7 +266,9 @@ class ShardCoordinator:
         delay = self.ownership.join_delay
         log.info("joined shard ring %s as %s; owning keys after %.0fs", self.ring, self.identity, delay)
         self.ownership.join(self._clock())
-        self._join = asyncio.create_task(self._settle_after(delay))
+        self._join = self._supervisor.spawn(
+            f"shard-join {self.ring}", lambda: self._settle_after(delay), kind="shard-join"
+        )
 
     async def _settle_after(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -92,6 +92,16 @@ class WorkQueue(Generic[K]):
     def failures(self, key: K) -> int:
         return self._failures.get(key, 0)
 
+    def sizes(self) -> dict[str, int]:
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        return {
+            "queue.heap": len(self._heap),
+            "queue.due": len(self._due),
+            "queue.active": len(self._active),
+            "queue.deferred": len(self._deferred),
+            "queue.failures": len(self._failures),
+        }
+
     def _push(self, key: K, due: float) -> None:
         self._due[key] = due
         heapq.heappush(self._heap, (due, next(self._seq), key))
@@ -143,3 +153,8 @@ class WorkQueue(Generic[K]):
             self._due.pop(key, None)
             self._deferred.pop(key, None)
             self._failures.pop(key, None)
+            if len(self._heap) > 2 * len(self._due) + 64:
+                # Entries of discarded keys leave the heap only when due; after a bulk delete
+                # of objects requeued far ahead, rebuild it rather than hold them for hours.
+                self._heap = [entry for entry in self._heap if self._due.get(entry[2]) == entry[0]]
+                heapq.heapify(self._heap)

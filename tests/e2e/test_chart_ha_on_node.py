@@ -75,10 +75,10 @@ class LeaseSample:
         return bool(self.holder) and self.renewed is not None and self.renewed + self.duration > self.at
 
 
-def _read_lease(node: Node) -> LeaseSample | None:
+def _read_lease(node: Node, path: str = LEASE_PATH) -> LeaseSample | None:
     at = time.time()
     try:
-        lease = node.raw(LEASE_PATH)
+        lease = node.raw(path)
     except HTTPError as exc:
         if exc.code == 404:
             return None
@@ -93,16 +93,17 @@ def _read_lease(node: Node) -> LeaseSample | None:
     )
 
 
-def _holder(node: Node) -> str:
-    sample = _read_lease(node)
+def _holder(node: Node, path: str = LEASE_PATH) -> str:
+    sample = _read_lease(node, path)
     return sample.holder if sample is not None and sample.valid() else ""
 
 
 class LeasePoller:
     """Reads the Lease every POLL_INTERVAL on a thread, while the main thread drives the rollout."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, path: str = LEASE_PATH) -> None:
         self.node = node
+        self.path = path
         self.samples: list[LeaseSample] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -120,7 +121,7 @@ class LeasePoller:
         while not self._stop.is_set():
             began = time.monotonic()
             try:
-                sample = _read_lease(self.node)
+                sample = _read_lease(self.node, self.path)
                 if sample is not None:
                     self.samples.append(sample)
             except Exception as exc:  # an unreadable Lease is reported, never a gap
@@ -222,16 +223,16 @@ def _assert_edited(emulator: EmulatorService, name: str) -> None:
     assert sync["batch_size"] == EDITED_BATCH_SIZE, sync
 
 
-def _metrics(node: Node, pod: str) -> str:
+def _metrics(node: Node, pod: str, namespace: str = HA_NS) -> str:
     """One pod's /metrics, through the apiserver's pod proxy."""
     return node.kubectl(
-        "get", "--raw", f"/api/v1/namespaces/{HA_NS}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
+        "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod}:{METRICS_PORT}/proxy/metrics"
     ).stdout
 
 
-def _assert_standby_idle(node: Node, pod: str) -> None:
+def _assert_standby_idle(node: Node, pod: str, namespace: str = HA_NS) -> None:
     """A standby makes no Mixpeek call and no Kubernetes write except on its Lease."""
-    text = _metrics(node, pod)
+    text = _metrics(node, pod, namespace)
     assert metric_total(text, "mixpeek_operator_leader") == 0.0, pod
     assert metric_total(text, "mixpeek_api_requests_total") == 0.0, pod
     writes = metric_total(text, "bucketsync_kube_writes_total")
@@ -490,3 +491,102 @@ def test_deleting_every_object_deletes_each_remote_sync_once_and_the_standby_sta
             and str(line.get("logger")).startswith("mixpeek_operator")
         ]
         assert not errors, (name, errors[-5:])
+
+
+# --- from one replica to two with helm upgrade (its own release, emulator and namespaces) ------
+
+SCALE_NS, SCALE_APP_NS, SCALE_RELEASE = "mixpeek-scale", "e2e-scale-app", "mixpeek-scale"
+SCALE_LEASE_PATH = (
+    f"/apis/coordination.k8s.io/v1/namespaces/{SCALE_NS}/leases/{SCALE_RELEASE}-mixpeek-operator"
+)
+SCALE_OBJECTS = [f"scale-{i:02d}" for i in range(50)]
+
+
+def test_helm_upgrade_from_one_to_two_replicas_while_objects_are_created_has_one_writer(node: Node) -> None:
+    """Regression: with one replica the pod ran without leader election, so `helm upgrade` to two
+    replicas started two electing pods beside it, one of which led (there was no Lease) while
+    the old pod still wrote. Now the old pod holds the Lease until it stops; the new ones wait."""
+    node.kubectl("create", "namespace", SCALE_NS)
+    node.kubectl("label", "namespace", SCALE_NS, "pod-security.kubernetes.io/enforce=restricted")
+    node.kubectl("create", "namespace", SCALE_APP_NS)
+    emulator = deploy_emulator(node, SCALE_NS)
+    create_credentials(node, SCALE_APP_NS, emulator)
+    try:
+        node.helm(
+            "install",
+            SCALE_RELEASE,
+            str(CHART),
+            "--namespace",
+            SCALE_NS,
+            *node.image_values(),
+            "--set",
+            f"watchNamespaces={{{SCALE_APP_NS}}}",
+            "--set",
+            "settings.observeInterval=5",
+            "--wait",
+            "--timeout=180s",
+        )
+        wait_chart_admission(node, SCALE_RELEASE, SCALE_NS, SCALE_APP_NS)
+        (old,) = [pod["metadata"]["name"] for pod in wait_pods_ready(node, SCALE_NS, 1)]
+        wait_for(
+            lambda: _holder(node, SCALE_LEASE_PATH) == old,
+            timeout=60,
+            interval=0.5,
+            what="the single replica holding the Lease",
+        )
+
+        def create_while_upgrading() -> None:  # one object every 0.4 s, through the rollout
+            for name in SCALE_OBJECTS:
+                node.apply(SCALE_APP_NS, bucketsync(name, sourcePath=_source_path(name)))
+                time.sleep(0.4)
+
+        creating = threading.Thread(target=create_while_upgrading, name="create-while-upgrading")
+        with LeasePoller(node, SCALE_LEASE_PATH) as poller:
+            creating.start()
+            node.helm(
+                "upgrade",
+                SCALE_RELEASE,
+                str(CHART),
+                "--namespace",
+                SCALE_NS,
+                "--reuse-values",
+                "--set",
+                "replicaCount=2",
+                "--wait",
+                "--timeout=300s",
+            )
+            creating.join(timeout=120)
+            after = [pod["metadata"]["name"] for pod in wait_pods_ready(node, SCALE_NS, 2, not_named=(old,))]
+            wait_for(
+                lambda: _holder(node, SCALE_LEASE_PATH) in after,
+                timeout=LEASE_DURATION + 30,
+                interval=0.5,
+                what="a new pod leads",
+            )
+        assert not poller.errors, poller.errors
+        holders = [holder for _, holder in poller.holders() if holder]
+        print(f"\nLease holders through the upgrade: {holders}")
+        # One writer at a time: the old pod led until it stopped, then exactly one new pod.
+        assert holders[0] == old, holders
+        assert all(holder in after for holder in holders[1:]), holders
+        poller.longest_gap()  # and the Lease was valid at the end
+
+        def all_ready() -> list[dict[str, Any]] | None:
+            objects = node.bucketsyncs(SCALE_APP_NS)
+            return objects if len(objects) == len(SCALE_OBJECTS) and all(map(is_ready, objects)) else None
+
+        wait_for(all_ready, timeout=180, interval=1, what=f"{len(SCALE_OBJECTS)} objects Ready")
+        remote = _remote_by_path(emulator)
+        assert sorted(remote) == sorted(_source_path(name) for name in SCALE_OBJECTS)
+        assert all(len(syncs) == 1 for syncs in remote.values()), remote
+        created = emulator.counts()["endpoint_status"].get("create", {})
+        assert created.get("200", 0) + created.get("201", 0) == len(SCALE_OBJECTS), created
+        leader = _holder(node, SCALE_LEASE_PATH)
+        (standby,) = [pod for pod in after if pod != leader]
+        _assert_standby_idle(node, standby, SCALE_NS)
+    finally:
+        node.kubectl(
+            "-n", SCALE_APP_NS, "delete", "bucketsyncs", "--all", "--timeout=120s", check=False, timeout=150
+        )
+        node.helm("uninstall", SCALE_RELEASE, "--namespace", SCALE_NS, "--wait", "--timeout=120s")
+        node.kubectl("delete", "namespace", SCALE_APP_NS, SCALE_NS, "--timeout=180s", timeout=200)

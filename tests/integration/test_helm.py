@@ -63,6 +63,11 @@ class Release:
     def fullname(self) -> str:
         return f"{self.name}-mixpeek-operator"
 
+    @property
+    def cluster_name(self) -> str:
+        """Cluster-scoped objects carry the namespace too (one release name, many namespaces)."""
+        return f"{self.fullname}-{self.namespace}"
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.helm), "--kubeconfig", str(self.cluster.kubeconfig), "-n", self.namespace, *args],
@@ -117,10 +122,10 @@ def install(
     """`helm install` into a fresh release namespace (namespaces never terminate here)."""
     releases: list[Release] = []
 
-    def install(values: dict[str, Any]) -> Release:
+    def install(values: dict[str, Any], name: str | None = None) -> Release:
         namespace = f"rel-{uuid.uuid4().hex[:8]}"
         k8s.CoreV1Api(api_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
-        release = Release(f"mxp-{uuid.uuid4().hex[:6]}", namespace, helm, cluster)
+        release = Release(name or f"mxp-{uuid.uuid4().hex[:6]}", namespace, helm, cluster)
         release.run("install", release.name, str(CHART), "-f", release.values_file(values, tmp_path))
         releases.append(release)
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
@@ -197,7 +202,7 @@ def test_cluster_wide_chart_rbac_is_sufficient(
 ) -> None:
     release = install({"credentials": {"defaultSecretName": DEFAULT_SECRET}})
     assert cluster.kubectl("get", f"crd/{CRD_NAME}", "-o", "name").stdout.strip()
-    assert cluster.kubectl("get", "clusterrole", release.fullname, "-o", "name").returncode == 0
+    assert cluster.kubectl("get", "clusterrole", release.cluster_name, "-o", "name").returncode == 0
     make_secret(api_client, release.namespace, DEFAULT_SECRET, api_key=EMULATOR_API_KEY, base_url=mixpeek.url)
     kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
     operator = start_as_chart(release, start_operator, kubeconfig)
@@ -331,11 +336,11 @@ def test_upgrade_switches_rbac_mode_and_uninstall_keeps_crd_and_objects(
     release = install({})
     objects = Objects(api_client, cluster, namespace)
     objects.create(bucketsync("survivor"))
-    assert cluster.kubectl("get", "clusterrole", release.fullname, check=False).returncode == 0
+    assert cluster.kubectl("get", "clusterrole", release.cluster_name, check=False).returncode == 0
 
     values = release.values_file({"watchNamespaces": [namespace]}, tmp_path)
     release.run("upgrade", release.name, str(CHART), "-f", values)
-    assert "NotFound" in cluster.kubectl("get", "clusterrole", release.fullname, check=False).stderr
+    assert "NotFound" in cluster.kubectl("get", "clusterrole", release.cluster_name, check=False).stderr
     assert cluster.kubectl("-n", namespace, "get", "role", release.fullname, "-o", "name").stdout.strip()
     rendered = yaml.safe_load_all(release.run("get", "manifest", release.name).stdout)
     assert {doc["kind"] for doc in rendered if doc} == {
@@ -484,3 +489,50 @@ def test_without_the_admission_policy_the_operator_adds_the_finalizer(
     assert bucketsync_patches(cluster) - patches_before == 1  # the operator's finalizer write
     objects.delete("plain")
     wait_for(lambda: objects.get("plain") is None, 30, what="plain deleted")
+
+
+CLUSTER_SCOPED = ("clusterrole", "clusterrolebinding", "mutatingadmissionpolicy", "validatingadmissionpolicy")
+
+
+def test_one_release_name_in_two_namespaces_installs_side_by_side(
+    install: Installer,
+    start_operator: OperatorFactory,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    mixpeek: EmulatorProcess,
+    tmp_path: Path,
+) -> None:
+    """Regression: the ClusterRole, ClusterRoleBinding and admission policies were named without
+    the namespace, so a second release of the same name failed to install (or took them over)."""
+    name = f"twin-{uuid.uuid4().hex[:6]}"
+    first = install({}, name=name)
+    second = install({}, name=name)  # "one release per team": same name, another namespace
+
+    def owned(release: Release) -> set[str]:
+        found = set()
+        for kind in CLUSTER_SCOPED:
+            out = cluster.kubectl("get", kind, "-o", "json").stdout
+            for item in json.loads(out)["items"]:
+                annotations = item["metadata"].get("annotations") or {}
+                if annotations.get("meta.helm.sh/release-namespace") == release.namespace:
+                    found.add(f"{kind}/{item['metadata']['name']}")
+        return found
+
+    mine, theirs = owned(first), owned(second)
+    assert f"clusterrole/{first.cluster_name}" in mine
+    assert f"clusterrole/{second.cluster_name}" in theirs
+    assert not {n.split("/", 1)[1] for n in mine} & {n.split("/", 1)[1] for n in theirs}
+    # Uninstalling one leaves the other whole, and its operator keeps working.
+    first.run("uninstall", first.name)
+    assert owned(second) == theirs
+    operator = start_as_chart(
+        second, start_operator, service_account_kubeconfig(second, api_client, cluster, tmp_path)
+    )
+    objects = Objects(api_client, cluster, namespace)
+    objects.create(bucketsync("twin"))
+    wait_ready(objects, "twin", operator)
+    objects.delete("twin")
+    wait_for(lambda: objects.get("twin") is None, 30, what="twin deleted")
+    assert_no_permission_errors(operator)

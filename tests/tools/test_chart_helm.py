@@ -30,6 +30,8 @@ EXPECTED_RULES = {
     ("mixpeek.com", "bucketsyncs/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create"},
+    # Leader election is on with one replica too; only in the release namespace (checked below).
+    ("coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
 RBAC_MODES = {
     "cluster-wide": {},
@@ -85,6 +87,13 @@ def env_of(manifests: list[Manifest]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container(manifests)["env"] if "value" in item}
 
 
+def watch_rbac(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    """The Roles or RoleBindings for the watched namespaces (not the Lease's, always present)."""
+    return [
+        m for m in manifests if m["kind"] == kind and not m["metadata"]["name"].endswith("-leader-election")
+    ]
+
+
 def rules_of(manifests: list[Manifest]) -> Iterator[tuple[Manifest, dict[str, Any]]]:
     for manifest in manifests:
         if manifest["kind"] in ("Role", "ClusterRole"):
@@ -107,6 +116,8 @@ def test_default_render_has_exactly_the_operator_objects(render: Any) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "Role",  # the Lease's: leader election is on with one replica too
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
@@ -261,7 +272,13 @@ def test_settings_are_wired_into_the_cli_env(render: Any, monkeypatch: pytest.Mo
 def test_default_settings_match_the_cli_defaults(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from_chart = vars(cli_args_from_env(monkeypatch, env_of(render())))
     from_cli = vars(cli_args_from_env(monkeypatch, {}))
-    assert from_chart == from_cli
+    # Except leader election: the chart turns it on for any replica count (an upgrade to more
+    # replicas is then safe); a local `mixpeek-operator run` keeps it off unless asked.
+    election = {key for key in from_chart if key.startswith("leader_election")}
+    assert from_chart["leader_election"] is True
+    assert {k: v for k, v in from_chart.items() if k not in election} == {
+        k: v for k, v in from_cli.items() if k not in election
+    }
     assert from_chart["namespaces"] == []
     assert from_chart["default_credentials_secret"] is None
 
@@ -284,11 +301,23 @@ def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
 # --- several replicas: leader election ------------------------------------------------------
 
 
-def test_one_replica_has_no_election_no_budget_and_no_lease_permission(render: Any) -> None:
+def test_one_replica_elects_too_but_has_no_budget_and_no_spread(render: Any) -> None:
+    """Regression: one replica ran without leader election, so `helm upgrade` to two replicas
+    briefly had that pod writing beside two electing ones."""
     manifests = render()
-    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "false"
-    assert not [m for m in manifests if m["kind"] in ("PodDisruptionBudget", "Role", "RoleBinding")]
+    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "true"
+    assert env_of(manifests) == {
+        **env_of(render({"replicaCount": 2})),
+        "MIXPEEK_OPERATOR_LEADER_ELECTION": "true",
+    }
+    (role,) = [m for m in manifests if m["kind"] == "Role"]  # the Lease permission
+    assert role["metadata"]["namespace"] == RELEASE_NS
+    assert not [m for m in manifests if m["kind"] == "PodDisruptionBudget"]
     assert "affinity" not in only(manifests, "Deployment")["spec"]["template"]["spec"]
+    # Still possible to turn off, with one replica only.
+    assert (
+        env_of(render({"leaderElection": {"enabled": False}}))["MIXPEEK_OPERATOR_LEADER_ELECTION"] == "false"
+    )
 
 
 def test_two_replicas_elect_a_leader_roll_and_keep_a_pod_through_drains(
@@ -417,7 +446,7 @@ def test_rbac_has_no_wildcards_and_no_secret_writes(render: Any, mode: str) -> N
 
 def test_cluster_mode_binds_a_cluster_role_and_no_roles(render: Any) -> None:
     manifests = render()
-    assert not [m for m in manifests if m["kind"] in ("Role", "RoleBinding")]
+    assert not watch_rbac(manifests, "Role") + watch_rbac(manifests, "RoleBinding")
     role, binding = only(manifests, "ClusterRole"), only(manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -452,8 +481,7 @@ def test_namespace_mode_has_roles_only_in_watched_namespaces(
     manifests = render(values)
     kinds = {m["kind"] for m in manifests}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
-    roles = [m for m in manifests if m["kind"] == "Role"]
-    bindings = [m for m in manifests if m["kind"] == "RoleBinding"]
+    roles, bindings = watch_rbac(manifests, "Role"), watch_rbac(manifests, "RoleBinding")
     assert [r["metadata"]["namespace"] for r in roles] == namespaces
     assert [b["metadata"]["namespace"] for b in bindings] == namespaces
     account = only(manifests, "ServiceAccount")["metadata"]["name"]
@@ -519,7 +547,7 @@ def test_admission_policy_binding_matches_only_watched_namespaces(render: Any, m
     manifests = render(RBAC_MODES[mode], "--api-versions", MAP_API)
     binding = only(manifests, "MutatingAdmissionPolicyBinding")
     (expression,) = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
-    roles = sorted(m["metadata"]["namespace"] for m in manifests if m["kind"] == "Role")
+    roles = sorted(m["metadata"]["namespace"] for m in watch_rbac(manifests, "Role"))
     assert expression["key"] == "kubernetes.io/metadata.name"
     assert expression["operator"] == "In"
     assert sorted(expression["values"]) == roles  # exactly where the operator can remove it
@@ -634,3 +662,33 @@ def test_crd_is_installed_from_crds_and_not_templated(render: Any) -> None:
     assert not [m for m in render() if m["kind"] == "CustomResourceDefinition"]
     (installed,) = [m for m in render({}, "--include-crds") if m["kind"] == "CustomResourceDefinition"]
     assert installed == crd.build_crd()
+
+
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
+def test_cluster_scoped_names_differ_between_namespaces_of_one_release_name(helm: Path) -> None:
+    """Regression: the ClusterRole, its binding and the finalizer policy and binding had the same
+    names for a release name installed in two namespaces (the second install fails)."""
+
+    def cluster_scoped(namespace: str) -> dict[tuple[str, str], Manifest]:
+        args = ["template", RELEASE, str(CHART), "-n", namespace, "--api-versions", MAP_API]
+        out = run_helm(helm, *args).stdout
+        docs = [doc for doc in yaml.safe_load_all(out) if doc]
+        return {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"] in CLUSTER_SCOPED_KINDS}
+
+    team_a, team_b = cluster_scoped("team-a"), cluster_scoped("team-b")
+    assert {kind for kind, _ in team_a} == CLUSTER_SCOPED_KINDS
+    assert not {name for _, name in team_a} & {name for _, name in team_b}
+    for docs in (team_a, team_b):
+        names = {name for _, name in docs}
+        for doc in docs.values():  # each binding names its own release's object
+            referenced = doc.get("roleRef", {}).get("name") or doc.get("spec", {}).get("policyName")
+            assert referenced is None or referenced in names

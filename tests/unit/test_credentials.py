@@ -68,3 +68,38 @@ async def test_a_change_after_the_first_read_requeues_the_dependents() -> None:
 
     assert store.secret_changed(REF, secret("sk_old", ["mixpeek.com/secret-in-use"])) == set()
     assert store.secret_changed(REF, secret("sk_new")) == {OBJ}
+
+
+async def test_a_secret_nothing_depends_on_leaves_the_cache_with_its_key() -> None:
+    """Regression: an empty dependents set kept the Secret (its API key) cached for good."""
+    store = CredentialStore(SlowReader(secret("sk_gone")), default_secret=None)
+    store._read_secret.release.set()  # type: ignore[attr-defined]
+    others = [ObjectKey("team", f"obj-{i}") for i in range(3)]
+    for obj in others:
+        await store.resolve(obj, REF[1], None)
+    for obj in others[:-1]:
+        store.forget(obj)
+    assert REF in store._cache  # still used by one
+    store.forget(others[-1])
+    assert store._cache == {}
+    assert store._dependents == {}
+    assert store.sizes() == {
+        "credentials.cache": 0,
+        "credentials.loading": 0,
+        "credentials.dependents": 0,
+        "credentials.uses": 0,
+    }
+    # Not watched any more: its events no longer refill the cache.
+    assert store.secret_changed(REF, secret("sk_new")) == set()
+    assert store._cache == {}
+
+
+async def test_an_object_gone_while_its_secret_was_read_does_not_cache_it() -> None:
+    reader = SlowReader(secret("sk_old"))
+    store = CredentialStore(reader, default_secret=None)
+    resolving = asyncio.create_task(store.resolve(OBJ, REF[1], None))
+    await asyncio.sleep(0)
+    store.forget(OBJ)  # deleted while the read was under way
+    reader.release.set()
+    assert (await resolving).api_key == "sk_old"
+    assert store._cache == {}

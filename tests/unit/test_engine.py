@@ -6,8 +6,10 @@ sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import httpx
 import pytest
 from fakes import FakeClock, ParkedSleep
 
+from bench.memkube import apply_merge_patch
 from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.emulator.app import create_app
@@ -37,7 +40,9 @@ from mixpeek_operator.kube import (
     ObjectReference,
 )
 from mixpeek_operator.metrics import OperatorMetrics
-from mixpeek_operator.mixpeek import RateLimiterRegistry
+from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
+from mixpeek_operator.mixpeek.models import SyncCreateRequest
+from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.status import merge_patch
 
 KEY = ObjectKey("team", "demo")
@@ -83,6 +88,17 @@ class InMemoryKube:
     fail_status_with: Exception | None = None
     fail_finalizer_with: Exception | None = None
     revision: int = 100
+    # Cleared: status patches wait until it is set again (a slow API server).
+    status_gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.status_gate.set()
+
+    def _existing(self, namespace: str | None, name: str) -> ObjectKey:
+        key = ObjectKey(namespace or "", name)
+        if key not in self.objects:
+            raise KubeNotFound(404, "NotFound", f'bucketsyncs.mixpeek.com "{name}" not found')
+        return key
 
     def _bump(self, key: ObjectKey) -> JsonObject:
         self.revision += 1
@@ -102,7 +118,7 @@ class InMemoryKube:
     ) -> JsonObject:
         if self.fail_finalizer_with is not None:
             raise self.fail_finalizer_with
-        key = ObjectKey(namespace or "", name)
+        key = self._existing(namespace, name)
         self.writes.append("add_finalizer")
         self.objects[key]["metadata"].setdefault("finalizers", []).append(finalizer)
         return self._bump(key)
@@ -123,11 +139,12 @@ class InMemoryKube:
     ) -> JsonObject:
         if self.fail_status_with is not None:
             raise self.fail_status_with
-        key = ObjectKey(namespace or "", name)
+        await self.status_gate.wait()
+        key = self._existing(namespace, name)
         self.writes.append("patch_status")
         body = self.objects[key]
         status = body.get("status") or {}
-        new = _merge(status, patch["status"])
+        new = apply_merge_patch(status, patch["status"])
         assert merge_patch(status, new) is not None or patch["status"] == {}
         body["status"] = new
         return self._bump(key)
@@ -148,19 +165,6 @@ class InMemoryKube:
         return copy.deepcopy(self.objects[key])
 
 
-def _merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386."""
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @dataclass
 class Rig:
     engine: Engine
@@ -168,6 +172,8 @@ class Rig:
     clock: FakeClock
     emulator: Emulator
     secrets: dict[tuple[str, str], dict[str, Any]]
+    secret_gate: asyncio.Event
+    emulator_app: Any  # cleared: Secret reads wait until it is set again
 
     async def apply(self, body: dict[str, Any]) -> None:
         """Create or update an object and deliver the watch event, as the API server would."""
@@ -195,7 +201,11 @@ async def rig() -> AsyncIterator[Rig]:
     app = create_app(EmulatorConfig(time_scale=0, start_time=FROZEN_START))
     secrets = {("team", "creds"): secret()}
 
+    secret_gate = asyncio.Event()
+    secret_gate.set()
+
     async def read_secret(namespace: str, name: str) -> Mapping[str, Any] | None:
+        await secret_gate.wait()
         return secrets.get((namespace, name))
 
     clock, kube = FakeClock(), InMemoryKube()
@@ -210,7 +220,7 @@ async def rig() -> AsyncIterator[Rig]:
         sleep=ParkedSleep(),
         mixpeek_transport=httpx.ASGITransport(app=app),
     )
-    yield Rig(engine, kube, clock, app.state.emulator, secrets)
+    yield Rig(engine, kube, clock, app.state.emulator, secrets, secret_gate, app)
     await engine.stop()
 
 
@@ -434,3 +444,215 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
     assert rig.engine.observer.listings == {}
     assert await rig.drain() == [KEY]
     assert rig.kube.writes == writes  # the object was already converged: nothing to write
+
+
+# --- nothing grows without bound -------------------------------------------------------------
+
+
+async def closed_idle_clients(engine: Engine) -> None:
+    """Let the idle clients' closes (after idle_client_seconds, 0 here) run."""
+    await asyncio.gather(*engine._closing)
+    await engine.wait_background()
+
+
+async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None:
+    """Regression: one HTTP pool + rate limiter per API key ever seen stayed open for good."""
+    rig.engine.settings = dataclasses.replace(rig.engine.settings, idle_client_seconds=0.0)
+    await rig.apply(bucketsync())
+    await rig.apply(bucketsync("other"))
+    await rig.drain()
+    (first,) = rig.engine._clients.values()
+    for rotation in range(5):
+        rig.secrets[("team", "creds")] = secret(f"sk_rotated_{rotation}")
+        await rig.engine.on_secret_event("MODIFIED", rig.secrets[("team", "creds")])
+        assert sorted(await rig.drain()) == [KEY, ObjectKey("team", "other")]
+    await closed_idle_clients(rig.engine)
+    assert len(rig.engine._clients) == 1  # the current key's only
+    assert first._http.is_closed
+    # The last object gone: no client, no listing, no cached Secret.
+    for key in (KEY, ObjectKey("team", "other")):
+        await rig.engine.on_object_event("DELETED", rig.kube.body(key))
+    await closed_idle_clients(rig.engine)
+    assert rig.engine._clients == {}
+    sizes = rig.engine.sizes()
+    assert sizes.pop("queue.heap") <= 64  # stale entries leave lazily, at most 64 (workqueue)
+    assert {name: count for name, count in sizes.items() if count} == {}, sizes
+
+
+async def test_an_object_deleted_during_a_failing_create_leaves_no_failure_count_or_mark(rig: Rig) -> None:
+    """Regression: the failure count and the create-attempt mark of an object deleted while its
+    (failing) create was under way stayed for the life of the process."""
+    rig.emulator.faults.rules.append(FaultRule(endpoint="create", error_count=50, error_status=503))
+    patch_status = rig.kube.patch_status
+
+    async def deleted_meanwhile(*args: Any, **kwargs: Any) -> JsonObject:
+        if KEY in rig.kube.objects:  # force-deleted (finalizer stripped) while the create ran
+            await rig.engine.on_object_event("DELETED", rig.kube.objects.pop(KEY))
+        raise KubeNotFound(404, "NotFound", "bucketsyncs.mixpeek.com demo not found")
+
+    rig.kube.patch_status = deleted_meanwhile  # type: ignore[method-assign]
+    await rig.apply(bucketsync())
+    assert await rig.drain() == [KEY]
+    rig.kube.patch_status = patch_status  # type: ignore[method-assign]
+    rig.clock.advance(600)
+    await rig.drain()
+    assert rig.engine.queue.failures(KEY) == 0
+    assert rig.engine.context.create_attempts == set()
+    assert len(rig.engine.queue) == 0
+
+
+async def test_only_the_replica_reconciling_an_object_counts_it_in_bucketsync_resources(rig: Rig) -> None:
+    """Regression: standbys (and shards not owning an object) exported it too, so dashboards
+    summed over replicas counted each object once per replica."""
+    rig.engine.metrics.set_resource_source(rig.engine.readiness_summary)
+    await rig.apply(bucketsync())
+    await rig.apply(bucketsync("other"))
+    await rig.drain()
+    labels = {"ready": "True", "reason": "Synced"}
+    assert sample(rig.engine, "bucketsync_resources", labels) == 2
+    rig.engine.owns = lambda body: body["metadata"]["name"] == "other"  # a shard owning one
+    assert sample(rig.engine, "bucketsync_resources", labels) == 1
+    rig.engine.owns = lambda body: False  # a standby
+    assert sample(rig.engine, "bucketsync_resources", labels) == 0
+
+
+# --- the finalizer on every owner (adopted ones too), restored when stripped ------------------
+
+
+async def made_elsewhere(rig: Rig) -> str:
+    """A remote sync someone created with Mixpeek's API (no ownership marker); its id."""
+    transport = httpx.ASGITransport(app=rig.emulator_app)
+    async with MixpeekClient(
+        "sk_test_emulator", "default", base_url="http://emulator", transport=transport
+    ) as client:
+        sync = await client.create_sync(
+            "bkt_demo", SyncCreateRequest(connection_id="conn_s3_demo", source_path="demo-bucket/videos")
+        )
+    assert sync.sync_config_id
+    return sync.sync_config_id
+
+
+async def test_an_object_adopting_by_sync_config_id_gets_the_finalizer_and_its_delete_reaches_mixpeek(
+    rig: Rig,
+) -> None:
+    # Adopted by id on a cluster without the chart's admission policy: no finalizer at CREATE.
+    sync_id = await made_elsewhere(rig)
+    adopter = bucketsync()
+    adopter["spec"] |= {"syncConfigId": sync_id, "deletionPolicy": "Delete"}
+    rig.kube.writes.clear()
+    await rig.apply(adopter)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.writes[0] == "add_finalizer"
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == [FINALIZER]
+    assert "Adopted" in rig.kube.events
+
+    body = rig.kube.body()
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert sync_id not in [record.config.sync_config_id for record in rig.emulator.all_syncs()]
+
+
+async def test_a_stripped_finalizer_wakes_the_object_and_is_restored(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    await rig.echo()
+    rig.kube.writes.clear()
+    body = rig.kube.body()
+    body["metadata"]["finalizers"] = []  # kubectl patch --type=json -p '[{"op":"remove",...}]'
+    await rig.apply(body)
+    assert await rig.drain() == [KEY]
+    assert rig.kube.objects[KEY]["metadata"]["finalizers"] == [FINALIZER]
+    assert rig.kube.writes == ["add_finalizer"]  # converged otherwise: no status write, no Event
+    await rig.echo()  # the watch event of our own finalizer write
+    assert await rig.drain() == []
+
+
+async def test_an_observe_only_object_gets_no_finalizer(rig: Rig) -> None:
+    sync_id = await made_elsewhere(rig)
+    observer = bucketsync()
+    observer["spec"] |= {"syncConfigId": sync_id, "managementPolicy": "ObserveOnly"}
+    rig.kube.writes.clear()
+    await rig.apply(observer)
+    assert await rig.drain() == [KEY]
+    assert "finalizers" not in rig.kube.objects[KEY]["metadata"]
+    assert rig.kube.writes == ["patch_status"]
+
+
+# --- races on a fast delete -------------------------------------------------------------------
+
+
+@dataclass
+class SlowSecretApi:
+    """The Secret guard's Kubernetes calls; marking a Secret waits for `gate`."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def add_finalizer(self, *args: Any, **kwargs: Any) -> JsonObject:
+        await self.gate.wait()
+        return {}
+
+    async def remove_finalizer(self, *args: Any) -> JsonObject | None:
+        return None
+
+    async def list_objects(self, *args: Any) -> list[JsonObject]:
+        return []
+
+
+async def settle(turns: int = 200) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_a_delete_while_the_credentials_are_read_leaves_no_listing_or_dependency(rig: Rig) -> None:
+    sync_id = await made_elsewhere(rig)
+    # An ObserveOnly object (no finalizer) is created and deleted at once.
+    body = bucketsync()
+    body["spec"] |= {"syncConfigId": sync_id, "managementPolicy": "ObserveOnly"}
+    rig.secret_gate.clear()
+    await rig.apply(body)
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the reconcile waits for the Secret read
+    assert not worker.done()
+    await rig.engine.on_object_event("DELETED", rig.kube.body())
+    del rig.kube.objects[KEY]
+    rig.secret_gate.set()
+    assert await worker == KEY
+    assert rig.engine.observer.listings == {}, "the deleted object re-registered its listing"
+    assert rig.engine.credentials.secret_changed(("team", "creds"), secret("sk_x")) == set()
+
+
+async def test_a_delete_before_the_finalizer_is_added_is_not_a_crash_and_creates_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    guard_kube = SlowSecretApi()
+    rig.engine.secret_guard = SecretUseGuard(guard_kube)
+    await rig.apply(bucketsync())  # no admission policy: no finalizer yet
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the Secret guard marks the Secret in use; the API server is slow
+    await rig.engine.on_object_event("DELETED", rig.kube.body())
+    del rig.kube.objects[KEY]
+    guard_kube.gate.set()
+    with caplog.at_level(logging.INFO, logger="mixpeek_operator"):
+        assert await worker == KEY
+    assert "reconcile crashed" not in caplog.text
+    assert rig.engine.queue.failures(KEY) == 0
+    assert rig.emulator.all_syncs() == []  # no remote sync for an object that is gone
+    assert rig.engine.observer.listings == {}
+    assert len(rig.engine.queue) == 0
+
+
+async def test_no_event_is_posted_after_the_work_was_cancelled(rig: Rig) -> None:
+    body = bucketsync()
+    body["spec"]["paused"] = True  # created, then its identity is written before the pause
+    rig.kube.status_gate.clear()
+    await rig.apply(body)
+    worker = asyncio.create_task(rig.engine.step())
+    await settle()  # the remote sync exists; the identity status write hangs
+    assert len(rig.emulator.all_syncs()) == 1
+    assert rig.kube.events == []
+    worker.cancel()  # leadership lost: stop_work cancels every reconcile
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    await settle()
+    assert rig.kube.events == [], "an Event was posted after the work was cancelled"

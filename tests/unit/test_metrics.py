@@ -135,6 +135,7 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "mixpeek_operator_owned_objects",
         "mixpeek_operator_owned_groups",
         "mixpeek_operator_handovers",
+        "mixpeek_operator_task_restarts",
     }
     assert set(families) == expected
     assert all(len(text) > 20 for text in families.values())

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from fakes import FakeClock, ParkedSleep
 
 from mixpeek_operator import observer as observer_module
+from mixpeek_operator.constants import OWNER_REF_KEY, OWNER_UID_KEY
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import APIConnectionError, MixpeekError, RateLimitError, SyncListing
 from mixpeek_operator.mixpeek.models import SyncConfiguration
@@ -148,15 +150,54 @@ async def test_a_write_during_a_listing_is_not_rolled_back_by_it(rig: Rig) -> No
     assert set(listing.syncs) == {"s1"}
 
 
-async def test_listing_order_is_newest_first(rig: Rig) -> None:
+def marked(sync_id: str, uid: str, ref: str | None, **fields: object) -> SyncConfiguration:
+    metadata = {OWNER_UID_KEY: uid, **({OWNER_REF_KEY: ref} if ref else {})}
+    return sync(sync_id, metadata=metadata, **fields)
+
+
+async def test_an_objects_syncs_are_found_by_their_marker_newest_first(rig: Rig) -> None:
     rig.lister.syncs = [
-        sync("old", created_at="2026-01-01T00:00:00Z"),
-        sync("new", created_at="2026-02-01T00:00:00Z"),
+        marked("old", "uid-a", "team/a", created_at="2026-01-01T00:00:00Z"),
+        marked("new", "uid-a", "team/a", created_at="2026-02-01T00:00:00Z"),
+        marked("recreated", "uid-old", "team/a", created_at="2026-01-15T00:00:00Z"),  # same name
+        marked("other", "uid-b", "team/b"),
+        sync("unmarked"),
     ]
     await rig.joined(A)
-    listed = await rig.observer.listing(SCOPE)
-    assert [s.sync_config_id for s in listed or []] == ["new", "old"]
-    assert await rig.observer.listing(OTHER_SCOPE) is None
+    owned = await rig.observer.owned(SCOPE, "uid-a", "team/a")
+    assert [s.sync_config_id for s in owned or []] == ["new", "recreated", "old"]
+    assert await rig.observer.owned(OTHER_SCOPE, "uid-a", "team/a") is None
+    # Writes through the cache keep the index current.
+    rig.observer.forget(SCOPE, "new")
+    rig.observer.remember(SCOPE, marked("old", "uid-b", "team/b"))  # its marker changed
+    owned = await rig.observer.owned(SCOPE, "uid-a", "team/a")
+    assert [s.sync_config_id for s in owned or []] == ["recreated"]
+    owned = await rig.observer.owned(SCOPE, "uid-b", "team/b")
+    assert {s.sync_config_id for s in owned or []} == {"old", "other"}
+    assert rig.observer.sizes()["observer.owner_index"] == 4  # uid-old, uid-b, team/a, team/b
+
+
+async def test_a_bulk_of_lookups_in_one_bucket_never_sorts_the_bucket(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: every lookup of a not-yet-identified object sorted the whole listing, so a
+    bulk create of N objects in one bucket cost O(N² log N)."""
+    rig.lister.syncs = [marked(f"s{i}", f"uid-{i}", f"team/o{i}") for i in range(2000)]
+    await rig.joined(A)
+    sorted_items = 0
+    real_sorted = sorted
+
+    def counting_sorted(items: Any, **kwargs: Any) -> Any:
+        nonlocal sorted_items
+        result = real_sorted(items, **kwargs)
+        sorted_items += len(result)
+        return result
+
+    monkeypatch.setattr("builtins.sorted", counting_sorted)
+    for i in range(200):
+        found = await rig.observer.owned(SCOPE, f"uid-{i}", f"team/o{i}")
+        assert [s.sync_config_id for s in found or []] == [f"s{i}"]
+    assert sorted_items <= 200  # one sync each, not the 2,000 of the bucket each time
 
 
 async def test_a_failing_listing_backs_off_and_leaves_creates_to_list_themselves(rig: Rig) -> None:
@@ -164,7 +205,7 @@ async def test_a_failing_listing_backs_off_and_leaves_creates_to_list_themselves
     await rig.joined(A)
     listing = rig.observer.listings[SCOPE]
     # Never listed: no answer at once (not a wait through the backoff), the reconcile lists itself.
-    assert await rig.observer.listing(SCOPE) is None
+    assert await rig.observer.owned(SCOPE, "uid-a", "team/a") is None
     assert listing.error is not None
     assert rig.sleep.delays == [0.5]  # full jitter of the 1 s base
     assert await rig.observer.refresh(listing) == 1.0
@@ -174,7 +215,7 @@ async def test_a_failing_listing_backs_off_and_leaves_creates_to_list_themselves
     rig.lister.error = None
     assert await rig.observer.refresh(listing) == 60.0
     assert listing.failures == 0
-    assert [s.sync_config_id for s in await rig.observer.listing(SCOPE) or []] == ["s1"]
+    assert await rig.observer.owned(SCOPE, "uid-a", "team/a") == []  # listed now, and nothing is a's
 
 
 async def test_an_unchanged_sync_is_not_hashed_again_on_every_pass(

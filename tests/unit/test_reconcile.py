@@ -88,7 +88,7 @@ class NoCache:
     async def lookup(self, group: ListingScope, sync_id: str) -> Literal["unknown"]:
         return "unknown"
 
-    async def listing(self, group: ListingScope) -> list[SyncConfiguration] | None:
+    async def owned(self, group: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
         return None
 
     def remember(self, group: ListingScope, sync: SyncConfiguration) -> None:
@@ -104,8 +104,8 @@ class Listed(NoCache):
     def __init__(self, syncs: list[SyncConfiguration]) -> None:
         self.syncs = syncs
 
-    async def listing(self, scope: ListingScope) -> list[SyncConfiguration] | None:
-        return list(self.syncs)
+    async def owned(self, scope: ListingScope, uid: str, ref: str) -> list[SyncConfiguration] | None:
+        return list(self.syncs)  # the caller still checks the marker of each
 
 
 class LossyTransport(httpx.AsyncBaseTransport):
@@ -388,6 +388,9 @@ async def test_without_a_bucket_listing_a_reapplied_object_lists_its_connection_
     assert harness.writer.body["status"]["syncConfigId"] == first
     assert harness.counts() == {"list": 1}  # one list of the connection; no second create
     assert "Adopted" in harness.writer.events()
+    # Adopted by its ownership marker: the finalizer is back, written before the list.
+    assert harness.writer.writes()[0] == "add_finalizer"
+    assert harness.writer.body["metadata"]["finalizers"] == [FINALIZER]
 
 
 async def test_a_sync_owned_by_another_live_object_is_a_conflict(harness: Harness) -> None:

@@ -194,3 +194,50 @@ async def test_a_deleted_secret_is_no_longer_a_deferred_release() -> None:
     await guard.release_deferred()
 
     assert api.calls == []
+
+
+async def test_per_secret_state_goes_with_the_last_object_naming_the_secret() -> None:
+    """Regression: a lock per Secret ever marked stayed for the life of the process."""
+    api = Api(secrets={f"creds-{i}": [] for i in range(50)})
+    guard = SecretUseGuard(api)
+    objects = [
+        (ObjectKey(NS, f"obj-{i}"), bucketsync(f"obj-{i}", secret=f"creds-{i % 50}")) for i in range(200)
+    ]
+
+    await asyncio.gather(*(guard.protect(key, body) for key, body in objects))
+    assert guard._marking == {}  # no mark under way: no lock held
+    assert guard.sizes()["guard.use_counts"] == 50
+
+    for key, _ in objects:
+        await guard.object_gone(key)
+    assert guard.sizes() == {
+        "guard.uses": 0,
+        "guard.use_counts": 0,
+        "guard.protected": 0,  # each released
+        "guard.deferred": 0,
+        "guard.marking": 0,
+    }
+    assert sorted(api.calls).count("list") == 50  # one check per Secret, when its last user went
+
+
+async def test_a_delete_asks_whether_the_secret_is_used_without_scanning_every_use() -> None:
+    """Regression: `release_if_unused` scanned every use on each delete (a bulk delete, O(N²))."""
+    api = Api(secrets={"creds": []})
+    guard = SecretUseGuard(api)
+    n = 3000
+    for i in range(n):
+        await guard.protect(ObjectKey(NS, f"obj-{i}"), bucketsync(f"obj-{i}"))
+    scanned = 0
+    real_values = dict.values
+
+    class CountingUses(dict[ObjectKey, Any]):
+        def values(self) -> Any:
+            nonlocal scanned
+            scanned += len(self)
+            return real_values(self)
+
+    guard._uses = CountingUses(guard._uses)
+    for i in range(n):
+        await guard.object_gone(ObjectKey(NS, f"obj-{i}"))
+    assert scanned == 0
+    assert api.secrets["creds"] == []  # released once, after the last

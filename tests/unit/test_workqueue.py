@@ -141,3 +141,16 @@ async def test_a_worker_cancelled_just_as_a_key_arrives_is_cancelled() -> None:
     getter.cancel()  # ...and the cancellation arrives before it runs again
     with pytest.raises(asyncio.CancelledError):
         await getter
+
+
+async def test_discarded_keys_do_not_stay_in_the_heap_until_they_would_have_been_due(
+    clock: FakeClock,
+) -> None:
+    """Regression: a bulk delete of objects requeued far ahead held their heap entries for hours."""
+    queue = make_queue(clock)
+    for i in range(1000):
+        await queue.add(f"k{i}", delay=3600)
+    for i in range(1000):
+        await queue.discard(f"k{i}")
+    assert len(queue._heap) <= 64
+    assert queue.sizes() == {**queue.sizes(), "queue.heap": len(queue._heap), "queue.due": 0}

@@ -17,6 +17,20 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The name of a cluster-scoped object (ClusterRole, ClusterRoleBinding, admission policies and
+their bindings): the fullname plus the release namespace, so one release name installed in two
+namespaces ("one release per team") never shares or takes over the other's. Up to the 253
+characters such names allow; the optional suffix names the object's role.
+*/}}
+{{- define "mixpeek-operator.clusterScopedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := printf "%s-%s" (include "mixpeek-operator.fullname" $ctx) $ctx.Release.Namespace }}
+{{- if $suffix }}{{ $base = printf "%s-%s" $base $suffix }}{{ end }}
+{{- $base | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "mixpeek-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "mixpeek-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -93,13 +107,15 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   verbs: ["create"]
 {{- end }}
 
-{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else replicaCount > 1. */}}
+{{/* "true" when the replicas elect a leader: never with sharding; leaderElection.enabled, else always. */}}
 {{- define "mixpeek-operator.leaderElection" -}}
 {{- $enabled := .Values.leaderElection.enabled }}
 {{- if .Values.sharding.enabled }}
 {{- false }}
 {{- else if kindIs "invalid" $enabled }}
-{{- gt (int .Values.replicaCount) 1 }}
+{{- /* On with one replica too (as controller-runtime scaffolds do): an upgrade to more
+replicas then never runs a pod that writes without the Lease beside pods that elect. */}}
+{{- true }}
 {{- else }}
 {{- $enabled }}
 {{- end }}

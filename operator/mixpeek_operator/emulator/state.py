@@ -9,6 +9,7 @@ instant), so what a client observes is what a background scheduler would have pr
 from __future__ import annotations
 
 import base64
+import bisect
 import heapq
 import math
 import secrets
@@ -26,7 +27,7 @@ from mixpeek_operator.emulator.clock import EmulatorClock
 from mixpeek_operator.emulator.config import EmulatorConfig
 from mixpeek_operator.emulator.directory import Caller, Directory
 from mixpeek_operator.emulator.errors import ApiError, invalid_body, not_found
-from mixpeek_operator.emulator.records import SavedState, SyncRecord, load_state, records_json, save_state
+from mixpeek_operator.emulator.records import SavedState, StateFile, SyncRecord, records_json
 from mixpeek_operator.emulator.runs import record_failure, run_sync
 from mixpeek_operator.emulator.seed import SYNC_PROVIDERS
 from mixpeek_operator.emulator.traffic import FaultInjector, RequestStats
@@ -70,10 +71,15 @@ class Emulator:
         self.stats = RequestStats(config.request_log_size)
         self._records: dict[str, SyncRecord] = {}
         self._by_bucket: dict[tuple[str, str], dict[str, SyncRecord]] = {}
+        # Per bucket, (listing key, id) in ascending order: a page is a slice found by bisection,
+        # not a filter and sort of the bucket per page (paging a bucket of N was O(N² log N)).
+        self._order: dict[tuple[str, str], list[tuple[tuple[datetime, int], str]]] = {}
         self._due: list[tuple[datetime, int, str]] = []  # heap of (slot, seq, id); stale entries skipped
         self._next_seq = 1
-        if config.state_file is not None and config.state_file.exists():
-            self._restore(load_state(config.state_file))
+        self._state = StateFile(config.state_file) if config.state_file is not None else None
+        saved = self._state.load() if self._state is not None else None
+        if saved is not None:
+            self._restore(saved)
 
     # --- the public API, scoped to the caller's namespace and the path's bucket -------------
 
@@ -111,7 +117,7 @@ class Emulator:
         self._next_seq += 1
         self._add(record)
         self._schedule(record, now + timedelta(seconds=self.behaviour.initial_run_delay_seconds))
-        self._commit()
+        self._commit(record)
         return record
 
     def list_syncs(
@@ -126,25 +132,38 @@ class Emulator:
     ) -> str:
         """The `SyncListResponse` JSON: newest first; a cursor takes precedence over offset."""
         limit = limit or self.behaviour.default_list_limit
-        matches = [r for r in self._by_bucket.get(scope.key, {}).values() if _passes(r.config, filters)]
-        # Records are kept in creation order, so this sort is a linear pass unless an admin
-        # patch moved a created_at.
-        matches.sort(key=_listing_key, reverse=True)
-        if cursor:  # an empty cursor means "from the start", like an absent one
-            after = _decode_cursor(cursor)
-            start = next((i for i, r in enumerate(matches) if _listing_key(r) < after), len(matches))
-        else:
-            start = offset or 0
-        page = matches[start : start + limit]
-        more = start + limit < len(matches)
+        order = self._order.get(scope.key, [])
+        records = self._by_bucket.get(scope.key, {})
+        # Walk newest first from the cursor (or the start) and stop one past the page.
+        end = bisect.bisect_left(order, (_decode_cursor(cursor), "")) if cursor else len(order)
+        skip = 0 if cursor else offset or 0  # a cursor takes precedence over offset
+        page: list[SyncRecord] = []
+        more = False
+        for index in range(end - 1, -1, -1):
+            record = records[order[index][1]]
+            if not _passes(record.config, filters):
+                continue
+            if skip:
+                skip -= 1
+            elif len(page) == limit:
+                more = True
+                break
+            else:
+                page.append(record)
+        if filters is None:
+            total, before = len(order), len(order) - end + (0 if cursor else offset or 0)
+        else:  # only a filtered listing counts its matches
+            matching = [i for i, (_, id_) in enumerate(order) if _passes(records[id_].config, filters)]
+            total = len(matching)
+            before = total - bisect.bisect_left(matching, end) + (0 if cursor else offset or 0)
         pagination = PaginationResponse(next_cursor=_encode_cursor(page[-1]) if more and page else None)
         if include_total:
-            pagination.total = len(matches)
-            pagination.page = start // limit + 1
+            pagination.total = total
+            pagination.page = before // limit + 1
             pagination.page_size = limit
-            pagination.total_pages = math.ceil(len(matches) / limit)
+            pagination.total_pages = math.ceil(total / limit)
         pagination_json = pagination.model_dump_json()
-        return f'{{"results":{records_json(page)},"pagination":{pagination_json},"total":{len(matches)}}}'
+        return f'{{"results":{records_json(page)},"pagination":{pagination_json},"total":{total}}}'
 
     def get_sync(self, scope: BucketScope, sync_id: str) -> SyncRecord:
         record = self._by_bucket.get(scope.key, {}).get(sync_id)
@@ -195,7 +214,7 @@ class Emulator:
         self._run(record, now, job_id)
         if record.config.sync_mode == SyncMode.INITIAL_ONLY or _halted(record.config):
             self._schedule(record, None)  # this run replaced the pending one, or auto-suspended
-        self._commit()
+        self._commit(record)
         return {"sync_job_id": job_id, "sync_config_id": sync_id, "status": TaskStatus.PENDING.value}
 
     # --- the admin API: any sync by id, out-of-band changes ------------------------------
@@ -237,7 +256,9 @@ class Emulator:
         now = self.clock.now()
         if "updated_at" not in fields:
             config.updated_at = now
+        self._unorder(record)
         record.config = config
+        self._order_in(record)  # created_at may have moved
         if "next_sync_at" in fields:
             self._schedule(record, config.next_sync_at)
         self._settle(record, was_halted, now)
@@ -257,7 +278,7 @@ class Emulator:
         record = self.find(sync_id)
         if when == "next_runs":
             record.failing_runs, record.failing_message = count, message
-            self._commit()
+            self._commit(record)
             return record
         was_halted = _halted(record.config)
         now = self.clock.now()
@@ -295,19 +316,21 @@ class Emulator:
                 runs += 1
             self._schedule(record, self._next_slot(record.config, at, now, attempts[sync_id], blocker))
         if attempts:
-            self._commit()
+            self._commit(*(self._records[i] for i in attempts if i in self._records))
         return runs
 
     def reset(self) -> None:
         """Back to the seed: no syncs, no faults, no counts, the configured behaviour. Time keeps going."""
         self._records.clear()
         self._by_bucket.clear()
+        self._order.clear()
         self._due.clear()
         self._next_seq = 1
         self.faults.rules.clear()
         self.stats.clear()
         self.behaviour = self.config.behaviour.model_copy()
-        self._commit()
+        if self._state is not None:
+            self._state.snapshot(self.clock.now(), self._next_seq, [])
 
     # --- internals ----------------------------------------------------------------------
 
@@ -346,7 +369,7 @@ class Emulator:
         elif was_halted:
             self._schedule(record, _resume_slot(record.config, now))
         record.changed()
-        self._commit()
+        self._commit(record)
 
     def _next_slot(
         self,
@@ -385,15 +408,31 @@ class Emulator:
         self._records[record.sync_id] = record
         bucket = self._by_bucket.setdefault((record.config.namespace_id, record.config.bucket_id), {})
         bucket[record.sync_id] = record
+        self._order_in(record)
 
     def _remove(self, record: SyncRecord) -> None:
+        self._unorder(record)
         del self._records[record.sync_id]
         del self._by_bucket[(record.config.namespace_id, record.config.bucket_id)][record.sync_id]
-        self._commit()
+        self._commit(deleted=record.sync_id)
 
-    def _commit(self) -> None:
-        if self.config.state_file is not None:
-            save_state(self.config.state_file, self.clock.now(), self._next_seq, list(self._records.values()))
+    def _order_in(self, record: SyncRecord) -> None:
+        order = self._order.setdefault((record.config.namespace_id, record.config.bucket_id), [])
+        bisect.insort(order, (_listing_key(record), record.sync_id))
+
+    def _unorder(self, record: SyncRecord) -> None:
+        order = self._order[(record.config.namespace_id, record.config.bucket_id)]
+        entry = (_listing_key(record), record.sync_id)
+        del order[bisect.bisect_left(order, entry)]
+
+    def _commit(self, *changed: SyncRecord, deleted: str | None = None) -> None:
+        """Persist a change (see records.StateFile) before it is answered."""
+        if self._state is None:
+            return
+        now, deletes = self.clock.now(), [deleted] if deleted else []
+        fold = self._state.record(now, self._next_seq, list(changed), deletes, len(self._records))
+        if fold or not self._state.path.exists():
+            self._state.snapshot(now, self._next_seq, list(self._records.values()))
 
     def _restore(self, saved: SavedState) -> None:
         self.clock.restart_at(saved.clock)
