@@ -68,7 +68,7 @@ def helm_bin_dir(version: str = HELM_VERSION) -> Path:
 
 def go_env(**extra: str) -> dict[str, str]:
     """The environment of every Go command we run: static binaries, the local toolchain only,
-    and Go's module and build caches inside the cache directory unless GOMODCACHE / GOCACHE are
+    and Go's module and build caches (and GOPATH) inside the cache directory unless they are
     set, so a build writes nowhere but there (``-modcacherw`` keeps that directory removable)."""
     if shutil.which("go") is None:
         raise RuntimeError(
@@ -76,6 +76,7 @@ def go_env(**extra: str) -> dict[str, str]:
             f"(cached afterwards in {cache_root()}): install it and put `go` on PATH"
         )
     env = dict(os.environ, GOFLAGS="-mod=mod -modcacherw", CGO_ENABLED="0", GOTOOLCHAIN="local", **extra)
+    env.setdefault("GOPATH", str(cache_root() / "go" / "path"))  # its pkg/sumdb too
     env.setdefault("GOMODCACHE", str(cache_root() / "go" / "mod"))
     env.setdefault("GOCACHE", str(cache_root() / "go" / "build"))
     return env
