@@ -1,22 +1,29 @@
 # One command runs the main job (`make demo`), one runs every test (`make test`).
-# Each installs what it needs: a virtualenv with the project, and the Kubernetes
-# binaries (built from the Go module proxy once, cached in ~/.cache/mixpeek-operator).
+# Each installs what it needs and nothing more: `make demo` a virtualenv with the operator
+# and its emulator plus kube-apiserver, etcd and kubectl (built from the Go module proxy once,
+# cached in ~/.cache/mixpeek-operator); `make test` the dev tools, every Go-built checker and,
+# on Linux as root, the local node's Debian packages.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo's smaller install (operator, emulator, local control plane; no dev tools); the full one implies it.
+DEMO_STAMP := $(VENV)/.installed-demo
 CLUSTER_DIR := .local/cluster
 NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries node-deps lint test unit integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
+.PHONY: help venv binaries control-plane node-deps lint docs test unit tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
 	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd),"
-	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root)"
+	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root), docs site"
+	@echo "make unit          the unit tier: no cluster, no Go (under 2 minutes)"
+	@echo "make tools         the checks run by helm, promtool, Argo CD's and kstatus' own Go code"
+	@echo "make docs          build the documentation site (MkDocs, strict) into .local/site"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
 	@echo "make cluster-down  stop it"
 	@echo "make node          a real node (kubelet + containerd) in a network namespace; prints the kubeconfig"
@@ -28,14 +35,26 @@ help:
 	@echo "make bench-soak    months of churn compressed: RSS and every internal map per wave"
 	@echo "make bench-buckets 5,000 objects in one bucket vs over fifty: create and delete times"
 
+PYTHON_CHECK := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
+
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
+	@$(PYTHON_CHECK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@ $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	@$(PYTHON_CHECK)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[demo]'
 	@touch $@
 
 venv: $(STAMP)
+
+# What `make demo` and `make cluster` run: etcd, kube-apiserver, kubectl. Nothing else.
+control-plane: $(DEMO_STAMP)
+	@$(BIN)/python hack/k8sbuild.py kubernetes > /dev/null
 
 binaries: $(STAMP) node-deps
 	$(BIN)/python hack/k8sbuild.py kubernetes helm
@@ -56,8 +75,17 @@ lint: $(STAMP)
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# No Go, no cluster: the Python code, the emulator, generated files, the docs site.
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not e2e and not tools" $(PYTEST_ARGS)
+
+# Our output judged by the ecosystem's own Go programs (helm, promtool, Argo CD, kstatus).
+tools: binaries
+	$(BIN)/pytest -m tools $(PYTEST_ARGS)
+
+# The documentation site (MkDocs), strict: a broken link or anchor fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir .local/site
 
 integration: binaries
 	$(BIN)/pytest -m integration $(PYTEST_ARGS)
@@ -65,12 +93,12 @@ integration: binaries
 e2e: binaries
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
-cluster: binaries
+cluster: control-plane
 	@$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR) > /dev/null
 	@echo "local control plane running; use it with:"
 	@echo "  export KUBECONFIG=$(abspath $(CLUSTER_DIR))/kubeconfig"
 
-cluster-down: $(STAMP)
+cluster-down: $(DEMO_STAMP)
 	@$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 node: binaries
@@ -84,10 +112,10 @@ node-down: $(STAMP)
 image: $(STAMP) node-deps
 	@$(BIN)/python hack/image.py --node-dir $(NODE_DIR)
 
-demo: binaries
+demo: control-plane
 	@$(BIN)/python hack/demo.py up
 
-demo-down: $(STAMP)
+demo-down: $(DEMO_STAMP)
 	@$(BIN)/python hack/demo.py down
 
 crd: $(STAMP)

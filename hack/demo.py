@@ -45,7 +45,13 @@ SAMPLE_FILES = (
 def _kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     kubectl = localcluster.k8sbuild.kube_bin_dir() / "kubectl"
     result = subprocess.run(
-        [str(kubectl), f"--kubeconfig={DEMO_DIR / 'cluster' / 'kubeconfig'}", *args],
+        # Discovery cache under DEMO_DIR, not ~/.kube: the demo writes nothing outside the repo.
+        [
+            str(kubectl),
+            f"--kubeconfig={DEMO_DIR / 'cluster' / 'kubeconfig'}",
+            f"--cache-dir={DEMO_DIR / 'kube-cache'}",
+            *args,
+        ],
         input=input,
         capture_output=True,
         text=True,

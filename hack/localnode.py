@@ -8,7 +8,7 @@ they make (container root filesystems, pod volumes, pod network namespaces) live
 with the node. Pods get addresses from a CNI bridge inside the namespace; kube-proxy's
 iptables rules live there too. The host reaches the node only through one veth pair.
 
-Addresses (documented in the README): everything is in 198.18.0.0/15, the range RFC 2544
+Addresses (documented in docs/local-node.md): everything is in 198.18.0.0/15, the range RFC 2544
 reserves for benchmarking and that no real network routes. The veth pair is
 198.18.<n>.1 (host) / 198.18.<n>.2 (node), <n> chosen free per node, so two nodes can run at
 once; pods are 198.19.0.0/20 and Services 198.19.128.0/24, which exist only inside the

@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if "/tests/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
+        if "/tests/tools/" in str(item.path):
+            item.add_marker(pytest.mark.tools)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,10 +22,16 @@ local function describe(condition, fallback)
   return fallback
 end
 
--- Argo CD answers Progressing "Pending deletion" for an object being deleted before it
--- runs this script, so the script never sees one.
 -- Only Lua's base and table libraries exist in Argo CD's sandbox (argocd-cm has no
 -- useOpenLibs for this kind): no string.format, no string methods.
+
+-- An object being deleted: Argo CD's controller answers Progressing "Pending deletion" before
+-- it runs a script; the script answers the same, so it agrees wherever it runs alone (Argo CD's
+-- own resource-customization tests, `argocd admin settings resource-overrides health`).
+if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+  return {status = "Progressing", message = "Pending deletion"}
+end
+
 if obj.status == nil then
   return {status = "Progressing", message = "Waiting for the operator to handle the object"}
 end

@@ -3,7 +3,11 @@
 // in Argo CD's gopher-lua sandbox, and gitops-engine decides what happens before the script
 // (for example "Pending deletion"), exactly as the application controller does.
 //
-// Usage: argocd-health ARGOCD_CM_YAML < objects.json > results.json
+// With --script-only the script alone answers, in the same sandbox, as Argo CD's own
+// resource-customization tests (util/lua/health_test.go) and `argocd admin settings
+// resource-overrides health` run it: nothing is decided before the script.
+//
+// Usage: argocd-health [--script-only] ARGOCD_CM_YAML < objects.json > results.json
 // stdin is a JSON array of objects; stdout a JSON array of {status, message, error}, in order.
 package main
 
@@ -13,6 +17,7 @@ import (
 	"fmt"
 	"os"
 
+	appv1 "github.com/argoproj/argo-cd/v3/pkg/apis/application/v1alpha1"
 	"github.com/argoproj/argo-cd/v3/util/lua"
 	"github.com/argoproj/argo-cd/v3/util/settings"
 	"github.com/argoproj/gitops-engine/pkg/health"
@@ -29,17 +34,22 @@ type result struct {
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: argocd-health ARGOCD_CM_YAML < objects.json")
+	args := os.Args[1:]
+	scriptOnly := len(args) == 2 && args[0] == "--script-only"
+	if scriptOnly {
+		args = args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: argocd-health [--script-only] ARGOCD_CM_YAML < objects.json")
 		os.Exit(2)
 	}
-	if err := run(os.Args[1]); err != nil {
+	if err := run(args[0], scriptOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "argocd-health:", err)
 		os.Exit(1)
 	}
 }
 
-func run(configPath string) error {
+func run(configPath string, scriptOnly bool) error {
 	config, err := os.ReadFile(configPath)
 	if err != nil {
 		return err
@@ -71,7 +81,12 @@ func run(configPath string) error {
 		if err := obj.UnmarshalJSON(item); err != nil {
 			return fmt.Errorf("object: %w", err)
 		}
-		status, err := health.GetResourceHealth(obj, lua.ResourceHealthOverrides(overrides))
+		var status *health.HealthStatus
+		if scriptOnly {
+			status, err = scriptHealth(obj, overrides)
+		} else {
+			status, err = health.GetResourceHealth(obj, lua.ResourceHealthOverrides(overrides))
+		}
 		switch {
 		case err != nil:
 			// What Argo CD's controller records when the script fails.
@@ -83,4 +98,16 @@ func run(configPath string) error {
 		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(results)
+}
+
+// scriptHealth runs the kind's health script alone, as Argo CD's resource-customization tests
+// do: the script found by Argo CD's VM for the object, in the sandbox argocd-cm configures.
+func scriptHealth(obj *unstructured.Unstructured, overrides map[string]appv1.ResourceOverride) (*health.HealthStatus, error) {
+	vm := lua.VM{ResourceOverrides: overrides}
+	script, useOpenLibs, err := vm.GetHealthScript(obj)
+	if err != nil || script == "" {
+		return nil, err
+	}
+	vm.UseOpenLibs = useOpenLibs
+	return vm.ExecuteHealthLua(obj, script)
 }

@@ -887,7 +887,7 @@ class KubeClient:
             limits=self._limits,
             # HTTP/2, as client-go does: one multiplexed connection instead of a pool that
             # httpcore scans on every request (that scan was a fifth of the operator's CPU
-            # when 1000 objects were created at once; see README, Performance).
+            # when 1000 objects were created at once; see docs/performance.md).
             http1=True,
             http2=http2 and connection.server.startswith("https://"),
             headers={"User-Agent": self._user_agent},

@@ -1,7 +1,7 @@
 """`mixpeek-operator run`: the operator's single entry point (Dockerfile, chart and tests).
 
-Every option can also come from an environment variable (shown in --help), which is
-how the Helm chart passes its values.
+Every option but --leader-election-identity (which reads $POD_NAME) can also come from an
+environment variable (shown in --help), which is how the Helm chart passes its values.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ def test_helm_install_wait_times_out_without_an_operator(
 
 
 def test_kubectl_explain_describes_fields_and_recursive_lists_names_and_types(objects: Objects) -> None:
-    """What README and docs/reference.md promise of `kubectl explain`, with the real kubectl."""
+    """What docs/resource.md and docs/reference.md promise of `kubectl explain`, with the real kubectl."""
     field = objects.kubectl("explain", "bucketsync.spec.pollingIntervalSeconds").stdout
     level = objects.kubectl("explain", "bucketsync.spec").stdout
     recursive = objects.kubectl("explain", "bucketsync.spec", "--recursive").stdout

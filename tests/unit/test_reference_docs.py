@@ -1,15 +1,18 @@
-"""Generated and hand-written docs kept in step with the code: docs/reference.md (rendered
-from the CRD by hack/gen_reference.py) and the README sections (every metric, every reason)."""
+"""The generated pages kept in step with their sources: docs/reference.md (rendered from the
+CRD by hack/gen_reference.py) and docs/values.md (from the chart's values.schema.json and
+values.yaml)."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import yaml
+
 import gen_reference
-from mixpeek_operator.constants import Reason
 from mixpeek_operator.crd import build_crd
-from mixpeek_operator.metrics import OperatorMetrics
 
 
 def leaf_paths(node: dict[str, Any], path: str) -> Iterator[str]:
@@ -42,39 +45,45 @@ def test_reference_documents_every_field_and_rule() -> None:
         assert gen_reference._cell(gen_reference._code(rule.rule["rule"])) in text
 
 
-def test_readme_carries_the_same_reference() -> None:
-    readme = gen_reference.README_PATH.read_text(encoding="utf-8")
-    assert gen_reference.embed(readme, gen_reference.render()) == readme, (
-        "the README's reference block is stale: run `python hack/gen_reference.py`"
+def test_values_page_is_up_to_date() -> None:
+    committed = gen_reference.VALUES_PATH.read_text(encoding="utf-8")
+    assert committed == gen_reference.render_values(), (
+        "docs/values.md is stale: run `python hack/gen_reference.py`"
     )
-    assert "### spec" in readme.partition(gen_reference.README_START)[2]
 
 
-def test_check_mode_detects_a_stale_file(tmp_path: Any) -> None:
+def schema_values(node: dict[str, Any], path: str = "") -> Iterator[str]:
+    for name, sub in node.get("properties", {}).items():
+        yield f"{path}{name}"
+        yield from schema_values(sub, f"{path}{name}.")
+
+
+def test_values_page_documents_every_value_the_schema_accepts() -> None:
+    schema = json.loads((gen_reference.CHART_DIR / "values.schema.json").read_text())
+    text = gen_reference.render_values()
+    documented = set(re.findall(r"^\| `([\w.]+)` \|", text, re.M))
+    leaves = set(schema_values(schema))
+    parents = {path.rpartition(".")[0] for path in leaves}
+    assert len(leaves) > 40
+    assert leaves - parents - documented == set()
+    assert documented - leaves == set()
+
+
+def test_values_page_shows_the_defaults_of_values_yaml() -> None:
+    defaults = yaml.safe_load((gen_reference.CHART_DIR / "values.yaml").read_text())
+    text = gen_reference.render_values()
+    assert "| `settings.workers` | integer | `32` |" in text
+    assert f'| `image.repository` | string | `"{defaults["image"]["repository"]}"` |' in text
+
+
+def test_check_mode_detects_a_stale_page(tmp_path: Any, monkeypatch: Any) -> None:
     stale = tmp_path / "reference.md"
     stale.write_text("old\n")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{gen_reference.README_START}\nold\n{gen_reference.README_END}\nrest\n")
-    args = ["--output", str(stale), "--readme", str(readme)]
-    assert gen_reference.main(["--check", *args]) == 1
-    assert gen_reference.main(args) == 0
-    assert gen_reference.main(["--check", *args]) == 0
-    assert readme.read_text().startswith("intro\n")
-    assert readme.read_text().endswith(f"{gen_reference.README_END}\nrest\n")
-
-
-README_SECTIONS = gen_reference.REPO_ROOT / "README.md"
-
-
-def test_readme_sections_list_every_metric() -> None:
-    registry = OperatorMetrics().registry
-    names = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
-    assert len(names) >= 10
-    text = README_SECTIONS.read_text()
-    assert {name for name in names if f"`{name}`" not in text} == set()
-
-
-def test_readme_sections_explain_every_condition_reason() -> None:
-    text = README_SECTIONS.read_text()
-    troubleshooting = text.partition("## Troubleshooting by condition reason")[2].partition("\n## ")[0]
-    assert {reason.value for reason in Reason if f"| `{reason.value}` |" not in troubleshooting} == set()
+    values = tmp_path / "values.md"
+    values.write_text(gen_reference.render_values())
+    monkeypatch.setattr(gen_reference, "REFERENCE_PATH", stale)
+    monkeypatch.setattr(gen_reference, "VALUES_PATH", values)
+    assert gen_reference.main(["--check"]) == 1
+    assert gen_reference.main([]) == 0
+    assert gen_reference.main(["--check"]) == 0
+    assert stale.read_text() == gen_reference.render()

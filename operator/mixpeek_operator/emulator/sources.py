@@ -1,6 +1,6 @@
 """What a sync run sees at its source: a real local folder or a fixed synthetic listing, after file_filters.
 
-Filter semantics (documented in README-emulator.md):
+Filter semantics (documented in docs/emulator.md):
 - `include_patterns` / `exclude_patterns`: case-sensitive `fnmatch` globs (`*` also crosses `/`),
   tried against the file's path relative to the walked folder AND against its bare name; a file
   is included when any include pattern hits (no patterns = everything) and dropped when any

@@ -180,6 +180,57 @@ def test_metrics_service_targets_the_metrics_port(render: Any) -> None:
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
+@pytest.mark.parametrize(
+    ("release", "full_name"),
+    [("mixpeek-operator", "mixpeek-operator"), ("prod", "prod-mixpeek-operator")],
+)
+def test_the_docs_name_the_metrics_service_and_lease_as_rendered(
+    helm: Path, tmp_path: Path, release: str, full_name: str
+) -> None:
+    """docs/metrics.md and docs/install.md: `<full name>-metrics`, the Lease after the full name,
+    and the alerts' job the same as the Service (the release name alone when it contains the
+    chart's name, as the quickstart's does)."""
+    values = {"replicaCount": 2, "metrics": {"prometheusRule": {"enabled": True}}}
+    out = run_helm(helm, "template", release, str(CHART), "-n", RELEASE_NS, *values_args(values, tmp_path))
+    manifests = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    assert only(manifests, "Service")["metadata"]["name"] == f"{full_name}-metrics"
+    assert env_of(manifests)["MIXPEEK_OPERATOR_LEADER_ELECTION_ID"] == full_name
+    groups = only(manifests, "PrometheusRule")["spec"]["groups"]
+    selecting = [rule["expr"] for group in groups for rule in group["rules"] if "job=" in rule["expr"]]
+    assert selecting
+    assert [expr for expr in selecting if f'job="{full_name}-metrics"' not in expr] == []
+    docs = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    assert "`<full name>-metrics`" in docs
+    assert "`mixpeek-operator-metrics`" in docs
+
+
+def test_the_chart_readme_names_every_kind_the_chart_can_install(render: Any) -> None:
+    everything = {
+        "replicaCount": 2,
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
+    }
+    kinds = {
+        manifest["kind"]
+        for values in ({}, RBAC_MODES["namespaces"])
+        for manifest in render({**everything, **values}, "--api-versions", MAP_API)
+    }
+    kinds |= {"CustomResourceDefinition"}  # from crds/, which `helm template` leaves out
+    readme = (CHART / "README.md").read_text().partition("```")[0]  # the list above the example
+    spelled = {
+        "CustomResourceDefinition": "the CRD",
+        "ConfigMap": "dashboard ConfigMap",
+        "ClusterRoleBinding": "ClusterRole and binding",
+        "ValidatingAdmissionPolicyBinding": "ValidatingAdmissionPolicy and binding",
+        "MutatingAdmissionPolicyBinding": "MutatingAdmissionPolicy and binding",
+    }
+    assert len(kinds) >= 14
+    assert {kind for kind in kinds if spelled.get(kind, kind) not in " ".join(readme.split())} == set()
+
+
 # --- settings reach the operator's CLI -------------------------------------------------------
 
 

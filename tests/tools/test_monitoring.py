@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
+from exporter import scrape_families
 
 from gotools import TOOLS, build
 from k8sbuild import build_helm
@@ -59,15 +58,9 @@ def render(helm: Path, *sets: str) -> list[dict[str, Any]]:
 
 def scrape(metrics: OperatorMetrics) -> list[Sample]:
     """The exporter's samples, read over HTTP like Prometheus does."""
-    server = metrics.serve(0, host="127.0.0.1")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    finally:
-        server.stop()
     return [
         (sample.name, dict(sample.labels), sample.value, family.type)
-        for family in text_string_to_metric_families(text)
+        for family in scrape_families(metrics)
         for sample in family.samples
     ]
 
@@ -166,7 +159,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
     series = input_series(scrape(metrics)) + up(1)
     not_ready = (
         "Objects have not been Ready for 15m. kubectl get bucketsyncs -A shows which; "
-        "the README lists what each reason means."
+        "docs/troubleshooting.md lists what each reason means."
     )
     stalled = (
         "Stalled objects wait for a human (fix the spec, the credentials Secret or the ownership "

@@ -1,5 +1,5 @@
-"""The README's emulator example works as written, against `mixpeek-operator emulator`
-started the way a new user starts it (default seed, only a port)."""
+"""The emulator page's quick start (docs/emulator.md) works as written, against
+`mixpeek-operator emulator` started the way a new user starts it (default seed, only a port)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import httpx
 
 from localcluster import spawn, terminate
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+EMULATOR_PAGE = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
 
 
 def readme_curl_commands() -> list[str]:
-    """The curl commands of the README's emulator example, one string each."""
-    text = README.read_text()
-    section = text[text.index("## The Mixpeek emulator") :]
+    """The curl commands of the emulator page's quick start, one string each."""
+    text = EMULATOR_PAGE.read_text()
+    section = text[text.index("## Quick start") :]
     block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert block, "no bash block in the README's emulator section"
+    assert block, "no bash block in the emulator page's quick start"
     commands = [command.strip() for command in block.group(1).split("\n\n") if command.strip()]
     assert all(command.startswith("curl ") for command in commands)
     return commands

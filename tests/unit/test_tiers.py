@@ -1,0 +1,45 @@
+"""The unit tier needs neither Go nor a cluster (`make unit` runs on a machine without Go): a
+test that builds a Go program belongs in tests/tools/, one that needs the control plane in
+tests/integration/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).resolve().parent
+# What builds a Go program (hack/gotools.py, hack/k8sbuild.py's builders) or starts the
+# control plane (the `cluster` fixture and those that depend on it, tests/conftest.py).
+GO_BUILDERS = {"gotools"}
+K8SBUILD_BUILDERS = {"build_kubernetes", "build_node", "build_cni", "build_pause", "build_helm"}
+CLUSTER_FIXTURES = {"cluster", "api_client", "crd_installed"}
+
+
+def offences(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.split(".")[0] in GO_BUILDERS]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in GO_BUILDERS:
+                found.append(node.module)
+            if node.module == "k8sbuild":
+                found += [alias.name for alias in node.names if alias.name in K8SBUILD_BUILDERS]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found += [arg.arg for arg in node.args.args if arg.arg in CLUSTER_FIXTURES]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(UNIT.glob("*.py")), ids=lambda path: path.name)
+def test_no_unit_test_builds_go_or_starts_a_cluster(module: Path) -> None:
+    assert offences(module.read_text(encoding="utf-8")) == []
+
+
+def test_the_check_catches_each_way_in() -> None:
+    assert offences("from gotools import kstatus") == ["gotools"]
+    assert offences("import gotools") == ["gotools"]
+    assert offences("from k8sbuild import build_helm, kube_bin_dir") == ["build_helm"]
+    assert offences("def test_x(cluster, tmp_path): pass") == ["cluster"]
+    assert offences("from k8sbuild import kube_bin_dir\ndef test_x(tmp_path): pass") == []
