@@ -11,7 +11,9 @@ One scenario in order (each test builds on the previous one):
 - an older release (a CRD without a spec field and three printer columns, installed by Helm)
   upgraded as documented: the objects stay, Ready, with their remote syncs;
 - `helm uninstall` first (the wrong order): objects and Secrets stuck on finalizers and
-  `kubectl delete crd` stuck, then the documented way out (reinstall), and nothing left.
+  `kubectl delete crd` stuck, then the documented way out (reinstall), and nothing left;
+- the documented ways to keep the remote syncs: `deletionPolicy: Orphan` on every object
+  before deleting them, and removing the finalizers by hand once the operator is gone.
 
 The node's CNI (the bridge plugin) does not enforce NetworkPolicy: the policy is checked as
 the real API server validates and stores it, not by blocking traffic.
@@ -58,6 +60,7 @@ UNINSTALL_DOC = REPO_ROOT / "docs" / "uninstall.md"
 # from it): a spec field with a default and three printer columns.
 DROPPED_FIELD = "skipBatchSubmission"
 DROPPED_COLUMNS = ("Files failed", "Last sync", "Sync ID")
+OLDER_ANNOTATION = "mixpeek.com/chart-generation"
 # Namespaced and cluster-scoped kinds a release of the chart may create.
 RELEASE_KINDS = (
     "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,leases,"
@@ -76,7 +79,8 @@ pytestmark = pytest.mark.timeout(900)
 
 def doc_block(doc: Path, name: str) -> str:
     """The shell block under `<!-- test: name -->` in `doc`."""
-    blocks = dict(re.findall(r"<!-- test: ([\w-]+) -->\n```sh\n(.*?)```", doc.read_text(), flags=re.DOTALL))
+    found = re.findall(r"<!-- test: ([\w-]+) -->\n```sh\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+    blocks: dict[str, str] = dict(found)
     assert name in blocks, f"{doc.name} has no block marked <!-- test: {name} -->"
     return blocks[name]
 
@@ -164,7 +168,7 @@ def default_secret(node: Node, api_key: str) -> None:
 
 
 def with_default_credentials(name: str, **spec: Any) -> dict[str, Any]:
-    manifest = bucketsync(name, **spec)
+    manifest: dict[str, Any] = bucketsync(name, **spec)
     del manifest["spec"]["credentialsRef"]
     return manifest
 
@@ -246,7 +250,9 @@ def assert_nothing_left(node: Node) -> None:
     assert not crd_exists(node), "the CRD is still there"
     assert not remote_ids(node), "remote syncs were left at Mixpeek"
     assert not held_secrets(node), f"Secrets still held: {held_secrets(node)}"
-    assert not release_objects(node), f"left behind: {release_objects(node)}"
+    # The Deployment is gone when `helm uninstall --wait` returns; its ReplicaSet and pod
+    # follow through the garbage collector.
+    wait_for(lambda: not release_objects(node), timeout=90, interval=1, what="no object of the release")
 
 
 def older_chart(workdir: Path) -> Path:
@@ -263,6 +269,11 @@ def older_chart(workdir: Path) -> Path:
         column for column in version["additionalPrinterColumns"] if column["name"] not in DROPPED_COLUMNS
     ]
     path.write_text(yaml.safe_dump(crd, sort_keys=False))
+    # A default the newer chart dropped: `--reset-then-reuse-values` must not carry it over.
+    values = chart / "values.yaml"
+    values.write_text(
+        values.read_text().replace("podAnnotations: {}", f"podAnnotations:\n  {OLDER_ANNOTATION}: older")
+    )
     return chart
 
 
@@ -307,7 +318,14 @@ def test_install_with_network_policy_and_a_failing_then_passing_helm_test(node: 
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert re.search(r"Phase:\s+Succeeded", passed.stdout), passed.stdout
     # A passing test pod is deleted, and the failed one went with the new run.
-    assert not node.json("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=helm-test")["items"]
+    wait_for(
+        lambda: (
+            not node.json("-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=helm-test")["items"]
+        ),
+        timeout=60,
+        interval=1,
+        what="helm test pods deleted",
+    )
 
     # The policy as the API server validated and stored it is the policy the chart rendered.
     manifest = node.helm("get", "manifest", RELEASE, "--namespace", NS).stdout
@@ -346,6 +364,8 @@ def test_the_documented_uninstall_order_leaves_nothing_behind(node: Node, workdi
     run_doc(node, workdir, UNINSTALL_DOC, "delete-bucketsyncs")
     assert not node.json("get", "bucketsyncs", "--all-namespaces")["items"]
     assert not remote_ids(node), "the operator did not delete the remote syncs"
+    # The doc's check, once the operator has seen the last BucketSync go (as a user re-runs it).
+    wait_for(lambda: not held_secrets(node), timeout=30, interval=0.5, what="Secrets released")
     check = run_doc(node, workdir, UNINSTALL_DOC, "check-finalizers")
     assert check.stdout.strip() == "no Secret holds a mixpeek.com finalizer", check.stdout
     run_doc(node, workdir, UNINSTALL_DOC, "helm-uninstall")
@@ -372,10 +392,13 @@ def test_an_older_release_upgraded_as_documented_keeps_its_objects_ready(node: N
     assert "conflict" in refused.stderr.lower(), refused.stderr
     print(f"\nwithout --force-conflicts: {refused.stderr.strip().splitlines()[0]}")
 
-    pod_before = node.live_pods(NS)[0]["metadata"]["name"]
+    (pod_before,) = node.live_pods(NS)
+    assert pod_before["metadata"]["annotations"][OLDER_ANNOTATION] == "older"
     run_doc(node, workdir, UPGRADE_DOC, "upgrade-crd")
     run_doc(node, workdir, UPGRADE_DOC, "upgrade-chart")
-    wait_pods_ready(node, NS, 1, not_named=(pod_before,))
+    (pod_after,) = wait_pods_ready(node, NS, 1, not_named=(pod_before["metadata"]["name"],))
+    assert OLDER_ANNOTATION not in (pod_after["metadata"].get("annotations") or {})
+    assert pod_after["spec"]["containers"][0]["image"] == node.image  # the install's own value kept
     run_doc(node, workdir, UPGRADE_DOC, "upgrade-check")
 
     (served,) = node.json("get", "crd", CRD)["spec"]["versions"]
@@ -407,7 +430,8 @@ def test_helm_uninstall_first_strands_objects_and_the_crd_until_the_documented_r
     def stuck() -> dict[str, Any] | None:
         crd = node.json("get", "crd", CRD)
         terminating = [c for c in crd["status"].get("conditions", []) if c["type"] == "Terminating"]
-        return crd if terminating and terminating[0]["reason"] == "InstanceDeletionInProgress" else None
+        deleting = ("InstanceDeletionInProgress", "InstanceDeletionCheck")
+        return crd if terminating and terminating[0]["reason"] in deleting else None
 
     crd = wait_for(stuck, timeout=60, interval=1, what="CRD Terminating, deleting its instances")
     assert crd["metadata"]["deletionTimestamp"]
@@ -429,19 +453,29 @@ def test_helm_uninstall_first_strands_objects_and_the_crd_until_the_documented_r
     assert_nothing_left(node)
 
 
-def test_way_out_b_removes_the_finalizers_and_leaves_the_remote_syncs(node: Node, workdir: Path) -> None:
+def test_orphaned_objects_and_way_out_b_leave_the_remote_syncs(node: Node, workdir: Path) -> None:
     helm_install(node, CHART, workdir)
-    ids = create_objects(node, "orphaned")
+    kept = create_objects(node, "kept")
+    # The documented way to keep every remote sync: Orphan, then delete, with the operator up.
+    run_doc(node, workdir, UNINSTALL_DOC, "orphan-all")
+    run_doc(node, workdir, UNINSTALL_DOC, "delete-bucketsyncs")
+    assert remote_ids(node) == set(kept.values())
+
+    # Way out B: the operator gone first, objects stuck, finalizers removed by hand.
+    node.apply(
+        APP_NS, *(bucketsync(f"stranded-{i}", sourcePath=f"demo-bucket/stranded/{i}") for i in range(2))
+    )
+    stranded = wait_all_ready(node, 2)
     node.helm("uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout=120s")
     wait_for(lambda: not node.live_pods(NS), timeout=120, interval=1, what="operator pod gone")
     node.kubectl("delete", "bucketsyncs", "--all", "-n", APP_NS, "--wait=false")
     assert len(node.bucketsyncs(APP_NS)) == 2  # stuck on the finalizer
-
+    assert f"{APP_NS}/{CREDENTIALS_SECRET}" in held_secrets(node)
     run_doc(node, workdir, UNINSTALL_DOC, "remove-finalizers")
-    node.kubectl("delete", "bucketsyncs", "--all", "-n", NS, "--timeout=60s")
+    wait_for(lambda: not node.bucketsyncs(APP_NS), timeout=30, interval=0.5, what="stranded objects gone")
     run_doc(node, workdir, UNINSTALL_DOC, "delete-crd")
     assert not crd_exists(node)
     assert not held_secrets(node)
-    assert not release_objects(node)
+    wait_for(lambda: not release_objects(node), timeout=90, interval=1, what="no object of the release")
     # As the doc says: the remote syncs stay at Mixpeek.
-    assert remote_ids(node) == set(ids.values())
+    assert remote_ids(node) == set(kept.values()) | set(stranded.values())
