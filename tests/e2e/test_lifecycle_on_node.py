@@ -359,6 +359,25 @@ def test_install_with_network_policy_and_a_failing_then_passing_helm_test(node: 
     create_objects(node, "first")
 
 
+def test_this_node_does_not_enforce_network_policy(node: Node) -> None:
+    """What the NetworkPolicy checks above can and cannot show: the node's CNI (the bridge
+    plugin, with kube-proxy) implements no NetworkPolicy, so a policy denying all ingress to
+    the emulator blocks nothing. If this fails, something on the node now enforces policies:
+    replace the validation-only checks with tests of blocked and allowed traffic."""
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all-ingress"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+    node.apply(MIXPEEK_NS, deny)
+    try:
+        reached = helm_test(node)
+    finally:
+        node.kubectl("-n", MIXPEEK_NS, "delete", "networkpolicy", "deny-all-ingress")
+    assert reached.returncode == 0, reached.stdout + reached.stderr
+
+
 def test_the_documented_uninstall_order_leaves_nothing_behind(node: Node, workdir: Path) -> None:
     assert remote_ids(node)
     run_doc(node, workdir, UNINSTALL_DOC, "delete-bucketsyncs")
