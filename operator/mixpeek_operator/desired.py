@@ -15,12 +15,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import ValidationError
 
-from mixpeek_operator.api.v1alpha1 import DRIFT_VALUE_MAX_LENGTH, BucketSyncSpec, DriftEntry
-from mixpeek_operator.constants import OWNER_REF_KEY, OWNER_UID_KEY
+from mixpeek_operator.api.v1alpha1 import (
+    DRIFT_VALUE_MAX_LENGTH,
+    BucketSyncSpec,
+    DeletionPolicy,
+    DriftEntry,
+)
+from mixpeek_operator.constants import OWNER_REF_KEY, OWNER_UID_KEY, RESERVED_METADATA_PREFIX
 from mixpeek_operator.mixpeek.models import (
     FileFilters,
     SchemaMapping,
@@ -155,6 +160,13 @@ def patch_for(
     return SyncUpdateRequest.model_validate(body)
 
 
+def pause_action(spec: BucketSyncSpec, remote: SyncConfiguration) -> Literal["pause", "resume"] | None:
+    """spec.paused drives /pause and /resume: the call that makes the remote match, if any."""
+    if spec.paused == remote.paused:
+        return None
+    return "pause" if spec.paused else "resume"
+
+
 def create_only_differences(spec: BucketSyncSpec, remote: SyncConfiguration) -> list[FieldDiff]:
     """Create-only fields whose remote value differs: only a new remote sync can fix them."""
     desired = {
@@ -183,6 +195,86 @@ def drift(spec: BucketSyncSpec, owner: Mapping[str, str], remote: SyncConfigurat
         for name, desired, observed in _patchable_differences(spec, owner, remote)
     ]
     return patchable + create_only_differences(spec, remote)
+
+
+# --- the inverse: a remote sync as a spec (`kubectl mixpeek import`) ---------------------------
+
+# Values the API models fill in when a mapping leaves them out; a spec omits them too.
+_MAPPING_DEFAULTS: Final = {"required": False, "blob_type": "auto", "blob_property": "content"}
+_SOURCE_DEFAULTS: Final = {"full_path": False}
+
+
+def user_metadata(remote: SyncConfiguration) -> dict[str, str] | None:
+    """The remote metadata without the operator's reserved keys (ours or another cluster's marker).
+
+    Raises SpecConversionError for a non-string value, which spec.metadata cannot hold.
+    """
+    kept: dict[str, str] = {}
+    for key, value in (remote.metadata or {}).items():
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            continue
+        if not isinstance(value, str):
+            raise SpecConversionError(
+                f"metadata key {key!r} holds a {type(value).__name__}; spec.metadata holds strings only"
+            )
+        kept[key] = value
+    return kept or None
+
+
+def spec_from_remote(
+    remote: SyncConfiguration,
+    *,
+    credentials_ref: str | None = None,
+    mixpeek_namespace: str | None = None,
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE,
+) -> BucketSyncSpec:
+    """The spec that adopts `remote` exactly: `create_request`/`patch_for` of it change nothing.
+
+    The exact inverse of the create/patch mapping above, on the same normalised values, so a
+    manifest written from it shows no drift (only the ownership marker is missing remotely).
+    Raises SpecConversionError when the remote sync holds something a spec cannot express.
+    """
+    filters = _normal_file_filters(remote.file_filters)
+    body: dict[str, Any] = {
+        "bucket_id": remote.bucket_id,
+        "connection_id": remote.connection_id,
+        "source_path": remote.source_path,
+        "sync_mode": remote.sync_mode.value,
+        "file_filters": filters or None,
+        "schema_mapping": _spec_schema_mapping(remote.schema_mapping),
+        "polling_interval_seconds": remote.polling_interval_seconds,
+        "batch_size": remote.batch_size,
+        "skip_batch_submission": remote.skip_batch_submission,
+        "metadata": user_metadata(remote),
+        "paused": remote.paused,
+        "sync_config_id": remote.sync_config_id,
+        "credentials_ref": {"name": credentials_ref} if credentials_ref else None,
+        "mixpeek_namespace": mixpeek_namespace,
+        "deletion_policy": deletion_policy.value,
+    }
+    try:
+        return BucketSyncSpec.model_validate({k: v for k, v in body.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SpecConversionError(problems) from exc
+
+
+def _spec_schema_mapping(mapping: SchemaMapping | None) -> dict[str, Any] | None:
+    if mapping is None:
+        return None
+    entries: dict[str, Any] = {}
+    for name, entry in mapping.mappings.items():
+        dumped = entry.model_dump(mode="json", exclude_none=True)
+        source = {k: v for k, v in dumped.pop("source").items() if _SOURCE_DEFAULTS.get(k, ...) != v}
+        if entry.source.type == "constant":
+            source["value"] = entry.source.model_dump(mode="json")["value"]  # null is a value here
+        entries[name] = {
+            **{k: v for k, v in dumped.items() if _MAPPING_DEFAULTS.get(k, ...) != v},
+            "source": source,
+        }
+    return {"mappings": entries}
 
 
 # --- normalisation --------------------------------------------------------------------------

@@ -68,6 +68,7 @@ SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount
 _PATCH_CONTENT_TYPES: Final[dict[str, str]] = {
     "merge": "application/merge-patch+json",
     "json": "application/json-patch+json",
+    "apply": "application/apply-patch+yaml",
 }
 _ERROR_BODY_LIMIT: Final = 500
 
@@ -252,6 +253,14 @@ class KubeConnection:
             ca_path=ca_path if ca_path.is_file() else None,
             token_path=token_path,
         )
+
+
+def kubeconfig_namespace(path: Path | None = None, context: str | None = None) -> str | None:
+    """The namespace the kubeconfig context names (kubectl's default for -n), if any."""
+    config = _load_kubeconfig(path)
+    entry = config.contexts.get(context or config.current_context or "")
+    namespace = entry[0].get("namespace") if entry else None
+    return namespace if isinstance(namespace, str) and namespace else None
 
 
 def default_connection() -> KubeConnection:
@@ -554,12 +563,18 @@ class KubeClient:
         namespace: str | None = None,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int | None = 500,
     ) -> list[JsonObject]:
-        """Every object of a kind (matching `label_selector`), in one namespace or cluster-wide,
-        following continue tokens."""
+        """Every object of a kind (matching the selectors), in one namespace or cluster-wide,
+        following continue tokens; `page_size=None` asks for everything in one response."""
         path = resource_path(group, version, plural, namespace)
         items: list[JsonObject] = []
-        base = {"limit": "500", **({"labelSelector": label_selector} if label_selector else {})}
+        base = {
+            **({"limit": str(page_size)} if page_size else {}),
+            **({"labelSelector": label_selector} if label_selector else {}),
+            **({"fieldSelector": field_selector} if field_selector else {}),
+        }
         params = base
         while True:
             page = await self._call("GET", path, params=params)
@@ -582,6 +597,47 @@ class KubeClient:
         path = resource_path(group, version, plural, namespace, name, "status")
         return await self._call(
             "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write="status"
+        )
+
+    async def merge_patch_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: JsonObject,
+        *,
+        write: str,
+    ) -> JsonObject:
+        """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
+        path = resource_path(group, version, plural, namespace, name)
+        return await self._call(
+            "PATCH", path, body=patch, content_type=_PATCH_CONTENT_TYPES["merge"], write=write
+        )
+
+    async def apply_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        body: JsonObject,
+        *,
+        field_manager: str,
+        dry_run: bool = False,
+    ) -> JsonObject:
+        """Server-side apply of `body` (created when absent); `dry_run` validates and defaults
+        it through admission without storing anything. Returns the object as it would be."""
+        path = resource_path(group, version, plural, namespace, body["metadata"]["name"])
+        params = {"fieldManager": field_manager, "force": "true", **({"dryRun": "All"} if dry_run else {})}
+        return await self._call(
+            "PATCH",
+            path,
+            body=body,
+            content_type=_PATCH_CONTENT_TYPES["apply"],
+            params=params,
+            write=None if dry_run else "apply",
         )
 
     async def create_object(

@@ -617,7 +617,7 @@ async def _manage(run: _Run, conn: _Connection) -> Outcome:
             run.event("Normal", "Updated", f"updated remote sync {sync_id}: {', '.join(fields)}")
 
     # Pause state: spec.paused drives /pause and /resume.
-    if spec.paused != remote.paused:
+    if desired.pause_action(spec, remote) is not None:
         remote = await (client.pause_sync if spec.paused else client.resume_sync)(spec.bucket_id, sync_id)
         ctx.remote.remember(group, remote)
         verb = "Paused" if spec.paused else "Resumed"
@@ -630,8 +630,8 @@ async def _manage(run: _Run, conn: _Connection) -> Outcome:
             run.event("Normal", verb, f"{verb.lower()} remote sync {sync_id}")
 
     # Trigger: once per distinct annotation value.
-    trigger = obj.annotations.get(TRIGGER_REQUESTED_AT)
-    if trigger and obj.status.last_handled_trigger_at != trigger:
+    trigger = pending_trigger(obj.annotations, obj.status)
+    if trigger:
         job = await client.trigger_sync(spec.bucket_id, sync_id)
         run.event("Normal", "Triggered", f"triggered a run of {sync_id} (job {job.sync_job_id or 'unknown'})")
         run.handled["last_handled_trigger_at"] = trigger
@@ -763,31 +763,52 @@ async def _create(run: _Run, conn: _Connection) -> SyncConfiguration:
     return remote
 
 
+def pending_trigger(annotations: Mapping[str, str], status: BucketSyncStatus) -> str | None:
+    """The trigger annotation's value when it has not been handled yet (one run per value)."""
+    trigger = annotations.get(TRIGGER_REQUESTED_AT)
+    return trigger if trigger and status.last_handled_trigger_at != trigger else None
+
+
+def replacement_changes(
+    spec: BucketSyncSpec, remote: SyncConfiguration, *, recorded: ListingScope, wanted: ListingScope
+) -> list[str]:
+    """Spec paths whose change only a new remote sync can carry out (create-only fields, a move)."""
+    changes = [d.field for d in desired.create_only_differences(spec, remote)]
+    if recorded.bucket != wanted.bucket:
+        changes.append("spec.bucketId")
+    if recorded.mixpeek_namespace != wanted.mixpeek_namespace:
+        changes.append("spec.mixpeekNamespace")
+    return changes
+
+
+def replacement_refusal(spec: BucketSyncSpec, remote: SyncConfiguration, changes: list[str]) -> str | None:
+    """Why `changes` may not replace the remote sync (Reject, or an adopted sync), or None: recreate."""
+    what = ", ".join(changes)
+    if spec.replacement_policy == ReplacementPolicy.REJECT:
+        return (
+            f"{what} differ(s) from remote sync {remote.sync_config_id}, and replacementPolicy is Reject; "
+            "set replacementPolicy: Recreate to replace the remote sync"
+        )
+    if spec.sync_config_id:
+        return (
+            f"{what} differ(s) from the adopted remote sync {spec.sync_config_id}; "
+            "an adopted sync is never replaced"
+        )
+    return None
+
+
 async def _replace_if_needed(
     run: _Run, conn: _Connection, remote: SyncConfiguration
 ) -> SyncConfiguration | None:
     """Create-only changes (and a move to another bucket or namespace) need a new remote sync."""
     spec = conn.spec
-    changes = [d.field for d in desired.create_only_differences(spec, remote)]
-    if conn.recorded.bucket != conn.scope.bucket:
-        changes.append("spec.bucketId")
-    if conn.recorded.mixpeek_namespace != conn.scope.mixpeek_namespace:
-        changes.append("spec.mixpeekNamespace")
+    changes = replacement_changes(spec, remote, recorded=conn.recorded, wanted=conn.scope)
     if not changes:
         return None
     what = ", ".join(changes)
-    if spec.replacement_policy == ReplacementPolicy.REJECT:
-        raise _Stalled(
-            Reason.INVALID_SPEC,
-            f"{what} differ(s) from remote sync {remote.sync_config_id}, and replacementPolicy is Reject; "
-            "set replacementPolicy: Recreate to replace the remote sync",
-        )
-    if spec.sync_config_id:
-        raise _Stalled(
-            Reason.INVALID_SPEC,
-            f"{what} differ(s) from the adopted remote sync {spec.sync_config_id}; "
-            "an adopted sync is never replaced",
-        )
+    refusal = replacement_refusal(spec, remote, changes)
+    if refusal is not None:
+        raise _Stalled(Reason.INVALID_SPEC, refusal)
     old_id = remote.sync_config_id or ""
     with contextlib.suppress(NotFoundError):  # already gone is as good as deleted
         await conn.client.delete_sync(conn.recorded.bucket, old_id)

@@ -1,4 +1,4 @@
-"""KubeClient with the calls only tests make (the operator never patches objects this way)."""
+"""KubeClient with the calls only tests make (the operator never JSON-patches objects this way)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ class TestingKubeClient(KubeClient):
         """Merge patch (a dict) or RFC 6902 JSON patch (a list of ops) of the object itself."""
         if (patch_type == "json") != isinstance(patch, list):
             raise TypeError("a JSON patch is a list of operations; a merge patch is a dict")
+        if isinstance(patch, dict):
+            return await self.merge_patch_object(
+                group, version, plural, namespace, name, patch, write="metadata"
+            )
         path = resource_path(group, version, plural, namespace, name)
         return await self._call(
             "PATCH", path, body=patch, content_type=_CONTENT_TYPES[patch_type], write="metadata"
