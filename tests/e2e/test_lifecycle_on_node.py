@@ -454,12 +454,14 @@ def test_helm_uninstall_first_strands_objects_and_the_crd_until_the_documented_r
 
     crd = wait_for(stuck, timeout=60, interval=1, what="CRD Terminating, deleting its instances")
     assert crd["metadata"]["deletionTimestamp"]
-    objects = [obj for ns in (NS, APP_NS) for obj in node.bucketsyncs(ns)]
+
+    def all_deleting() -> list[dict[str, Any]] | None:
+        objects = [obj for ns in (NS, APP_NS) for obj in node.bucketsyncs(ns)]
+        return objects if all(obj["metadata"].get("deletionTimestamp") for obj in objects) else None
+
+    objects = wait_for(all_deleting, timeout=60, interval=1, what="the CRD's objects deleted")
     assert len(objects) == 4
-    assert all(
-        obj["metadata"].get("deletionTimestamp") and FINALIZER in obj["metadata"]["finalizers"]
-        for obj in objects
-    )
+    assert all(FINALIZER in obj["metadata"]["finalizers"] for obj in objects)
     assert f"{APP_NS}/{CREDENTIALS_SECRET}" in held_secrets(node)
     assert remote_ids(node) == remote
 
