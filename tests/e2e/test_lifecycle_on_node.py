@@ -123,11 +123,9 @@ def write_values(node: Node, workdir: Path) -> None:
     """my-values.yaml, the values the docs' reinstall names: the image built here, the default
     Secret, and a NetworkPolicy that names this cluster's API server and the emulator."""
     repository, tag = node.image.rsplit(":", 1)
-    (slices,) = [
-        node.json("-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes")[
-            "items"
-        ]
-    ]
+    (slices,) = node.json(
+        "-n", "default", "get", "endpointslices", "-l", "kubernetes.io/service-name=kubernetes"
+    )["items"]
     api_addresses = [a for endpoint in slices["endpoints"] for a in endpoint["addresses"]]
     api_ports = [port["port"] for port in slices["ports"]]
     values = {
