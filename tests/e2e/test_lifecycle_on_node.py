@@ -426,7 +426,7 @@ def test_an_older_release_upgraded_as_documented_keeps_its_objects_ready(node: N
     assert remote_ids(node) == set(before.values())
     old = node.json("-n", APP_NS, "get", "bucketsync", "old-0")
     assert old["spec"][DROPPED_FIELD] is False  # the new field's default, on a stored object
-    header = node.kubectl("-n", APP_NS, "get", "bucketsyncs").stdout.splitlines()[0]
+    header = node.kubectl("-n", APP_NS, "get", "bucketsyncs", "-o", "wide").stdout.splitlines()[0]
     assert all(column.upper() in header for column in DROPPED_COLUMNS), header
     managers = {entry["manager"] for entry in node.json("get", "crd", CRD)["metadata"]["managedFields"]}
     assert "kubectl" in managers, managers
