@@ -428,7 +428,8 @@ def test_an_older_release_upgraded_as_documented_keeps_its_objects_ready(node: N
     assert old["spec"][DROPPED_FIELD] is False  # the new field's default, on a stored object
     header = node.kubectl("-n", APP_NS, "get", "bucketsyncs", "-o", "wide").stdout.splitlines()[0]
     assert all(column.upper() in header for column in DROPPED_COLUMNS), header
-    managers = {entry["manager"] for entry in node.json("get", "crd", CRD)["metadata"]["managedFields"]}
+    fields = node.json("get", "crd", CRD, "--show-managed-fields")["metadata"]["managedFields"]
+    managers = {entry["manager"] for entry in fields}
     assert "kubectl" in managers, managers
 
 
