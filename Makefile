@@ -19,21 +19,31 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
+	@echo "make demo-down     stop what make demo started"
 	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd),"
 	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root), docs site"
+	@echo "make lint          ruff, ruff format --check, mypy, import-linter, actionlint"
 	@echo "make unit          the unit tier: no cluster, no Go (under 2 minutes)"
 	@echo "make tools         the checks run by helm, promtool, Argo CD's and kstatus' own Go code"
+	@echo "make integration   the integration tier (a real kube-apiserver + etcd, the emulator, the operator)"
+	@echo "make e2e           the e2e tier (a real local node; Linux, root)"
 	@echo "make docs          build the documentation site (MkDocs, strict) into .local/site"
+	@echo "make venv          the virtualenv (.venv) with the project and its dev tools"
+	@echo "make binaries      build the Go binaries the tests use (cached in ~/.cache/mixpeek-operator)"
+	@echo "make node-deps     Debian packages for the local node and make image (Linux, root; else nothing)"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
 	@echo "make cluster-down  stop it"
 	@echo "make node          a real node (kubelet + containerd) in a network namespace; prints the kubeconfig"
 	@echo "make node-down     stop it and remove everything it created"
 	@echo "make image         build the operator image here (buildah) and load it into the node; prints its ref"
-	@echo "make demo-down     stop what make demo started"
 	@echo "make crd           regenerate crds/, the chart's copy and the reference docs from the models"
-	@echo "make bench         benchmarks at N=1000 (make bench-quick: N=100; make bench-huge: 1k and 10k)"
+	@echo "make bench         benchmarks at N=1000"
+	@echo "make bench-quick   benchmarks at N=100"
+	@echo "make bench-huge    benchmarks at 1k and 10k objects"
 	@echo "make bench-soak    months of churn compressed: RSS and every internal map per wave"
 	@echo "make bench-buckets 5,000 objects in one bucket vs over fifty: create and delete times"
+	@echo "make clean         stop everything above and remove .venv, .local and the caches in the repo"
+	@echo "make help          this list"
 
 PYTHON_CHECK := $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
 

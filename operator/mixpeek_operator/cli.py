@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mixpeek_operator.run_cli", "run the operator (reconciles BucketSync objects)"),
     "emulator": ("mixpeek_operator.emulator.cli", "serve a local emulator of the Mixpeek bucket-sync API"),
     "crd": ("mixpeek_operator.crd_cli", "print or write the BucketSync CustomResourceDefinition"),
+    "check": ("mixpeek_operator.check_cli", "check that an API key reaches Mixpeek (the chart's helm test)"),
 }
 
 

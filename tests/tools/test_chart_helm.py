@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from k8sbuild import build_helm
-from mixpeek_operator import crd, run_cli
+from mixpeek_operator import check_cli, crd, run_cli
 from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -594,6 +594,149 @@ def test_notes_tell_the_next_steps(helm: Path, tmp_path: Path) -> None:
         assert "kubectl apply --server-side" in notes  # how to upgrade the CRD
 
 
+# --- security contexts, NetworkPolicy, helm test -------------------------------------------
+
+OPENSHIFT_UID = {
+    "podSecurityContext": {"runAsUser": None, "runAsGroup": None},
+    "securityContext": {"runAsUser": None},
+}
+WITH_DEFAULT_SECRET = {"credentials": {"defaultSecretName": "mixpeek-default"}}
+
+
+def pods_of(manifests: list[Manifest]) -> list[Manifest]:
+    """Every pod spec the chart renders: the operator's and the helm test's."""
+    specs = [only(manifests, "Deployment")["spec"]["template"]["spec"]]
+    return specs + [m["spec"] for m in manifests if m["kind"] == "Pod"]
+
+
+def test_security_contexts_come_from_values(render: Any) -> None:
+    values = {
+        "podSecurityContext": {"runAsUser": 1000700000, "fsGroup": 1000700000},
+        "securityContext": {"readOnlyRootFilesystem": False},
+    }
+    manifests = render(values)
+    pod = only(manifests, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000700000,
+        "runAsGroup": 65532,
+        "fsGroup": 1000700000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container(manifests)["securityContext"]["readOnlyRootFilesystem"] is False
+    assert container(manifests)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_null_uid_lets_openshift_assign_one(render: Any, helm: Path, tmp_path: Path) -> None:
+    """restricted-v2 assigns a UID from the namespace's range and refuses a pinned one."""
+    values = OPENSHIFT_UID | WITH_DEFAULT_SECRET
+    manifests = render(values)
+    for pod in pods_of(manifests):
+        assert "runAsUser" not in pod["securityContext"]
+        assert "runAsGroup" not in pod["securityContext"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for each in pod["containers"]:
+            assert "runAsUser" not in each["securityContext"]
+            assert each["securityContext"]["runAsNonRoot"] is True
+    assert len(pods_of(manifests)) == 2
+    # The same on the command line, and it lints clean against the schema.
+    sets = ["--set", "podSecurityContext.runAsUser=null", "--set", "securityContext.runAsUser=null"]
+    args = ["template", RELEASE, str(CHART), "-n", RELEASE_NS, *sets]
+    rendered = yaml.safe_load_all(run_helm(helm, *args).stdout)
+    (deployment,) = [m for m in rendered if m and m["kind"] == "Deployment"]
+    assert "runAsUser" not in deployment["spec"]["template"]["spec"]["securityContext"]
+    lint = run_helm(helm, "lint", "--strict", str(CHART), *values_args(values, tmp_path))
+    assert "0 chart(s) failed" in lint.stdout
+
+
+def test_network_policy_is_off_by_default_and_allows_only_what_the_operator_needs(render: Any) -> None:
+    assert not [m for m in render() if m["kind"] == "NetworkPolicy"]
+    manifests = render({"networkPolicy": {"enabled": True}})
+    policy = only(manifests, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == only(manifests, "Service")["spec"]["selector"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]},
+        {"ports": [{"port": "health", "protocol": "TCP"}]},
+    ]
+    dns, api_server, mixpeek = spec["egress"]
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert api_server == {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    assert mixpeek == {"ports": [{"port": 443, "protocol": "TCP"}]}
+
+
+def test_network_policy_narrows_to_addresses_and_scrapers(render: Any) -> None:
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    emulator = {
+        "to": [{"podSelector": {"matchLabels": {"app": "mixpeek-emulator"}}}],
+        "ports": [{"port": 8099}],
+    }
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [scraper],
+            "apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]},
+            "mixpeek": {"cidrs": ["203.0.113.0/24", "2001:db8::/64"]},
+            "extraEgress": [emulator],
+        }
+    }
+    spec = only(render(values), "NetworkPolicy")["spec"]
+    assert spec["ingress"][0] == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [scraper]}
+    _, api_server, mixpeek, extra = spec["egress"]
+    assert api_server == {
+        "ports": [{"port": 6443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+    }
+    assert mixpeek["to"] == [{"ipBlock": {"cidr": "203.0.113.0/24"}}, {"ipBlock": {"cidr": "2001:db8::/64"}}]
+    assert extra == emulator
+
+
+def test_helm_test_pod_checks_the_default_secret_without_api_access(render: Any) -> None:
+    assert not [m for m in render() if m["kind"] == "Pod"]  # nothing to check without a default Secret
+    assert not [
+        m for m in render(WITH_DEFAULT_SECRET | {"helmTest": {"enabled": False}}) if m["kind"] == "Pod"
+    ]
+    manifests = render(WITH_DEFAULT_SECRET | {"helmTest": {"bucketId": "bkt_demo"}})
+    pod = only(manifests, "Pod")
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "test"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert (
+        spec["securityContext"]
+        == only(manifests, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    )
+    (check,) = spec["containers"]
+    assert check["image"] == container(manifests)["image"]
+    assert check["args"] == ["check", "--bucket", "bkt_demo"]
+    assert check["securityContext"] == container(manifests)["securityContext"]
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in check["env"] if "valueFrom" in e}
+    assert from_secret == {
+        "MIXPEEK_API_KEY": {"name": "mixpeek-default", "key": "apiKey", "optional": True},
+        "MIXPEEK_NAMESPACE": {"name": "mixpeek-default", "key": "namespace", "optional": True},
+        "MIXPEEK_BASE_URL": {"name": "mixpeek-default", "key": "baseUrl", "optional": True},
+    }
+    # The env names are the ones `mixpeek-operator check` reads.
+    assert set(from_secret) == {check_cli.ENV_API_KEY, check_cli.ENV_NAMESPACE, check_cli.ENV_BASE_URL}
+    literal = {e["name"]: e["value"] for e in check["env"] if "value" in e}
+    assert literal == {
+        check_cli.ENV_SECRET: f"{RELEASE_NS}/mixpeek-default",
+        check_cli.ENV_OPERATOR_BASE_URL: "https://api.mixpeek.com",
+    }
+    # Neither the metrics Service nor a NetworkPolicy selects it.
+    selector = only(manifests, "Service")["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+
+
 # --- the values schema -----------------------------------------------------------------------
 
 
@@ -625,6 +768,22 @@ def test_notes_tell_the_next_steps(helm: Path, tmp_path: Path) -> None:
         ({"replicaCount": 0}, "at '/replicaCount': minimum"),
         ({"leaderElection": {"enabled": "auto"}}, "at '/leaderElection/enabled'"),
         ({"podAntiAffinityPreset": "always"}, "at '/podAntiAffinityPreset': value must be one of"),
+        ({"podSecurityContext": {"runAsUser": -1}}, "at '/podSecurityContext/runAsUser': minimum"),
+        (
+            {"securityContext": {"readOnlyRootFilesystem": "yes"}},
+            "at '/securityContext/readOnlyRootFilesystem'",
+        ),
+        ({"networkPolicy": {"enable": True}}, "additional properties 'enable' not allowed"),
+        (
+            {"networkPolicy": {"mixpeek": {"cidrs": ["api.mixpeek.com"]}}},
+            "at '/networkPolicy/mixpeek/cidrs/0'",
+        ),
+        ({"networkPolicy": {"apiServer": {"ports": []}}}, "at '/networkPolicy/apiServer/ports': minItems"),
+        ({"helmTest": {"bucket": "b"}}, "additional properties 'bucket' not allowed"),
+        (
+            {"metrics": {"prometheusRule": {"runbookBaseUrl": "docs"}}},
+            "at '/metrics/prometheusRule/runbookBaseUrl'",
+        ),
     ],
 )
 def test_schema_refuses_invalid_values_naming_the_field(

@@ -29,6 +29,9 @@ CHART = REPO_ROOT / "charts" / "mixpeek-operator"
 RELEASE, RELEASE_NS = "rel", "ops"
 JOB = f"{RELEASE}-mixpeek-operator-metrics"  # the metrics Service, which a ServiceMonitor makes the job
 STEPS = "x60"
+RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
+# The chart's default metrics.prometheusRule.runbookBaseUrl: docs/runbooks.md on the project's site.
+RUNBOOK_BASE = "https://github.com/mixpeek/mixpeek-operator/blob/main/docs/runbooks.md"
 # Labels Prometheus attaches to every scraped series (a ServiceMonitor's defaults).
 TARGET_LABELS = {"job", "namespace", "instance"}
 LIMITER_ADVICE = (
@@ -135,10 +138,14 @@ def promtool_test(promtool: Path, rules_file: Path, tests: list[dict[str, Any]])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def alert(severity: str, summary: str, description: str, **labels: str) -> dict[str, Any]:
+def alert(name: str, severity: str, summary: str, description: str, **labels: str) -> dict[str, Any]:
     return {
         "exp_labels": {"severity": severity, **labels},
-        "exp_annotations": {"summary": summary, "description": description},
+        "exp_annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{RUNBOOK_BASE}#{name.lower()}",
+        },
     }
 
 
@@ -159,7 +166,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
     series = input_series(scrape(metrics)) + up(1)
     not_ready = (
         "Objects have not been Ready for 15m. kubectl get bucketsyncs -A shows which; "
-        "docs/troubleshooting.md lists what each reason means."
+        "the runbook lists what each reason means."
     )
     stalled = (
         "Stalled objects wait for a human (fix the spec, the credentials Secret or the ownership "
@@ -179,6 +186,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
                         "alertname": "BucketSyncStalled",
                         "exp_alerts": [
                             alert(
+                                "BucketSyncStalled",
                                 "warning",
                                 "1 BucketSync object(s) stalled: AuthFailed",
                                 stalled,
@@ -193,6 +201,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
                         "alertname": "BucketSyncNotReady",
                         "exp_alerts": [
                             alert(
+                                "BucketSyncNotReady",
                                 "warning",
                                 f"1 BucketSync object(s) not Ready (Ready=False, reason {reason})",
                                 not_ready,
@@ -208,6 +217,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
                         "alertname": "MixpeekAPIThrottled",
                         "exp_alerts": [
                             alert(
+                                "MixpeekAPIThrottled",
                                 "warning",
                                 "Mixpeek keeps answering 429 (1/s)",
                                 "Lower settings.rateLimit or spread BucketSyncs over more credentials.",
@@ -220,6 +230,7 @@ def test_a_troubled_fleet_fires_each_alert_after_its_for(promtool: Path, rules_f
                         "alertname": "MixpeekRateLimiterSaturated",
                         "exp_alerts": [
                             alert(
+                                "MixpeekRateLimiterSaturated",
                                 "warning",
                                 "Requests queue in the operator rate limiter (750m waiting on average)",
                                 LIMITER_ADVICE,
@@ -260,7 +271,14 @@ def test_operator_down_fires_when_it_is_not_scraped(
     description = f"No successful scrape of job {JOB} for 5m: BucketSyncs are not reconciled."
     # A failing scrape keeps the target's labels; a target never scraped at all has only the job.
     target = {"instance": "10.0.0.7:8080", "namespace": RELEASE_NS} if scraped == 0 else {}
-    down = alert("critical", "The mixpeek-operator is down or not scraped", description, job=JOB, **target)
+    down = alert(
+        "MixpeekOperatorDown",
+        "critical",
+        "The mixpeek-operator is down or not scraped",
+        description,
+        job=JOB,
+        **target,
+    )
     tests = [
         {"eval_time": "4m", "alertname": "MixpeekOperatorDown", "exp_alerts": []},
         {"eval_time": "6m", "alertname": "MixpeekOperatorDown", "exp_alerts": [down]},
@@ -282,6 +300,26 @@ def test_every_alert_reads_only_series_the_operator_exports(
             assert name in exported, f"{rule['alert']} reads {name}, which the operator does not export"
             missing = labels - exported[name] - TARGET_LABELS
             assert not missing, f"{rule['alert']}: {name} has no labels {missing}"
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub and MkDocs give a page's headings (lowercase, punctuation dropped)."""
+    return {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.MULTILINE)
+    }
+
+
+def test_every_alert_links_a_runbook_section_that_exists(rules_file: Path) -> None:
+    rules = yaml.safe_load(rules_file.read_text())["groups"][0]["rules"]
+    anchors = heading_anchors(RUNBOOKS.read_text())
+    assert len(rules) == 5
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url", "")
+        page, _, anchor = url.partition("#")
+        assert page == RUNBOOK_BASE, f"{rule['alert']}: runbook_url {url!r}"
+        assert anchor == rule["alert"].lower(), f"{rule['alert']}: runbook_url {url!r}"
+        assert anchor in anchors, f"{rule['alert']}: docs/runbooks.md has no section #{anchor}"
 
 
 # --- the dashboard ----------------------------------------------------------------------------
@@ -345,7 +383,8 @@ def test_every_dashboard_query_names_exported_metrics(exported: dict[str, set[st
             missing = labels - exported[name] - TARGET_LABELS
             assert not missing, f"panel {title!r}: {name} has no labels {missing}"
             covered.add(name.removesuffix("_bucket").removesuffix("_total"))
-    # What it promises: conditions, reconciles, Mixpeek calls, throttling, limiter, writes, time to Ready.
+    # What it promises: conditions, reconciles, Mixpeek calls, throttling, limiter, writes, time to
+    # Ready, who leads and each shard's share.
     assert {
         "bucketsync_resources",
         "bucketsync_reconcile",
@@ -356,4 +395,7 @@ def test_every_dashboard_query_names_exported_metrics(exported: dict[str, set[st
         "mixpeek_ratelimiter_wait_seconds",
         "bucketsync_kube_writes",
         "bucketsync_time_to_ready_seconds",
+        "mixpeek_operator_leader",
+        "mixpeek_operator_owned_objects",
+        "mixpeek_operator_shard_members",
     } <= covered

@@ -129,3 +129,17 @@ replicas then never runs a pod that writes without the Lease beside pods that el
 {{- define "mixpeek-operator.leaseName" -}}
 {{- default (include "mixpeek-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
+
+{{/*
+A map as YAML without its null entries: `--set securityContext.runAsUser=null` removes a key
+the chart's defaults set, but a null given for a key they do not set stays in the values.
+*/}}
+{{- define "mixpeek-operator.withoutNulls" -}}
+{{- $kept := dict }}
+{{- range $key, $value := . }}
+{{- if not (kindIs "invalid" $value) }}
+{{- $_ := set $kept $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $kept }}
+{{- end }}
