@@ -89,6 +89,8 @@ def _diagnosis(node: Node) -> str:
         ("get", "pods", "-A", "-o", "wide"),
         ("-n", APP_NS, "describe", "bucketsyncs"),
         ("-n", SYSTEM_NS, "logs", "deploy/mixpeek-operator", "--tail=40"),
+        ("-n", SYSTEM_NS, "logs", "deploy/mixpeek-emulator", "--tail=40", "--previous"),
+        ("-n", SYSTEM_NS, "describe", "pods", "-l", "app.kubernetes.io/name=mixpeek-emulator"),
         ("-n", SYSTEM_NS, "get", "endpoints"),
         ("-n", "kube-system", "get", "endpoints"),
     ]
