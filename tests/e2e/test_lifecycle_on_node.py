@@ -38,7 +38,6 @@ from node_support import (
     Node,
     create_credentials,
     deploy_emulator,
-    wait_chart_admission,
     wait_pods_ready,
 )
 from operator_support import EMULATOR_API_KEY, bucketsync, is_ready, sync_id, wait_for
@@ -287,7 +286,7 @@ def helm_install(node: Node, chart: Path, workdir: Path) -> None:
         "--wait",
         "--timeout=180s",
     )
-    wait_chart_admission(node, RELEASE, NS, APP_NS)
+    # No wait for admission: `--wait` returns once BucketSync creates are admitted (admission.py).
     wait_pods_ready(node, NS, 1)
 
 
