@@ -29,6 +29,7 @@ help:
 	@echo "make e2e           the e2e tier (a real local node; Linux, root)"
 	@echo "make docs          build the documentation site (MkDocs, strict) into .local/site"
 	@echo "make venv          the virtualenv (.venv) with the project and its dev tools"
+	@echo "make control-plane build only what make demo and make cluster run: etcd, kube-apiserver, kubectl"
 	@echo "make binaries      build the Go binaries the tests use (cached in ~/.cache/mixpeek-operator)"
 	@echo "make node-deps     Debian packages for the local node and make image (Linux, root; else nothing)"
 	@echo "make cluster       start a local control plane in the background; prints the kubeconfig"
