@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
@@ -23,6 +24,20 @@ if TYPE_CHECKING:
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(f"MIXPEEK_OPERATOR_{name}", default)
+
+
+def _env_number(kind: Callable[[str], float], name: str, default: float) -> Any:
+    """A numeric setting from MIXPEEK_OPERATOR_<name>; a malformed value is one clear line, not
+    a traceback (a Service named `mixpeek-operator-<x>` in the pod's namespace injects
+    `MIXPEEK_OPERATOR_<X>_PORT=tcp://…` unless the pod sets enableServiceLinks: false)."""
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise SystemExit(
+            f"MIXPEEK_OPERATOR_{name} must be a number, got {value!r}"
+            " (a Service link variable? set enableServiceLinks: false on the pod)"
+        ) from None
 
 
 def _env_bool(name: str) -> bool:
@@ -65,44 +80,44 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--observe-interval",
         type=float,
-        default=float(_env("OBSERVE_INTERVAL", 60)),
+        default=_env_number(float, "OBSERVE_INTERVAL", 60),
         help="seconds between listings of each bucket's syncs, ±10%% jitter "
         "(env MIXPEEK_OPERATOR_OBSERVE_INTERVAL)",
     )
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(_env("WORKERS", 32)),
+        default=_env_number(int, "WORKERS", 32),
         help="objects reconciled concurrently (env MIXPEEK_OPERATOR_WORKERS)",
     )
     parser.add_argument(
         "--rate-limit",
         type=float,
-        default=float(_env("RATE_LIMIT", 10)),
+        default=_env_number(float, "RATE_LIMIT", 10),
         help="Mixpeek requests per second per credential (env MIXPEEK_OPERATOR_RATE_LIMIT)",
     )
     parser.add_argument(
         "--rate-burst",
         type=int,
-        default=int(_env("RATE_BURST", 20)),
+        default=_env_number(int, "RATE_BURST", 20),
         help="burst above the rate limit per credential (env MIXPEEK_OPERATOR_RATE_BURST)",
     )
     parser.add_argument(
         "--backoff-cap",
         type=float,
-        default=float(_env("BACKOFF_CAP", 300)),
+        default=_env_number(float, "BACKOFF_CAP", 300),
         help="longest retry delay after failures, seconds (env MIXPEEK_OPERATOR_BACKOFF_CAP)",
     )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(_env("METRICS_PORT", 8080)),
+        default=_env_number(int, "METRICS_PORT", 8080),
         help="Prometheus metrics port, 0 to disable (env MIXPEEK_OPERATOR_METRICS_PORT)",
     )
     parser.add_argument(
         "--health-port",
         type=int,
-        default=int(_env("HEALTH_PORT", 8081)),
+        default=_env_number(int, "HEALTH_PORT", 8081),
         help="liveness endpoint port (/healthz), 0 to disable (env MIXPEEK_OPERATOR_HEALTH_PORT)",
     )
     election = parser.add_argument_group(
@@ -143,21 +158,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     election.add_argument(
         "--leader-election-lease-duration",
         type=float,
-        default=float(_env("LEADER_ELECTION_LEASE_DURATION", 15)),
+        default=_env_number(float, "LEADER_ELECTION_LEASE_DURATION", 15),
         help="seconds a standby waits for an unrenewed lease before taking it "
         "(env MIXPEEK_OPERATOR_LEADER_ELECTION_LEASE_DURATION)",
     )
     election.add_argument(
         "--leader-election-renew-deadline",
         type=float,
-        default=float(_env("LEADER_ELECTION_RENEW_DEADLINE", 10)),
+        default=_env_number(float, "LEADER_ELECTION_RENEW_DEADLINE", 10),
         help="seconds the leader keeps working without a successful renewal; must be shorter than the "
         "lease duration (env MIXPEEK_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE)",
     )
     election.add_argument(
         "--leader-election-retry-period",
         type=float,
-        default=float(_env("LEADER_ELECTION_RETRY_PERIOD", 2)),
+        default=_env_number(float, "LEADER_ELECTION_RETRY_PERIOD", 2),
         help="seconds between attempts to acquire or renew "
         "(env MIXPEEK_OPERATOR_LEADER_ELECTION_RETRY_PERIOD)",
     )

@@ -854,3 +854,20 @@ def test_cluster_scoped_names_differ_between_namespaces_of_one_release_name(helm
         for doc in docs.values():  # each binding names its own release's object
             referenced = doc.get("roleRef", {}).get("name") or doc.get("spec", {}).get("policyName")
             assert referenced is None or referenced in names
+
+
+def test_no_pod_gets_service_link_variables(render: Any) -> None:
+    """Regression (found by the README quickstart on the node): with the release named
+    `mixpeek-operator`, its metrics Service `mixpeek-operator-metrics` made Kubernetes inject
+    MIXPEEK_OPERATOR_METRICS_PORT=tcp://… into every later pod of the namespace, which the CLI
+    reads as its --metrics-port: the emulator pod (and an operator pod restarted after the
+    Service existed) crash-looped."""
+    manifests = render(WITH_DEFAULT_SECRET | {"helmTest": {"bucketId": "bkt_demo"}})
+    pods = [only(manifests, "Deployment")["spec"]["template"]["spec"], only(manifests, "Pod")["spec"]]
+    assert [pod.get("enableServiceLinks") for pod in pods] == [False, False]
+    emulator = next(
+        doc
+        for doc in yaml.safe_load_all((REPO_ROOT / "docs/quickstart/emulator.yaml").read_text())
+        if doc["kind"] == "Deployment"
+    )
+    assert emulator["spec"]["template"]["spec"]["enableServiceLinks"] is False

@@ -100,3 +100,23 @@ def test_an_unreachable_endpoint_fails_with_the_address() -> None:
     result = check({ENV_API_KEY: DEFAULT_API_KEY, ENV_NAMESPACE: DEFAULT_NAMESPACE, ENV_BASE_URL: url})
     assert result.returncode == 1
     assert one_line(result).startswith(f"error: cannot reach Mixpeek at {url} (namespace default)")
+
+
+def test_a_service_link_variable_is_one_clear_line_not_a_traceback() -> None:
+    """Kubernetes injects MIXPEEK_OPERATOR_METRICS_PORT=tcp://… for a Service named
+    `mixpeek-operator-metrics` into pods that do not set enableServiceLinks: false."""
+    env = dict(os.environ, MIXPEEK_OPERATOR_METRICS_PORT="tcp://198.19.128.18:8080")
+    result = subprocess.run(
+        [sys.executable, "-m", "mixpeek_operator", "emulator", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "MIXPEEK_OPERATOR_METRICS_PORT must be a number, got 'tcp://198.19.128.18:8080'"
+        " (a Service link variable? set enableServiceLinks: false on the pod)"
+    ]
