@@ -289,7 +289,13 @@ def test_namespace_mode_chart_rbac_is_sufficient_and_minimal(
         cluster.kubectl("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout == ""
     )
     roles = json.loads(cluster.kubectl("get", "roles", "-A", "-l", selector, "-o", "json").stdout)["items"]
-    assert sorted(role["metadata"]["namespace"] for role in roles) == sorted([watched, release.namespace])
+    # A Role per watched namespace and the release's own, and the Lease Role in the release's
+    # namespace (leader election is on with one replica too).
+    placed = sorted(
+        (role["metadata"]["namespace"], role["metadata"]["name"].endswith("-leader-election"))
+        for role in roles
+    )
+    assert placed == sorted([(watched, False), (release.namespace, False), (release.namespace, True)])
 
     unwatched = Objects(api_client, cluster, other)
     unwatched.create(bucketsync("not-mine"))
