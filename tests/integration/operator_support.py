@@ -347,6 +347,8 @@ def kubernetes_writes(cluster: ControlPlane) -> dict[str, float]:
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
         if labels.get("resource") not in ("bucketsyncs", "events", "secrets"):
             continue
+        if labels.get("dry_run"):  # a server-side dry run stores nothing (the start-up admission check)
+            continue
         if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"):
             key = f"{labels['resource']}/{labels.get('subresource', '')}/{labels['verb']}"
             totals[key] = totals.get(key, 0.0) + float(match["value"])
