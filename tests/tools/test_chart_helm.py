@@ -288,7 +288,8 @@ def test_default_settings_match_the_cli_defaults(render: Any, monkeypatch: pytes
 
 def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) -> None:
     source = Path(run_cli.__file__).read_text()
-    cli_env = {f"MIXPEEK_OPERATOR_{name}" for name in re.findall(r'_env(?:_bool)?\("(\w+)"', source)}
+    found = re.findall(r'_env(?:_bool)?\("(\w+)"|_env_number\(\w+, "(\w+)"', source)
+    cli_env = {f"MIXPEEK_OPERATOR_{plain or number}" for plain, number in found}
     assert len(cli_env) >= 10
     full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}, "replicaCount": 2})
     assert set(env_of(full)) == cli_env
