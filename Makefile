@@ -65,12 +65,12 @@ venv: $(STAMP)
 
 # What `make demo` and `make cluster` run: etcd, kube-apiserver, kubectl. Nothing else.
 control-plane: $(DEMO_STAMP)
-	@$(BIN)/python hack/k8sbuild.py kubernetes > /dev/null
+	@$(BIN)/python -m hack.k8sbuild kubernetes > /dev/null
 
 binaries: $(STAMP) node-deps
-	$(BIN)/python hack/k8sbuild.py kubernetes helm
-	$(BIN)/python hack/gotools.py actionlint promtool argocd-health kstatus
-	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python hack/k8sbuild.py node cni pause && $(BIN)/python hack/gotools.py coredns; fi
+	$(BIN)/python -m hack.k8sbuild kubernetes helm
+	$(BIN)/python -m hack.gotools actionlint promtool argocd-health kstatus
+	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" = 0 ]; then $(BIN)/python -m hack.k8sbuild node cni pause && $(BIN)/python -m hack.gotools coredns; fi
 
 # Debian packages for the local node and `make image` (only on Linux as root; else a no-op).
 node-deps:
@@ -81,7 +81,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator hack tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$$($(BIN)/python hack/gotools.py actionlint) -shellcheck $(BIN)/shellcheck
+	$$($(BIN)/python -m hack.gotools actionlint) -shellcheck $(BIN)/shellcheck
 
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -105,49 +105,49 @@ e2e: binaries
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 cluster: control-plane
-	@$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR) > /dev/null
+	@$(BIN)/python -m hack.localcluster up --dir $(CLUSTER_DIR) > /dev/null
 	@echo "local control plane running; use it with:"
 	@echo "  export KUBECONFIG=$(abspath $(CLUSTER_DIR))/kubeconfig"
 
 cluster-down: $(DEMO_STAMP)
-	@$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
+	@$(BIN)/python -m hack.localcluster down --dir $(CLUSTER_DIR)
 
 node: binaries
-	@$(BIN)/python hack/localnode.py up --dir $(NODE_DIR) > /dev/null
+	@$(BIN)/python -m hack.localnode up --dir $(NODE_DIR) > /dev/null
 	@echo "local node running; use it with:"
 	@echo "  export KUBECONFIG=$(abspath $(NODE_DIR))/kubeconfig"
 
 node-down: $(STAMP)
-	@$(BIN)/python hack/localnode.py down --dir $(NODE_DIR)
+	@$(BIN)/python -m hack.localnode down --dir $(NODE_DIR)
 
 image: $(STAMP) node-deps
-	@$(BIN)/python hack/image.py --node-dir $(NODE_DIR)
+	@$(BIN)/python -m hack.localnode load-image --dir $(NODE_DIR)
 
 demo: control-plane
-	@$(BIN)/python hack/demo.py up
+	@$(BIN)/python -m hack.demo up
 
 demo-down: $(DEMO_STAMP)
-	@$(BIN)/python hack/demo.py down
+	@$(BIN)/python -m hack.demo down
 
 crd: $(STAMP)
 	$(BIN)/mixpeek-operator crd --write
-	$(BIN)/python hack/gen_reference.py
+	$(BIN)/python -m hack.gen_reference
 
 clean: cluster-down node-down demo-down
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
 bench: binaries
-	$(BIN)/python hack/bench.py --size full
+	$(BIN)/python -m hack.bench --size full
 
 bench-quick: binaries
-	$(BIN)/python hack/bench.py --size quick
+	$(BIN)/python -m hack.bench --size quick
 
 bench-huge: binaries
-	$(BIN)/python hack/bench.py --size huge
+	$(BIN)/python -m hack.bench --size huge
 
 # In process against the emulator (no control plane needed); see hack/bench/soak.py.
 bench-soak: $(STAMP)
-	PYTHONPATH=hack $(BIN)/python -m bench.soak soak
+	$(BIN)/python -m hack.bench.soak soak
 
 bench-buckets: $(STAMP)
-	PYTHONPATH=hack $(BIN)/python -m bench.soak buckets
+	$(BIN)/python -m hack.bench.soak buckets

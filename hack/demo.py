@@ -22,8 +22,7 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import localcluster
+from hack import localcluster
 
 REPO = localcluster.REPO_ROOT
 DEMO_DIR = REPO / ".local" / "demo"

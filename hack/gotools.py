@@ -12,7 +12,7 @@ program in hack/, a digest of its sources: a new pin or an edit builds next to t
 anything else reuses the binary. Old builds are kept, as worktrees with other sources may share
 the cache. The build log (with the wall time of the cold build) stays next to the binary.
 
-    python hack/gotools.py actionlint promtool argocd-health kstatus   # prints each tool's path
+    python -m hack.gotools actionlint promtool argocd-health kstatus   # prints each tool's path
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k8sbuild import cache_root, go_env
+from hack.k8sbuild import cache_root, go_env
 
 HACK = Path(__file__).resolve().parent
 

@@ -7,8 +7,9 @@ local Python base instead of python:3.11-slim:
    mirror apt already uses, cached under ~/.cache/mixpeek-operator (about 2 minutes once);
 2. the wheels of the project's dependencies are built on the host (whose pip has an index)
    and bind-mounted into the build, so the build itself needs no network;
-3. the result is saved as a docker-archive and, if the local node runs, imported into its
-   containerd (the node imports the latest archive when it starts, too).
+3. the result is saved as a docker-archive under the cache; loading it into the local node is
+   the node's business (`python -m hack.localnode load-image`; a starting node imports the
+   latest archive itself).
 
 The pause image for pod sandboxes is built the same way from the static binary
 hack/k8sbuild.py compiles. The last line printed is the operator image reference.
@@ -28,8 +29,7 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import k8sbuild
+from hack import k8sbuild
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "localhost/mixpeek-operator:dev"
@@ -225,35 +225,24 @@ def save(ref: str) -> Path:
     return archive
 
 
-def import_into(containerd_socket: Path, archive: Path) -> None:
-    """Make an image archive available to the node's CRI (namespace k8s.io)."""
-    _run(["ctr", f"--address={containerd_socket}", "--namespace=k8s.io", "images", "import", str(archive)])
+def requirements_missing() -> str | None:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "make image needs Linux and root (debootstrap, buildah)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the operator image and print its reference (nothing is loaded anywhere)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tag", default=IMAGE, help=f"image reference (default {IMAGE})")
-    parser.add_argument(
-        "--node-dir",
-        type=Path,
-        help="also import into the local node running from this directory (default .local/node)",
-    )
     args = parser.parse_args(argv)
-    if sys.platform != "linux" or os.geteuid() != 0:
-        print("make image needs Linux and root (debootstrap, buildah)", file=sys.stderr)
+    if why := requirements_missing():
+        print(why, file=sys.stderr)
         return 1
     archive = build_operator_image(args.tag)
     print(f"image archive: {archive}", file=sys.stderr)
-    import localnode
-
-    socket = localnode.running_containerd_socket(
-        args.node_dir.resolve() if args.node_dir else localnode.DEFAULT_DIR
-    )
-    if socket is not None and socket.exists():
-        import_into(socket, archive)
-        print(f"imported into the node's containerd ({socket})", file=sys.stderr)
     print(args.tag)
     return 0
 

@@ -10,22 +10,20 @@ Every process is started in its own session with PR_SET_PDEATHSIG, so a crashed 
 killed parent never leaves etcd or the apiserver behind.
 
 CLI:
-    python hack/localcluster.py up   [--dir DIR]   start in the background, print the kubeconfig
-    python hack/localcluster.py down [--dir DIR]   stop what `up` started
-    python hack/localcluster.py serve --dir DIR    run in the foreground until SIGTERM
+    python -m hack.localcluster up   [--dir DIR]   start in the background, print the kubeconfig
+    python -m hack.localcluster down [--dir DIR]   stop what `up` started
+    python -m hack.localcluster serve --dir DIR    run in the foreground until SIGTERM
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -44,13 +42,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import k8sbuild
+from hack import k8sbuild, supervisor
+from hack.supervisor import spawn, terminate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO_ROOT / ".local" / "cluster"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -58,43 +55,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the spawning thread dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def spawn(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child in its own process group that dies with us; output goes to log_path."""
-    log = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            list(args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            env=env,
-        )
-    finally:
-        log.close()
-
-
-def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace)
 
 
 def spawn_emulator(
@@ -538,69 +498,35 @@ def assert_no_leftovers(marker: str, timeout: float = 10.0) -> None:
 
 def _serve(directory: Path) -> int:
     """Foreground supervisor: start, write `ready`, wait for SIGTERM/SIGINT, stop."""
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = supervisor.StopRequest()
     (directory / "ready").unlink(missing_ok=True)
     with running_control_plane(directory) as plane:
         (directory / "ready").write_text(plane.server)
-        while not stop and all(proc.poll() is None for proc in plane.processes.values()):
-            time.sleep(0.5)
+        stop.wait(lambda: all(proc.poll() is None for proc in plane.processes.values()))
     (directory / "ready").unlink(missing_ok=True)
     return 0
 
 
-def _supervisor_pid(directory: Path) -> int | None:
-    try:
-        pid = int((directory / "supervisor.pid").read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid
-
-
 def _up(directory: Path, timeout: float = 900.0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    if _supervisor_pid(directory) is not None and (directory / "ready").exists():
+    if supervisor.is_up(directory):
         print(directory / "kubeconfig")
         return 0
     k8sbuild.build_kubernetes()  # in the foreground, so build errors are visible
-    (directory / "ready").unlink(missing_ok=True)
-    with (directory / "supervisor.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "serve", "--dir", str(directory)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    (directory / "supervisor.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while not (directory / "ready").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            print((directory / "supervisor.log").read_text(errors="replace")[-4000:], file=sys.stderr)
-            print("local control plane failed to start", file=sys.stderr)
-            return 1
-        time.sleep(0.25)
+    command = supervisor.module_command("hack.localcluster", "serve", "--dir", str(directory))
+    proc = supervisor.launch(command, directory, detach=True)
+    if not supervisor.wait_ready(directory, proc, time.monotonic() + timeout):
+        print((directory / "supervisor.log").read_text(errors="replace")[-4000:], file=sys.stderr)
+        print("local control plane failed to start", file=sys.stderr)
+        return 1
     print(directory / "kubeconfig")
     return 0
 
 
 def _down(directory: Path) -> int:
-    pid = _supervisor_pid(directory)
-    if pid is None:
+    if not supervisor.stop(directory):
         print("no local control plane running", file=sys.stderr)
         return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _supervisor_pid(directory) is not None:
-        time.sleep(0.2)
-    (directory / "supervisor.pid").unlink(missing_ok=True)
     print("local control plane stopped")
     return 0
 

@@ -27,8 +27,10 @@ tear-down with the pod cgroups and the network namespace, and /run/netns itself 
 `leftovers()` lists whatever survived; the e2e tier fails if anything did.
 
 CLI (Linux, root):
-    python hack/localnode.py up   [--dir DIR]   start in the background, print the kubeconfig
-    python hack/localnode.py down [--dir DIR]   stop it and remove everything it created
+    python -m hack.localnode up         [--dir DIR]   start in the background, print the kubeconfig
+    python -m hack.localnode down       [--dir DIR]   stop it and remove everything it created
+    python -m hack.localnode load-image [--dir DIR]   build the operator image (hack/image.py) and,
+                                                      if the node runs, import it into its containerd
 """
 
 from __future__ import annotations
@@ -49,11 +51,9 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gotools
-import image
-import k8sbuild
-from localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, leftover_processes, spawn, terminate
+from hack import gotools, image, k8sbuild, supervisor
+from hack.localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, leftover_processes
+from hack.supervisor import spawn, terminate
 
 DEFAULT_DIR = REPO_ROOT / ".local" / "node"
 NODE_NAME = "mixpeek-node"
@@ -237,7 +237,7 @@ class NodeProcesses:
         self._start_containerd()
         for archive in (image.build_pause_image(), image.archive_path(image.IMAGE)):
             if archive.is_file():
-                image.import_into(self.containerd_socket, archive)
+                import_image(self.containerd_socket, archive)
         self._start_kubelet()
         self._start_kube_proxy()
         kubeconfig = str(self.plane.kubeconfig)
@@ -536,21 +536,13 @@ def _inner(workdir: Path) -> int:
     """Runs inside the node's network and mount namespaces until SIGTERM."""
     layout = NodeLayout.load(workdir)
     assert layout is not None
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = supervisor.StopRequest()
     node = NodeProcesses(layout)
     try:
         node.start()
         (workdir / "ready").write_text(node.plane.server)
-        while not stop and (failure := node.failed()) is None:
-            time.sleep(0.5)
-        if not stop and failure:
+        stop.wait(lambda: node.failed() is None)
+        if not stop.requested and (failure := node.failed()):
             print(failure, file=sys.stderr)
     finally:
         node.stop()
@@ -567,14 +559,7 @@ def _serve(workdir: Path) -> int:
     (workdir / "ready").unlink(missing_ok=True)
     layout = plan(workdir)
     layout.save()
-    stop = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = supervisor.StopRequest()
     try:
         create_network(layout)
         create_cgroups(layout)
@@ -585,16 +570,12 @@ def _serve(workdir: Path) -> int:
                 "unshare",
                 "--mount",
                 "--propagation=private",
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "inner",
-                "--dir",
-                str(workdir),
+                *supervisor.module_command("hack.localnode", "inner", "--dir", str(workdir)),
             ],
             workdir / "node.log",
+            cwd=REPO_ROOT,
         )
-        while not stop and inner.poll() is None:
-            time.sleep(0.5)
+        stop.wait(lambda: inner.poll() is None)
         if inner.poll() is None:
             os.kill(inner.pid, signal.SIGTERM)
         try:
@@ -727,6 +708,27 @@ def running_containerd_socket(workdir: Path = DEFAULT_DIR) -> Path | None:
     return workdir / "containerd" / "containerd.sock"
 
 
+def import_image(containerd_socket: Path, archive: Path) -> None:
+    """Make an image archive available to the node's CRI (namespace k8s.io)."""
+    _run(["ctr", f"--address={containerd_socket}", "--namespace=k8s.io", "images", "import", str(archive)])
+
+
+def load_image(workdir: Path, ref: str = image.IMAGE) -> int:
+    """`make image`: build the operator image, import it into the node if one runs from `workdir`
+    (a node started later imports the latest archive itself); the last line printed is its ref."""
+    if why := image.requirements_missing():
+        print(why, file=sys.stderr)
+        return 1
+    archive = image.build_operator_image(ref)
+    print(f"image archive: {archive}", file=sys.stderr)
+    socket = running_containerd_socket(workdir)
+    if socket is not None and socket.exists():
+        import_image(socket, archive)
+        print(f"imported into the node's containerd ({socket})", file=sys.stderr)
+    print(ref)
+    return 0
+
+
 @dataclass(frozen=True)
 class RunningNode:
     workdir: Path
@@ -743,36 +745,22 @@ def start(workdir: Path, timeout: float = 180.0, *, detach: bool = False) -> Run
     outlives this process (`make node`); otherwise it dies with it, like every test child."""
     workdir.mkdir(parents=True, exist_ok=True)
     build_all()
-    (workdir / "ready").unlink(missing_ok=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "serve", "--dir", str(workdir)]
-    if detach:
-        with (workdir / "supervisor.log").open("ab") as log:
-            supervisor = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-    else:
-        supervisor = spawn(command, workdir / "supervisor.log")
-    (workdir / "supervisor.pid").write_text(str(supervisor.pid))
+    command = supervisor.module_command("hack.localnode", "serve", "--dir", str(workdir))
+    proc = supervisor.launch(command, workdir, detach=detach)
     deadline = time.monotonic() + timeout
     try:
-        while not (workdir / "ready").exists():
-            if supervisor.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("local node failed to start:\n" + _logs(workdir))
-            time.sleep(0.25)
+        if not supervisor.wait_ready(workdir, proc, deadline):
+            raise RuntimeError("local node failed to start:\n" + _logs(workdir))
         layout = NodeLayout.load(workdir)
         assert layout is not None
-        node = RunningNode(workdir, layout, supervisor)
+        node = RunningNode(workdir, layout, proc)
         kubectl = str(k8sbuild.kube_bin_dir() / "kubectl")
         while subprocess.run(
             [kubectl, f"--kubeconfig={node.kubeconfig}", "get", f"node/{NODE_NAME}"],
             capture_output=True,
             check=False,
         ).returncode:
-            if supervisor.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the node did not register:\n" + _logs(workdir))
             time.sleep(0.5)
         remaining = max(deadline - time.monotonic(), 10)
@@ -788,7 +776,7 @@ def start(workdir: Path, timeout: float = 180.0, *, detach: bool = False) -> Run
         )
         return node
     except BaseException:
-        stop(workdir, supervisor)
+        stop(workdir, proc)
         raise
 
 
@@ -801,40 +789,12 @@ def _logs(workdir: Path) -> str:
     return "\n".join(parts)
 
 
-def stop(workdir: Path, supervisor: subprocess.Popen[bytes] | None = None) -> None:
+def stop(workdir: Path, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Stop the node (SIGTERM to its supervisor, which cleans up) and clean up again."""
-    pid = supervisor.pid if supervisor is not None else _supervisor_pid(workdir)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and _alive(pid, supervisor):
-            time.sleep(0.2)
-        if supervisor is not None:
-            terminate(supervisor)
+    supervisor.stop(workdir, proc, timeout=120)
     layout = NodeLayout.load(workdir)
     if layout is not None:
         clean_up(layout)
-    (workdir / "supervisor.pid").unlink(missing_ok=True)
-
-
-def _alive(pid: int, supervisor: subprocess.Popen[bytes] | None) -> bool:
-    if supervisor is not None:
-        return supervisor.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _supervisor_pid(workdir: Path) -> int | None:
-    try:
-        pid = int((workdir / "supervisor.pid").read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    return pid
 
 
 @contextlib.contextmanager
@@ -848,7 +808,7 @@ def running_node(workdir: Path) -> Iterator[RunningNode]:
 
 
 def _up(workdir: Path) -> int:
-    if _supervisor_pid(workdir) is not None and (workdir / "ready").exists():
+    if supervisor.is_up(workdir):
         print(workdir / "kubeconfig")
         return 0
     began = time.monotonic()
@@ -862,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "serve", "inner", "build"])
+    parser.add_argument("command", choices=["up", "down", "serve", "inner", "build", "load-image"])
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DIR, help="working directory (default .local/node)"
     )
@@ -874,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build_all()
         return 0
+    if args.command == "load-image":
+        return load_image(workdir)
     if args.command == "up":
         return _up(workdir)
     if args.command == "down":

@@ -16,8 +16,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from k8sbuild import build_kubernetes
-from localcluster import ControlPlane, assert_no_leftovers
+from hack.k8sbuild import build_kubernetes
+from hack.localcluster import ControlPlane, assert_no_leftovers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = REPO_ROOT / "crds" / "bucketsyncs.mixpeek.com.yaml"

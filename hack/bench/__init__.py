@@ -1,6 +1,6 @@
 """`make bench` / `make bench-quick`: how the operator scales, measured against the floor.
 
-`hack/bench.py` is the entry point; this package holds its parts:
+`python -m hack.bench` (__main__.py) is the entry point; this package holds its parts:
 
 - stats.py      pure helpers (percentiles, ratios, metric parsing, the Markdown table); unit-tested
 - kube.py       a small async Kubernetes client for the driver (admin client certificate), with a watch

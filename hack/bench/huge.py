@@ -17,10 +17,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from bench import objcost, policy, stats
-from bench.kube import Watcher
-from bench.scenarios import Bench, Settings
-from localcluster import ControlPlane
+from hack.bench import objcost, policy, stats
+from hack.bench.kube import Watcher
+from hack.bench.scenarios import Bench, Settings
+from hack.localcluster import ControlPlane
 
 HUGE_RATIO_TARGET = 12.0  # N=10,000 all Ready within 12x the N=1,000 time
 HUGE_RSS_TARGET_MB = 350.0
@@ -102,11 +102,7 @@ async def run_huge(
         results["restart"] = restart
         say(f"restart: caught up in {restart['seconds_to_caught_up']:.1f}s")
     finally:
-        pids.extend(op.pid for op in bench.operators)
-        bench.stop_all()
-        emulator.stop()
-        await kube.aclose()
-        await admin.aclose()
+        await bench.aclose(pids)
     return results
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import psutil
 
-from bench import policy, stats
-from bench.huge import huge_rows, run_huge
-from bench.kube import Watcher
-from bench.scenarios import MEMORY_NS, SCENARIOS, Bench, Settings
-from localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, running_control_plane
+from hack.bench import policy, stats
+from hack.bench.huge import huge_rows, run_huge
+from hack.bench.kube import Watcher
+from hack.bench.scenarios import MEMORY_NS, SCENARIOS, Bench, Settings
+from hack.localcluster import REPO_ROOT, ControlPlane, assert_no_leftovers, running_control_plane
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"n": 100, "buckets": 10, "memory_points": (0, 50, 100), "churn_rounds": 3, "repeat": 1},
@@ -53,7 +53,7 @@ async def run_scenarios(
     settings: Settings, plane: ControlPlane, workdir: Path, pids: list[int]
 ) -> dict[str, Any]:
     bench = Bench.start(settings, plane, workdir, pids)
-    kube, admin, emulator = bench.kube, bench.admin, bench.emulator
+    kube, admin = bench.kube, bench.admin
     results: dict[str, Any] = {}
     only = set(settings.scenarios)
     on_fleet = only & {"idle", "churn", "edit"}
@@ -116,11 +116,7 @@ async def run_scenarios(
             log(f"memory: RSS at {list(settings.memory_points)} objects")
             results["memory"] = await bench.memory()
     finally:
-        pids.extend(op.pid for op in bench.operators)
-        bench.stop_all()
-        emulator.stop()
-        await kube.aclose()
-        await admin.aclose()
+        await bench.aclose(pids)
     return results
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from bench.kube import Kube
-from bench.procs import API_KEY, MIXPEEK_NAMESPACE
+from hack.bench.kube import Kube
+from hack.bench.procs import API_KEY, MIXPEEK_NAMESPACE
 from mixpeek_operator.leancache import lean_body
 from mixpeek_operator.mixpeek.models import SyncConfiguration
 from mixpeek_operator.observer import remote_projection

@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.kube import Kube, bucketsyncs_path
-from k8sbuild import build_helm
-from localcluster import REPO_ROOT, ControlPlane
+from hack.bench.kube import Kube, bucketsyncs_path
+from hack.k8sbuild import build_helm
+from hack.localcluster import REPO_ROOT, ControlPlane
 from mixpeek_operator.constants import FINALIZER
 
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from localcluster import spawn, spawn_emulator, spawn_operator, terminate
+from hack.localcluster import spawn, spawn_emulator, spawn_operator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 API_KEY = "sk_test_bench"

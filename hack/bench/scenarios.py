@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import stats
-from bench.kube import Kube, Watcher, bucketsyncs_path
-from bench.procs import (
+from hack.bench import stats
+from hack.bench.kube import Kube, Watcher, bucketsyncs_path
+from hack.bench.procs import (
     API_KEY,
     CONNECTION_ID,
     MIXPEEK_NAMESPACE,
@@ -31,7 +31,7 @@ from bench.procs import (
     cpu_delta,
     top_frames,
 )
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import FINALIZER, GROUP, OWNER_REF_KEY, OWNER_UID_KEY, VERSION
 from mixpeek_operator.engine import EngineSettings
 
@@ -204,9 +204,15 @@ class Bench:
         operator.stop()
         self.cpu.untrack("operator")
 
-    def stop_all(self) -> None:
+    async def aclose(self, pids: list[int]) -> None:
+        """Stop every operator it started and the emulator, close its clients; the operators'
+        pids join `pids` for the leftover check."""
+        pids.extend(operator.pid for operator in self.operators)
         for operator in self.operators:
             operator.stop()
+        self.emulator.stop()
+        await self.kube.aclose()
+        await self.admin.aclose()
 
     async def snapshot(self) -> dict[str, Any]:
         text = await self.kube.metrics_text()

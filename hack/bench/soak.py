@@ -37,9 +37,9 @@ from typing import Any
 
 import psutil
 
-from bench.memkube import MemKube
-from bench.procs import CONNECTION_ID, MIXPEEK_NAMESPACE, bucket_ids
-from localcluster import spawn_emulator, terminate
+from hack.bench.memkube import MemKube
+from hack.bench.procs import CONNECTION_ID, MIXPEEK_NAMESPACE, bucket_ids
+from hack.localcluster import spawn_emulator, terminate
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.metrics import OperatorMetrics

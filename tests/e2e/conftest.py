@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 from node_support import Node, require_node
 
-import image
-import localnode
-from k8sbuild import build_helm
+from hack import image, localnode
+from hack.k8sbuild import build_helm
 
 # Scenarios that leave the cluster as they found it (their objects, release, namespaces and
 # the CRD deleted) run first, so each `helm install` creates the CRD and its admission policy
@@ -59,7 +58,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         with localnode.running_node(workdir) as running:
             timings["node-ready"] = time.monotonic() - began
             # The node imports the archive at start; again here in case it started from an older one.
-            image.import_into(workdir / "containerd" / "containerd.sock", archive)
+            localnode.import_image(workdir / "containerd" / "containerd.sock", archive)
             yield Node(running=running, image=image.IMAGE, timings=timings)
             layout = running.layout
         left = localnode.leftovers(layout)

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from operator_support import EMULATOR_API_KEY, wait_for
 
-import localnode
-from k8sbuild import build_helm, kube_bin_dir
+from hack import localnode
+from hack.k8sbuild import build_helm, kube_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"

@@ -42,7 +42,7 @@ from node_support import (
 )
 from operator_support import EMULATOR_API_KEY, bucketsync, is_ready, sync_id, wait_for
 
-from k8sbuild import build_helm, kube_bin_dir
+from hack.k8sbuild import build_helm, kube_bin_dir
 from mixpeek_operator.constants import FINALIZER
 
 NS = "e2e-lifecycle"  # the release namespace, with the default credentials Secret

@@ -24,7 +24,7 @@ import yaml
 from node_support import REPO_ROOT, EmulatorService, Node
 from operator_support import is_ready, wait_for
 
-from k8sbuild import build_helm, kube_bin_dir
+from hack.k8sbuild import build_helm, kube_bin_dir
 
 BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
 ACCOUNT_PLACEHOLDER = "YOUR_API_KEY"

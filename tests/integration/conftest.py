@@ -28,7 +28,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
+from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import httpx
 from kubernetes import client as k8s
 
-from localcluster import ControlPlane, terminate
+from hack.localcluster import ControlPlane, terminate
 from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL, VERSION
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 

@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from localcluster import (
+from hack.localcluster import (
     REPO_ROOT,
     ControlPlane,
     assert_no_leftovers,
@@ -246,15 +246,15 @@ def test_children_die_when_the_driver_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import os, pathlib, sys, time
-        from k8sbuild import build_kubernetes
-        from localcluster import ControlPlane
+        from hack.k8sbuild import build_kubernetes
+        from hack.localcluster import ControlPlane
         plane = ControlPlane(workdir=pathlib.Path(os.environ["PLANE_DIR"]), bin_dir=build_kubernetes())
         plane.start()
         print("ready", flush=True)
         time.sleep(600)
         """
     )
-    env = dict(os.environ, PLANE_DIR=str(workdir), PYTHONPATH=str(REPO_ROOT / "hack"))
+    env = dict(os.environ, PLANE_DIR=str(workdir), PYTHONPATH=str(REPO_ROOT))
     driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert driver.stdout is not None

@@ -23,7 +23,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator import constants, crd
 from mixpeek_operator.api.v1alpha1 import (
     USER_METADATA_MAX_KEYS,

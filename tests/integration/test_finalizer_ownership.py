@@ -20,7 +20,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import FINALIZER
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "credentials")

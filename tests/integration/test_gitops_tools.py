@@ -29,9 +29,9 @@ from operator_support import (
     wait_for,
 )
 
-from gotools import argocd_health, kstatus
-from k8sbuild import build_helm
-from localcluster import ControlPlane
+from hack.gotools import argocd_health, kstatus
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import RECONCILE_PAUSED
 
 pytestmark = pytest.mark.usefixtures("crd_installed")

@@ -34,10 +34,10 @@ from operator_support import (
     wait_for,
 )
 
-from bench.stats import MAIN_PATCH, apiserver_writes
-from gotools import argocd_health
-from k8sbuild import build_helm
-from localcluster import ControlPlane, write_kubeconfig
+from hack.bench.stats import MAIN_PATCH, apiserver_writes
+from hack.gotools import argocd_health
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane, write_kubeconfig
 from mixpeek_operator.constants import CRD_NAME, FINALIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import pytest
 from kube_testing import TestingKubeClient
 from kubernetes import client as k8s
 
-from localcluster import ControlPlane, free_port, write_kubeconfig
+from hack.localcluster import ControlPlane, free_port, write_kubeconfig
 from mixpeek_operator.constants import API_VERSION, FINALIZER, GROUP, KIND, PLURAL, VERSION
 from mixpeek_operator.kube import (
     EVENT_MESSAGE_LIMIT,

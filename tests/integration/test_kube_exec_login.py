@@ -13,7 +13,7 @@ from kubernetes import client as k8s
 from operator_support import Objects, OperatorFactory, bucketsync
 from test_kube_client import create, service_account_kubeconfig
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import GROUP, PLURAL, VERSION
 from mixpeek_operator.kube import KubeClient, KubeConnection, load_default_connection
 

@@ -17,7 +17,7 @@ import pytest
 from operator_support import kubernetes_writes
 from test_kube_client import service_account_kubeconfig
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator import kube as kube_module
 from mixpeek_operator.constants import API_VERSION, KIND
 from mixpeek_operator.kube import (

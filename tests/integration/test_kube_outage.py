@@ -23,7 +23,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

@@ -33,7 +33,7 @@ from operator_support import (
     writes_except_reads,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY, RESERVED_METADATA_PREFIX
 from mixpeek_operator.plugin.session import list_bucketsyncs, open_session
 from mixpeek_operator.plugin.status import render_table

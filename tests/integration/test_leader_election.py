@@ -36,7 +36,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
 from mixpeek_operator.kube import KubeClient, KubeConnection
 from mixpeek_operator.leaderelection import (

@@ -25,7 +25,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY
 
 pytestmark = pytest.mark.usefixtures("crd_installed")

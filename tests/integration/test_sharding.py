@@ -29,7 +29,7 @@ from operator_support import (
     wait_for,
 )
 
-from localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, terminate
+from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, terminate
 from mixpeek_operator.constants import OWNER_UID_KEY
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 

@@ -26,8 +26,8 @@ from operator_support import (
     wait_for,
 )
 
-from k8sbuild import build_helm
-from localcluster import ControlPlane
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
 
 pytestmark = pytest.mark.usefixtures("crd_installed")

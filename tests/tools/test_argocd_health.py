@@ -17,7 +17,7 @@ import cel
 import pytest
 import yaml
 
-from gotools import argocd_health, kstatus
+from hack.gotools import argocd_health, kstatus
 from mixpeek_operator.crd import build_crd
 
 ARGOCD = Path(__file__).resolve().parents[2] / "docs" / "argocd"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from k8sbuild import build_helm
+from hack.k8sbuild import build_helm
 from mixpeek_operator import check_cli, crd, run_cli
 from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from exporter import scrape_families
 
-from gotools import TOOLS, build
-from k8sbuild import build_helm
+from hack.gotools import TOOLS, build
+from hack.k8sbuild import build_helm
 from mixpeek_operator.metrics import OperatorMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bench import stats
+from hack.bench import stats
 
 
 def test_percentile_interpolates_between_ranks_like_numpy() -> None:

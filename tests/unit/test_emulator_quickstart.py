@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from localcluster import spawn, terminate
+from hack.localcluster import spawn, terminate
 
 EMULATOR_PAGE = Path(__file__).resolve().parents[2] / "docs" / "emulator.md"
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fakes import FakeClock, ParkedSleep
 
-from bench.memkube import apply_merge_patch
+from hack.bench.memkube import apply_merge_patch
 from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.emulator.app import create_app

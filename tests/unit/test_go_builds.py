@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import k8sbuild
+from hack import k8sbuild
 
 HACK = Path(__file__).resolve().parents[2] / "hack"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import image
+from hack import image
 
 
 def test_one_line_sources_list(tmp_path: Path) -> None:

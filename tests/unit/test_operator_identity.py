@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from localcluster import free_port, spawn, terminate
+from hack.localcluster import free_port, spawn, terminate
 from mixpeek_operator.leaderelection import operator_identity
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-import gen_reference
+from hack import gen_reference
 from mixpeek_operator.crd import build_crd
 
 

@@ -18,7 +18,7 @@ import pytest
 from fakes import FakeClock
 from kopf._core.engines.probing import health_reporter
 
-from localcluster import free_port
+from hack.localcluster import free_port
 from mixpeek_operator import handlers
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.kube import JsonObject, KubeClient, KubeConflict

@@ -12,7 +12,7 @@ import pytest
 UNIT = Path(__file__).resolve().parent
 # What builds a Go program (hack/gotools.py, hack/k8sbuild.py's builders) or starts the
 # control plane (the `cluster` fixture and those that depend on it, tests/conftest.py).
-GO_BUILDERS = {"gotools"}
+GO_BUILDERS = {"hack.gotools"}
 K8SBUILD_BUILDERS = {"build_kubernetes", "build_node", "build_cni", "build_pause", "build_helm"}
 CLUSTER_FIXTURES = {"cluster", "api_client", "crd_installed"}
 
@@ -21,11 +21,13 @@ def offences(source: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names if alias.name.split(".")[0] in GO_BUILDERS]
+            found += [alias.name for alias in node.names if alias.name in GO_BUILDERS]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.split(".")[0] in GO_BUILDERS:
+            if node.module in GO_BUILDERS:
                 found.append(node.module)
-            if node.module == "k8sbuild":
+            if node.module == "hack":
+                found += [alias.name for alias in node.names if f"hack.{alias.name}" in GO_BUILDERS]
+            if node.module == "hack.k8sbuild":
                 found += [alias.name for alias in node.names if alias.name in K8SBUILD_BUILDERS]
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             found += [arg.arg for arg in node.args.args if arg.arg in CLUSTER_FIXTURES]
@@ -38,8 +40,9 @@ def test_no_unit_test_builds_go_or_starts_a_cluster(module: Path) -> None:
 
 
 def test_the_check_catches_each_way_in() -> None:
-    assert offences("from gotools import kstatus") == ["gotools"]
-    assert offences("import gotools") == ["gotools"]
-    assert offences("from k8sbuild import build_helm, kube_bin_dir") == ["build_helm"]
+    assert offences("from hack.gotools import kstatus") == ["hack.gotools"]
+    assert offences("import hack.gotools") == ["hack.gotools"]
+    assert offences("from hack import gotools") == ["gotools"]
+    assert offences("from hack.k8sbuild import build_helm, kube_bin_dir") == ["build_helm"]
     assert offences("def test_x(cluster, tmp_path): pass") == ["cluster"]
-    assert offences("from k8sbuild import kube_bin_dir\ndef test_x(tmp_path): pass") == []
+    assert offences("from hack.k8sbuild import kube_bin_dir\ndef test_x(tmp_path): pass") == []

@@ -24,7 +24,7 @@ users; `--no-admission-policy` leaves it out (the operator writes the finalizer,
 Writes bench-results/<size>-<timestamp>.json and bench-results/latest-<size>.json, and prints
 a Markdown table with PASS/MISS against the targets. Every child process is stopped at the end.
 
-    python hack/bench.py --size quick|full|huge [--profile] [--only bulk,idle,...] [--repeat K]
+    python -m hack.bench --size quick|full|huge [--profile] [--only bulk,idle,...] [--repeat K]
                          [-n N] [--huge-n N] [--workers W] [--operator-env KEY=VALUE]
                          [--no-admission-policy] [--quiet-wait SECONDS]
 
@@ -36,11 +36,8 @@ experiments: they write <size>-<timestamp>-experiment.json and leave latest-<siz
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench.main import main
+from hack.bench.main import main
 
 if __name__ == "__main__":
     sys.exit(main())
