@@ -1,6 +1,6 @@
 """Pure helpers of the benchmark: statistics, ratios, metric parsing and the result table.
 
-No I/O here, so everything is unit-tested (tests/unit/test_bench_math.py).
+No I/O here, so everything is unit-tested (tests/hack/test_bench_math.py).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node_support import Node, require_node
 
 from hack import image, localnode
 from hack.k8sbuild import build_helm
+from tests.support.node_support import Node, require_node
 
 # Scenarios that leave the cluster as they found it (their objects, release, namespaces and
 # the CRD deleted) run first, so each `helm install` creates the CRD and its admission policy

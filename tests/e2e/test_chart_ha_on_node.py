@@ -24,7 +24,8 @@ from typing import Any
 from urllib.error import HTTPError
 
 import pytest
-from node_support import (
+
+from tests.support.node_support import (
     CHART,
     CREDENTIALS_SECRET,
     EmulatorService,
@@ -34,7 +35,7 @@ from node_support import (
     deploy_emulator,
     wait_pods_ready,
 )
-from operator_support import bucketsync, is_ready, metric_total, wait_for
+from tests.support.operator_support import bucketsync, is_ready, metric_total, wait_for
 
 HA_NS = "mixpeek-ha"
 APP_NS = "e2e-ha-app"

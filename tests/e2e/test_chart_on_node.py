@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_support import (
+
+from tests.support.node_support import (
     CHART,
     EmulatorService,
     Node,
@@ -25,7 +26,7 @@ from node_support import (
     deploy_emulator,
     wait_pods_ready,
 )
-from operator_support import FINALIZER, bucketsync, is_ready, wait_for
+from tests.support.operator_support import FINALIZER, bucketsync, is_ready, wait_for
 
 SYSTEM_NS = "mixpeek-system"
 APP_NS = "e2e-app"

@@ -30,7 +30,10 @@ from typing import Any
 
 import pytest
 import yaml
-from node_support import (
+
+from hack.k8sbuild import build_helm, kube_bin_dir
+from mixpeek_operator.constants import FINALIZER
+from tests.support.node_support import (
     CHART,
     CREDENTIALS_SECRET,
     REPO_ROOT,
@@ -40,10 +43,7 @@ from node_support import (
     deploy_emulator,
     wait_pods_ready,
 )
-from operator_support import EMULATOR_API_KEY, bucketsync, is_ready, sync_id, wait_for
-
-from hack.k8sbuild import build_helm, kube_bin_dir
-from mixpeek_operator.constants import FINALIZER
+from tests.support.operator_support import EMULATOR_API_KEY, bucketsync, is_ready, sync_id, wait_for
 
 NS = "e2e-lifecycle"  # the release namespace, with the default credentials Secret
 APP_NS = "e2e-lifecycle-app"  # BucketSyncs naming their own Secret

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from node_support import REPO_ROOT, EmulatorService, Node
-from operator_support import is_ready, wait_for
 
 from hack.k8sbuild import build_helm, kube_bin_dir
+from tests.support.node_support import REPO_ROOT, EmulatorService, Node
+from tests.support.operator_support import is_ready, wait_for
 
 BEGIN, END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
 ACCOUNT_PLACEHOLDER = "YOUR_API_KEY"

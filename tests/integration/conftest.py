@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
+from mixpeek_operator.emulator.admin import EmulatorAdmin
+from tests.support.operator_support import (
     ALL_SECRETS,
     EMULATOR_API_KEY,
     EMULATOR_NAMESPACE,
@@ -27,9 +30,6 @@ from operator_support import (
     make_secret,
     wait_for,
 )
-
-from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
-from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 
 @pytest.fixture(scope="session")

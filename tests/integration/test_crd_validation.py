@@ -14,14 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_support import (
-    ENDPOINTS,
-    EmulatorProcess,
-    OperatorFactory,
-    endpoint_counts,
-    is_ready,
-    wait_for,
-)
 
 from hack.localcluster import ControlPlane
 from mixpeek_operator import constants, crd
@@ -32,6 +24,14 @@ from mixpeek_operator.api.v1alpha1 import (
     ConditionStatus,
     RemoteStatus,
     SyncMetrics,
+)
+from tests.support.operator_support import (
+    ENDPOINTS,
+    EmulatorProcess,
+    OperatorFactory,
+    endpoint_counts,
+    is_ready,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crd_installed")]

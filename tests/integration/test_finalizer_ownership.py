@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from operator_support import (
+
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import FINALIZER
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
     Objects,
@@ -19,9 +22,6 @@ from operator_support import (
     wait_admission,
     wait_for,
 )
-
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import FINALIZER
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "credentials")
 

@@ -17,7 +17,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.gotools import argocd_health, kstatus
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import RECONCILE_PAUSED
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     WRONG_API_KEY,
     EmulatorProcess,
@@ -28,11 +33,6 @@ from operator_support import (
     make_secret,
     wait_for,
 )
-
-from hack.gotools import argocd_health, kstatus
-from hack.k8sbuild import build_helm
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import RECONCILE_PAUSED
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.bench.stats import MAIN_PATCH, apiserver_writes
+from hack.gotools import argocd_health
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane, write_kubeconfig
+from mixpeek_operator.constants import CRD_NAME, FINALIZER
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
     Objects,
@@ -33,12 +39,6 @@ from operator_support import (
     wait_admission,
     wait_for,
 )
-
-from hack.bench.stats import MAIN_PATCH, apiserver_writes
-from hack.gotools import argocd_health
-from hack.k8sbuild import build_helm
-from hack.localcluster import ControlPlane, write_kubeconfig
-from mixpeek_operator.constants import CRD_NAME, FINALIZER
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from kube_testing import TestingKubeClient
 from kubernetes import client as k8s
 
 from hack.localcluster import ControlPlane, free_port, write_kubeconfig
@@ -30,6 +29,7 @@ from mixpeek_operator.kube import (
     KubeUnauthorized,
     ObjectReference,
 )
+from tests.support.kube_testing import TestingKubeClient
 
 OTHER_FINALIZER = "other.example.com/cleanup"
 Writes = list[tuple[str, int]]

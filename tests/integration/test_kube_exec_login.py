@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from exec_plugin import exec_kubeconfig, plugin_calls
 from kubernetes import client as k8s
-from operator_support import Objects, OperatorFactory, bucketsync
-from test_kube_client import create, service_account_kubeconfig
 
 from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import GROUP, PLURAL, VERSION
 from mixpeek_operator.kube import KubeClient, KubeConnection, load_default_connection
+from tests.integration.test_kube_client import create, service_account_kubeconfig
+from tests.support.exec_plugin import exec_kubeconfig, plugin_calls
+from tests.support.operator_support import Objects, OperatorFactory, bucketsync
 
 
 def admin_certificate_env(cluster: ControlPlane) -> dict[str, str]:

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from operator_support import kubernetes_writes
-from test_kube_client import service_account_kubeconfig
 
 from hack.localcluster import ControlPlane
 from mixpeek_operator import kube as kube_module
@@ -26,6 +24,8 @@ from mixpeek_operator.kube import (
     KubeConnectionError,
     ObjectReference,
 )
+from tests.integration.test_kube_client import service_account_kubeconfig
+from tests.support.operator_support import kubernetes_writes
 
 
 @pytest.fixture

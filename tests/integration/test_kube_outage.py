@@ -12,7 +12,9 @@ import time
 from collections import Counter
 
 import pytest
-from operator_support import (
+
+from hack.localcluster import ControlPlane
+from tests.support.operator_support import (
     EmulatorProcess,
     Objects,
     OperatorFactory,
@@ -22,8 +24,6 @@ from operator_support import (
     sync_id,
     wait_for,
 )
-
-from hack.localcluster import ControlPlane
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

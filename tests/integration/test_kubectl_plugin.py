@@ -16,9 +16,14 @@ from typing import Any
 
 import pytest
 import yaml
-from exec_plugin import exec_kubeconfig, plugin_calls
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import OWNER_UID_KEY, RESERVED_METADATA_PREFIX
+from mixpeek_operator.plugin.session import list_bucketsyncs, open_session
+from mixpeek_operator.plugin.status import render_table
+from tests.support.exec_plugin import exec_kubeconfig, plugin_calls
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     WRONG_API_KEY,
     EmulatorProcess,
@@ -32,11 +37,6 @@ from operator_support import (
     wait_for,
     writes_except_reads,
 )
-
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY, RESERVED_METADATA_PREFIX
-from mixpeek_operator.plugin.session import list_bucketsyncs, open_session
-from mixpeek_operator.plugin.status import render_table
 
 PLUGIN = Path(sys.executable).parent / "kubectl-mixpeek"
 BUCKETS = ("bkt_demo", "bkt_media", "bkt_other")

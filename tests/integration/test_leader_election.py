@@ -22,7 +22,18 @@ from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
+from mixpeek_operator.kube import KubeClient, KubeConnection
+from mixpeek_operator.leaderelection import (
+    ElectionTimings,
+    LeaderElector,
+    LeaseRecord,
+    lease_body,
+    micro_time,
+)
+from tests.support.operator_support import (
     EmulatorProcess,
     Objects,
     OperatorFactory,
@@ -34,17 +45,6 @@ from operator_support import (
     kubernetes_writes,
     sync_id,
     wait_for,
-)
-
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
-from mixpeek_operator.kube import KubeClient, KubeConnection
-from mixpeek_operator.leaderelection import (
-    ElectionTimings,
-    LeaderElector,
-    LeaseRecord,
-    lease_body,
-    micro_time,
 )
 
 pytestmark = pytest.mark.usefixtures("crd_installed")

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import OWNER_UID_KEY
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     WRONG_API_KEY,
     EmulatorProcess,
@@ -24,9 +27,6 @@ from operator_support import (
     sync_id,
     wait_for,
 )
-
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import OWNER_UID_KEY
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

@@ -8,7 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from mixpeek_operator.constants import (
+    OWNER_REF_KEY,
+    OWNER_UID_KEY,
+    RECONCILE_REQUESTED_AT,
+    TRIGGER_REQUESTED_AT,
+)
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
     Objects,
@@ -22,13 +29,6 @@ from operator_support import (
     sync_id,
     wait_for,
     writes_except_reads,
-)
-
-from mixpeek_operator.constants import (
-    OWNER_REF_KEY,
-    OWNER_UID_KEY,
-    RECONCILE_REQUESTED_AT,
-    TRIGGER_REQUESTED_AT,
 )
 
 pytestmark = pytest.mark.usefixtures("crd_installed", "credentials")

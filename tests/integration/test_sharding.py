@@ -14,7 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, terminate
+from mixpeek_operator.constants import OWNER_UID_KEY
+from mixpeek_operator.emulator.admin import EmulatorAdmin
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EMULATOR_NAMESPACE,
     EmulatorProcess,
@@ -28,10 +32,6 @@ from operator_support import (
     make_secret,
     wait_for,
 )
-
-from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, terminate
-from mixpeek_operator.constants import OWNER_UID_KEY
-from mixpeek_operator.emulator.admin import EmulatorAdmin
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

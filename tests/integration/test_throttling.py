@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from operator_support import (
+
+from tests.support.operator_support import (
     EmulatorProcess,
     Objects,
     OperatorFactory,

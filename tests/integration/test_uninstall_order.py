@@ -15,7 +15,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from operator_support import (
+
+from hack.k8sbuild import build_helm
+from hack.localcluster import ControlPlane
+from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
+from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
     Objects,
@@ -25,10 +29,6 @@ from operator_support import (
     sync_id,
     wait_for,
 )
-
-from hack.k8sbuild import build_helm
-from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 

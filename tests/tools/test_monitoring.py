@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-from exporter import scrape_families
 
 from hack.gotools import TOOLS, build
 from hack.k8sbuild import build_helm
 from mixpeek_operator.metrics import OperatorMetrics
+from tests.support.exporter import scrape_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"

@@ -1,5 +1,5 @@
 """Read the operator's Prometheus exporter the way Prometheus does: over HTTP, parsed by the
-Prometheus text parser (tests/unit/test_docs.py, tests/tools/test_monitoring.py)."""
+Prometheus text parser (tests/packaging/test_docs.py, tests/tools/test_monitoring.py)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from fakes import FakeClock, ParkedSleep
 
 from mixpeek_operator import observer as observer_module
 from mixpeek_operator.constants import OWNER_REF_KEY, OWNER_UID_KEY
@@ -17,6 +16,7 @@ from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.mixpeek import APIConnectionError, MixpeekError, RateLimitError, SyncListing
 from mixpeek_operator.mixpeek.models import SyncConfiguration
 from mixpeek_operator.observer import Observer, ObserverSettings
+from tests.support.fakes import FakeClock, ParkedSleep
 
 SCOPE = ListingScope("sha256:abc", "ns", "bkt_1")
 OTHER_SCOPE = ListingScope("sha256:abc", "ns", "bkt_2")

@@ -25,7 +25,7 @@ from mixpeek_operator.api.v1alpha1 import (
 )
 from mixpeek_operator.mixpeek import models
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 MINIMAL = {"bucketId": "bkt_demo", "connectionId": "conn_s3_demo", "sourcePath": "demo-bucket/docs"}
 
 

@@ -18,7 +18,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from mixpeek_operator.mixpeek import APIResponseValidationError, MixpeekClient, RateLimiterRegistry
-from tests.unit.test_ratelimit import FakeTime
+from tests.unit.mixpeek.test_ratelimit import FakeTime
 
 BUCKET = "bkt_demo"
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_support import EMULATOR_API_KEY, wait_for
 
 from hack import localnode
 from hack.k8sbuild import build_helm, kube_bin_dir
+from tests.support.operator_support import EMULATOR_API_KEY, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"

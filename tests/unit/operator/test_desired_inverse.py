@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from test_desired import FULL, MINIMAL, OWNER, served, spec_of
 
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import DeletionPolicy
 from mixpeek_operator.constants import OWNER_CLUSTER_KEY, OWNER_REF_KEY, OWNER_UID_KEY
+from tests.unit.operator.test_desired import FULL, MINIMAL, OWNER, served, spec_of
 
 # Fields a spec carries that the remote sync does not (they come from the import's flags).
 LOCAL_FIELDS = {"sync_config_id", "credentials_ref", "mixpeek_namespace", "deletion_policy"}

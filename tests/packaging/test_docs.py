@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from exporter import scrape_families
 
 from mixpeek_operator import run_cli
 from mixpeek_operator.metrics import OperatorMetrics
+from tests.support.exporter import scrape_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS = REPO_ROOT / "docs"

@@ -57,7 +57,7 @@ from mixpeek_operator.mixpeek.models import (
     SyncUpdateRequest,
     TriggerResponse,
 )
-from tests.unit.test_ratelimit import FakeTime
+from tests.unit.mixpeek.test_ratelimit import FakeTime
 
 BASE_URL = "http://emulator.test"
 NAMESPACE = "default"

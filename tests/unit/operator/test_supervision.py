@@ -15,7 +15,6 @@ from typing import Any, cast
 import httpx
 import kopf
 import pytest
-from fakes import FakeClock
 from kopf._core.engines.probing import health_reporter
 
 from hack.localcluster import free_port
@@ -31,6 +30,7 @@ from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 from mixpeek_operator.sharding import ShardCoordinator
 from mixpeek_operator.supervision import SupervisionPolicy, Supervisor
 from mixpeek_operator.workqueue import Backoff
+from tests.support.fakes import FakeClock
 
 SCOPE = ListingScope("sha256:abc", "ns", "bkt_1")
 TIMINGS = ElectionTimings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes import FakeClock, ParkedSleep
 
 from hack.bench.memkube import apply_merge_patch
 from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
@@ -44,6 +43,7 @@ from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
 from mixpeek_operator.mixpeek.models import SyncCreateRequest
 from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.status import merge_patch
+from tests.support.fakes import FakeClock, ParkedSleep
 
 KEY = ObjectKey("team", "demo")
 NOW = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from exec_plugin import exec_kubeconfig, plugin_calls
 
 from mixpeek_operator.kube import KubeConfigError, KubeConnection
+from tests.support.exec_plugin import exec_kubeconfig, plugin_calls
 
 SERVER = "https://127.0.0.1:6443"
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from test_desired import MINIMAL, served, spec_of
 
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import BucketSyncSpec, DeletionPolicy
 from mixpeek_operator.plugin import cli, diff, import_cmd, requests, status
 from mixpeek_operator.plugin.session import ExitCode, PluginError, age, dump, table
+from tests.unit.operator.test_desired import MINIMAL, served, spec_of
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import FakeClock
 
 from mixpeek_operator.workqueue import Backoff, WorkQueue
+from tests.support.fakes import FakeClock
 
 
 @pytest.fixture
