@@ -15,7 +15,7 @@ CLUSTER_DIR := .local/cluster
 NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries control-plane node-deps lint docs test unit tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
+.PHONY: help venv binaries control-plane node-deps lint docs test unit packaging tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -23,7 +23,8 @@ help:
 	@echo "make test          every test: lint, type check, unit, integration (real kube-apiserver + etcd),"
 	@echo "                   e2e (the chart's operator pod on a real local node; Linux, root), docs site"
 	@echo "make lint          ruff, ruff format --check, mypy, import-linter, actionlint"
-	@echo "make unit          the unit tier: no cluster, no Go (under 2 minutes)"
+	@echo "make unit          the unit tier: pure Python (operator, Mixpeek client, emulator); no cluster, no Go"
+	@echo "make packaging     the chart, image, docs, release and CI files as shipped, and hack/; no cluster, no Go"
 	@echo "make tools         the checks run by helm, promtool, Argo CD's and kstatus' own Go code"
 	@echo "make integration   the integration tier (a real kube-apiserver + etcd, the emulator, the operator)"
 	@echo "make e2e           the e2e tier (a real local node; Linux, root)"
@@ -86,23 +87,28 @@ lint: $(STAMP)
 test: lint binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# No Go, no cluster: the Python code, the emulator, generated files, the docs site.
+# No Go, no cluster: the operator, the Mixpeek client and the emulator (and the Mixpeek API
+# contract against the emulator). Each tier is run by its folder, so only its modules are imported.
 unit: $(STAMP)
-	$(BIN)/pytest -m "not integration and not e2e and not tools" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+# No Go, no cluster: generated files, the Dockerfile, the docs site, the release, CI, hack/.
+packaging: $(STAMP)
+	$(BIN)/pytest tests/packaging tests/hack $(PYTEST_ARGS)
 
 # Our output judged by the ecosystem's own Go programs (helm, promtool, Argo CD, kstatus).
 tools: binaries
-	$(BIN)/pytest -m tools $(PYTEST_ARGS)
+	$(BIN)/pytest tests/tools $(PYTEST_ARGS)
 
 # The documentation site (MkDocs), strict: a broken link or anchor fails the build.
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir .local/site
 
 integration: binaries
-	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 e2e: binaries
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 cluster: control-plane
 	@$(BIN)/python -m hack.localcluster up --dir $(CLUSTER_DIR) > /dev/null

@@ -1,4 +1,6 @@
-"""Harness for operator tests: the emulator and the operator as real processes on loopback.
+"""Harness for operator tests: the real local control plane (etcd + kube-apiserver, started once
+per session, only when a test asks for it, always torn down), namespaces, and the emulator and
+the operator as real processes on loopback.
 
 Both are started through the real CLI entry point (`python -m mixpeek_operator ...`),
 each in its own process group that dies with the test session. Every operator log
@@ -8,12 +10,15 @@ line, an Event or a status.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
+from hack.k8sbuild import build_kubernetes
 from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, spawn_operator, terminate
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 from tests.support.operator_support import (
@@ -30,6 +35,8 @@ from tests.support.operator_support import (
     make_secret,
     wait_for,
 )
+
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "bucketsyncs.mixpeek.com.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -162,3 +169,38 @@ def _no_secret_leaks(cluster: ControlPlane) -> Iterator[None]:
     for resource in ("events", "bucketsyncs.mixpeek.com"):
         dump = cluster.kubectl("get", resource, "-A", "-o", "json").stdout
         assert not any(secret in dump for secret in ALL_SECRETS), f"an API key appeared in {resource}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    workdir = tmp_path_factory.mktemp("control-plane")
+    plane = ControlPlane(workdir=workdir, bin_dir=build_kubernetes())
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+        assert_no_leftovers(str(workdir))
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: ControlPlane) -> Iterator[k8s.ApiClient]:
+    api = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: ControlPlane) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/bucketsyncs.mixpeek.com")
+
+
+@pytest.fixture
+def namespace(cluster: ControlPlane, api_client: k8s.ApiClient) -> str:
+    # No namespace controller runs here, so namespaces are never deleted: unique names instead.
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    k8s.CoreV1Api(api_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    return name

@@ -1,6 +1,7 @@
-"""The unit tier needs neither Go nor a cluster (`make unit` runs on a machine without Go): a
-test that builds a Go program belongs in tests/tools/, one that needs the control plane in
-tests/integration/."""
+"""The unit, packaging and hack tiers need neither Go nor a cluster (`make unit` and `make
+packaging` run on a machine without Go): a test that builds a Go program belongs in tests/tools/,
+one that needs the control plane in tests/integration/. The support modules those tiers import
+(tests/support/) are held to the same rule."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
+NO_GO_TIERS = ("unit", "packaging", "hack")
 # What builds a Go program (hack/gotools.py, hack/k8sbuild.py's builders) or starts the
 # control plane (the `cluster` fixture and those that depend on it, tests/conftest.py).
 GO_BUILDERS = {"hack.gotools"}
@@ -34,7 +36,18 @@ def offences(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(UNIT.glob("*.py")), ids=lambda path: path.name)
+def no_go_modules() -> list[Path]:
+    """Every module of the no-Go tiers, and each support module one of them imports."""
+    tiers = [path for tier in NO_GO_TIERS for path in (TESTS / tier).rglob("*.py")]
+    modules = {path for path in tiers if path.name != "__init__.py"}
+    for path in list(modules):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.support."):
+                modules.add(TESTS / "support" / f"{node.module.rsplit('.', 1)[1]}.py")
+    return sorted(modules, key=lambda path: path.name)
+
+
+@pytest.mark.parametrize("module", no_go_modules(), ids=lambda path: path.name)
 def test_no_unit_test_builds_go_or_starts_a_cluster(module: Path) -> None:
     assert offences(module.read_text(encoding="utf-8")) == []
 
