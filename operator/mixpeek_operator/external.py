@@ -88,11 +88,10 @@ Recorder = Callable[[EventKind, str, str], None]
 class Stalled(Exception):
     """Only a human can fix this (the reconcile reports it as `Stalled=True`)."""
 
-    def __init__(self, reason: Reason, message: str, *, requeue_after: float | None = None) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.requeue_after = requeue_after
 
 
 def classify(error: MixpeekError) -> tuple[Reason, bool]:

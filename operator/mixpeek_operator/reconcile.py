@@ -163,7 +163,7 @@ async def _converge(run: _Run) -> Outcome:
         return await _manage(run, ext)
     except Stalled as exc:
         await report.write(stalled(exc.reason, exc.message), observed=True, extra={})
-        return Outcome(result="stalled", requeue_after=exc.requeue_after)
+        return Outcome(result="stalled")
     except CredentialError as exc:
         await report.write(stalled(exc.reason, exc.message), observed=True, extra={})
         return Outcome(result="stalled")
