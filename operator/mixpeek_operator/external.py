@@ -5,8 +5,7 @@ of it the status shows.
 Every remote write is reported as an Event through the reconcile's recorder, since only
 this side knows what it changed; conditions, status and the order of the steps are the
 reconcile's (reconcile.py). Identity lives in `status.syncConfigId` and in the ownership
-marker every remote sync carries in its metadata; every PATCH re-sends that marker, since
-Mixpeek replaces metadata wholesale (desired.patch_for).
+marker every remote sync carries in its metadata (re-sent by every PATCH: desired.patch_for).
 """
 
 from __future__ import annotations
@@ -281,12 +280,15 @@ class External:
         """The newest remote sync in `scope` marked as this object's: the one an earlier create
         made, or the old one of a manifest re-applied after a cluster was rebuilt.
 
-        Why this never creates twice, with no write before the POST: the shared listing this
-        reads was fetched by this process after it started, so it shows whatever any earlier
-        process created before it died. The one create it may predate is this process's own
-        whose answer was lost (a POST that timed out: the server may have acted). `create`
-        marks those objects in `create_attempts` until the answer is known, and for them
-        (`fresh`) the bucket is listed again now, after the POST, by connection.
+        Why an object never gets two remote syncs, with no write before the POST: `create` is
+        reached only after this found nothing. The shared listing read here was fetched by this
+        process after it started, so it holds every sync an earlier process created before it
+        died. The one create it may predate is this process's own: `create` marks the object in
+        `create_attempts` before the POST and clears the mark once the answer is in the cache,
+        or was a refusal (4xx: nothing was created). A mark that stays means the outcome is
+        unknown (a timeout, a 5xx), and then (`fresh`) the connection is listed again, after
+        that POST, so a sync the server did create is found and adopted. One reconcile per
+        object at a time (workqueue.py) keeps two passes from both getting past this lookup.
         """
         remote, connection_id = self.wiring.remote, self.spec.connection_id
         # Without a shared listing (not listed since this process started: its first listing
