@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -161,10 +162,7 @@ async def _converge(run: _Run) -> Outcome:
         if obj.spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
             return await _observe_only(run, ext)
         return await _manage(run, ext)
-    except Stalled as exc:
-        await report.write(stalled(exc.reason, exc.message), observed=True, extra={})
-        return Outcome(result="stalled")
-    except CredentialError as exc:
+    except (Stalled, CredentialError) as exc:
         await report.write(stalled(exc.reason, exc.message), observed=True, extra={})
         return Outcome(result="stalled")
     except MixpeekError as exc:
@@ -190,15 +188,14 @@ async def _manage(run: _Run, ext: External) -> Outcome:
     obj, spec = run.obj, ext.spec
     converged_before = obj.converged
 
-    remote = await ext.observe()
-    new = await ext.create() if remote is None else await ext.replace_if_needed(remote)
-    if new is not None:
-        remote, converged_before = new, False
-        # Record the identity the moment it is known: at once when more remote calls follow
+    found = await ext.observe()
+    remote = await ext.create() if found is None else (await ext.replace_if_needed(found) or found)
+    if remote is not found:  # a new remote sync
+        converged_before = False
+        # Record its identity the moment it is known: at once when more remote calls follow
         # (they may fail), otherwise the final status write below carries it.
         if spec.paused != remote.paused or obj.annotations.get(TRIGGER_REQUESTED_AT):
             await run.report.patch(run.report.status.model_copy(update=ext.identity(remote)))
-    assert remote is not None
 
     sync_id = run.remote_id = remote.sync_config_id or ""
     remote = await ext.update(remote, correcting=converged_before)
@@ -222,17 +219,13 @@ async def _observe_only(run: _Run, ext: External) -> Outcome:
     drift = desired.drift(spec, obj.owner, remote)
     if spec.paused != remote.paused:
         drift.append(
-            desired.FieldDiff("spec.paused", "paused", _json_bool(spec.paused), _json_bool(remote.paused))
+            desired.FieldDiff("spec.paused", "paused", json.dumps(spec.paused), json.dumps(remote.paused))
         )
     message = f"observing remote sync {remote.sync_config_id} (ObserveOnly)"
     if drift:
         message += f"; {len(drift)} field(s) differ from spec, see status.drift"
     await _write_final(run, ext, remote, drift, Reason.SYNCED, message)
     return Outcome(result="success", ready=True, group=ext.scope)
-
-
-def _json_bool(value: bool) -> str:
-    return "true" if value else "false"
 
 
 async def _write_final(
