@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from mixpeek_operator import desired
+from mixpeek_operator import desired, external
 from mixpeek_operator.api.v1alpha1 import BucketSyncSpec, BucketSyncStatus, DeletionPolicy, ManagementPolicy
 from mixpeek_operator.constants import (
     RECONCILE_PAUSED,
@@ -32,15 +32,6 @@ from mixpeek_operator.constants import (
     Reason,
 )
 from mixpeek_operator.credentials import CredentialError, Credentials, CredentialStore
-from mixpeek_operator.external import (
-    External,
-    RemoteCache,
-    Stalled,
-    classify,
-    connect,
-    remote_health,
-    retry_after,
-)
 from mixpeek_operator.keys import ListingScope
 from mixpeek_operator.managed import KubeWriter as KubeWriter
 from mixpeek_operator.managed import ObjectGone as ObjectGone
@@ -67,7 +58,7 @@ class ReconcileContext:
     writer: KubeWriter
     credentials: CredentialStore
     client_for: Callable[[Credentials], MixpeekClient]
-    remote: RemoteCache
+    remote: external.RemoteCache
     now: Callable[[], datetime]
     on_drift_corrected: Callable[[str], None] = lambda field_name: None
     # uids whose remote create this process sent but has not yet seen recorded (external.py)
@@ -96,8 +87,8 @@ class _Run:
     group: ListingScope | None = None
     handled: dict[str, Any] = field(default_factory=dict)  # request echoes for the final write
 
-    async def connect(self, spec: BucketSyncSpec) -> External:
-        return await connect(self.obj, spec, self.ctx, self.report.event)
+    async def connect(self, spec: BucketSyncSpec) -> external.External:
+        return await external.connect(self.obj, spec, self.ctx, self.report.event)
 
 
 async def reconcile(obj: ObjectState, ctx: ReconcileContext) -> Outcome:
@@ -155,18 +146,18 @@ async def _converge(run: _Run) -> Outcome:
     obj, report = run.obj, run.report
     try:
         if obj.spec is None:
-            raise Stalled(Reason.INVALID_SPEC, obj.spec_error or "spec is invalid")
+            raise external.Stalled(Reason.INVALID_SPEC, obj.spec_error or "spec is invalid")
         ext = await run.connect(obj.spec)
         run.group = ext.scope
         ext.join()
         if obj.spec.management_policy == ManagementPolicy.OBSERVE_ONLY:
             return await _observe_only(run, ext)
         return await _manage(run, ext)
-    except (Stalled, CredentialError) as exc:
+    except (external.Stalled, CredentialError) as exc:
         await report.write(stalled(exc.reason, exc.message), observed=True, extra={})
         return Outcome(result="stalled")
     except MixpeekError as exc:
-        reason, needs_human = classify(exc)
+        reason, needs_human = external.classify(exc)
         message = str(exc)
         if isinstance(exc, NotFoundError) and run.remote_id is not None:
             # The sync vanished between our read and our write: the next pass recreates it.
@@ -181,10 +172,10 @@ async def _converge(run: _Run) -> Outcome:
             )
             return Outcome(result="stalled", requeue_after=requeue)
         await report.write(retrying(reason, message, converged=obj.converged), observed=False, extra={})
-        return Outcome(result="error", retry_after=retry_after(exc))
+        return Outcome(result="error", retry_after=external.retry_after(exc))
 
 
-async def _manage(run: _Run, ext: External) -> Outcome:
+async def _manage(run: _Run, ext: external.External) -> Outcome:
     obj, spec = run.obj, ext.spec
     converged_before = obj.converged
 
@@ -213,7 +204,7 @@ async def _manage(run: _Run, ext: External) -> Outcome:
     return Outcome(result="success", ready=True, group=ext.scope)
 
 
-async def _observe_only(run: _Run, ext: External) -> Outcome:
+async def _observe_only(run: _Run, ext: external.External) -> Outcome:
     obj, spec = run.obj, ext.spec
     remote = await ext.observe_only()
     drift = desired.drift(spec, obj.owner, remote)
@@ -230,7 +221,7 @@ async def _observe_only(run: _Run, ext: External) -> Outcome:
 
 async def _write_final(
     run: _Run,
-    ext: External,
+    ext: external.External,
     remote: SyncConfiguration,
     drift: list[desired.FieldDiff],
     ready_reason: Reason,
@@ -243,7 +234,7 @@ async def _write_final(
         **({"last_handled_reconcile_at": requested} if requested else {}),
         **run.handled,
     }
-    updates = settled(ready_reason, ready_message, remote_health(remote))
+    updates = settled(ready_reason, ready_message, external.remote_health(remote))
     await run.report.write(updates, observed=True, extra=extra)
 
 
@@ -293,10 +284,10 @@ async def _deletion_blocked(run: _Run, exc: CredentialError | MixpeekError) -> O
         f"cannot delete remote sync {run.obj.status.sync_config_id or '(unknown id)'}: {exc}. "
         "Fix the credentials, or set spec.deletionPolicy: Orphan to leave the remote sync in place"
     )
-    if isinstance(exc, CredentialError) or classify(exc)[1]:
-        reason = exc.reason if isinstance(exc, CredentialError) else classify(exc)[0]
+    if isinstance(exc, CredentialError) or external.classify(exc)[1]:
+        reason = exc.reason if isinstance(exc, CredentialError) else external.classify(exc)[0]
         await run.report.write(stalled(reason, message), observed=False, extra={})
         return Outcome(result="stalled", requeue_after=AUTH_RETRY_SECONDS)
     updates = retrying(Reason.DELETING, message, converged=run.obj.converged)
     await run.report.write(updates, observed=False, extra={})
-    return Outcome(result="error", retry_after=retry_after(exc))
+    return Outcome(result="error", retry_after=external.retry_after(exc))
