@@ -1,5 +1,6 @@
 """The operator's settings: one typed model from which `mixpeek-operator run`'s flags, their
-environment variables, their --help and the table in docs/operating.md are generated.
+environment variables and their --help are generated (and the table in docs/operating.md is
+checked against it).
 
 Each field of `Settings` is one setting: its type and default, and in its `Spec` the flag, the
 environment variable (`MIXPEEK_OPERATOR_<ENV>`, how the Helm chart passes its values), the help
@@ -7,7 +8,8 @@ and the chart value that sets it. A default is written once: here, or where the 
 and referred to from here (the Mixpeek client's rate and burst, the API URL, client-go's
 election timings). `EngineSettings` and `OperatorConfig` take their defaults from `DEFAULTS`.
 
-Environment variables are read when the parser is built, a flag given on the command line wins.
+Environment variables are read when the parser is built (so a malformed number fails every
+subcommand with one line); a flag given on the command line wins.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hints
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
+from mixpeek_operator.credentials import SecretRef
 from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings
 from mixpeek_operator.mixpeek import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND
 
@@ -30,8 +33,6 @@ _ELECTION_GROUP_HELP: Final = (
     "run several replicas, one of which reconciles (active/standby on a coordination.k8s.io Lease)"
 )
 _TIMINGS: Final = ElectionTimings()  # client-go's
-
-SecretRef = tuple[str, str]  # (namespace, name), as credentials.SecretRef
 
 
 @dataclass(frozen=True)
@@ -214,9 +215,7 @@ class Settings:
     def from_args(cls, args: argparse.Namespace) -> Settings:
         """The settings parsed by a parser that `add_arguments` built."""
         values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}
-        values["namespaces"] = tuple(dict.fromkeys(values["namespaces"]))
-        if isinstance(values["default_credentials_secret"], str):  # argparse converts it; be sure
-            values["default_credentials_secret"] = secret_ref(values["default_credentials_secret"])
+        values["namespaces"] = tuple(dict.fromkeys(values["namespaces"]))  # a list, once each
         return cls(**values)
 
 
