@@ -377,9 +377,9 @@ def test_this_node_does_not_enforce_network_policy(node: Node) -> None:
 
 
 def uninstall_operator(node: Node, workdir: Path) -> None:
-    """The documented `helm uninstall`: when it returns, no operator pod runs any more, not even
-    one in its grace period (with Helm's default background cascade one still did, and deleted
-    the remote syncs of a CRD deleted right after)."""
+    """The documented `helm uninstall`: when it is done, no operator pod runs any more, not even
+    one in its grace period (after `helm uninstall --wait` alone one still did, and deleted the
+    remote syncs of a CRD deleted right after)."""
     run_doc(node, workdir, UNINSTALL_DOC, "helm-uninstall")
     pods = node.json("-n", NS, "get", "pods", "-l", OPERATOR_SELECTOR)["items"]
     assert not pods, [pod["metadata"]["name"] for pod in pods]
