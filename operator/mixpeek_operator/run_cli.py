@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
-from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, operator_identity
+from mixpeek_operator.coordination import DEFAULT_LEASE_NAME, LeaseTimings, operator_identity
 
 # The pod's own namespace, mounted with its ServiceAccount token.
 _POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -238,7 +238,7 @@ def leader_election_config(args: argparse.Namespace) -> LeaderElectionConfig | N
             "--leader-election and --sharding need --leader-election-namespace (the namespace of the Leases)"
         )
     try:
-        timings = ElectionTimings(
+        timings = LeaseTimings(
             lease_duration=args.leader_election_lease_duration,
             renew_deadline=args.leader_election_renew_deadline,
             retry_period=args.leader_election_retry_period,

@@ -395,7 +395,7 @@ def test_every_dashboard_query_names_exported_metrics(exported: dict[str, set[st
         "mixpeek_ratelimiter_wait_seconds",
         "bucketsync_kube_writes",
         "bucketsync_time_to_ready_seconds",
-        "mixpeek_operator_leader",
-        "mixpeek_operator_owned_objects",
+        "mixpeek_operator_leading",
+        "mixpeek_operator_shard_owned_objects",
         "mixpeek_operator_shard_members",
     } <= covered
