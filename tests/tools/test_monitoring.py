@@ -79,6 +79,7 @@ def exercised() -> OperatorMetrics:
     metrics.observe_kube_write("status", 200)
     metrics.count_event("Created")
     metrics.observe_time_to_ready(3.0)
+    metrics.set_lease_held("mixpeek-system/mixpeek-operator", True)
     metrics.set_resource_source(lambda: [("True", "Synced")])
     return metrics
 
