@@ -8,12 +8,10 @@ standby takes over when the Lease is released or has expired by its own clock.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Final
 
-from mixpeek_operator.coordination.holder import Callback, Clock, LeaseHolder, LeaseHook, WallClock
+from mixpeek_operator.coordination.holder import Callback, LeaseHolder, LeaseHook
 from mixpeek_operator.coordination.lease import LeaseTimings
 from mixpeek_operator.kube import KubeClient
 from mixpeek_operator.supervision import Supervisor
@@ -39,8 +37,6 @@ class LeaderElector:
         on_stopped_leading: Callback,
         on_transition: Callable[[bool], None] | None = None,
         on_lease: LeaseHook | None = None,
-        clock: Clock = time.monotonic,
-        wall: WallClock = lambda: datetime.now(UTC),
         supervisor: Supervisor | None = None,
     ) -> None:
         self.identity = identity
@@ -55,8 +51,6 @@ class LeaderElector:
             on_lost=on_stopped_leading,
             on_transition=self._leading_changed,
             on_lease=on_lease,
-            clock=clock,
-            wall=wall,
             supervisor=supervisor,
             task_kind="leader-election",
         )
