@@ -8,11 +8,11 @@ import logging
 from typing import cast
 
 import pytest
-from test_supervision import TIMINGS, FakeLeases, settle
 
 from mixpeek_operator.coordination import LeaderElector, ShardCoordinator
 from mixpeek_operator.kube import KubeClient
 from mixpeek_operator.metrics import OperatorMetrics
+from tests.unit.operator.test_supervision import TIMINGS, FakeLeases, settle
 
 LEADER_LEASE = "ops/mixpeek-operator"
 
