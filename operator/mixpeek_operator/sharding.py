@@ -34,11 +34,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mixpeek_operator.kube import KubeClient, KubeError
+from mixpeek_operator.kube import LEASES, KubeClient, KubeError
 from mixpeek_operator.leaderelection import (
-    LEASE_GROUP,
-    LEASE_PLURAL,
-    LEASE_VERSION,
     ElectionTimings,
     LeaderElector,
     LeaseRecord,
@@ -296,9 +293,7 @@ class ShardCoordinator:
                 # the work stopped in time: before a joiner we could not see owns our groups.
                 async with asyncio.timeout(budget):
                     items = await self.kube.list_objects(
-                        LEASE_GROUP,
-                        LEASE_VERSION,
-                        LEASE_PLURAL,
+                        LEASES,
                         self.namespace,
                         label_selector=f"{RING_LABEL}={self.ring}",
                     )
