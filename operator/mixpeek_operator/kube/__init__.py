@@ -53,7 +53,6 @@ from mixpeek_operator.kube.events import (
 )
 from mixpeek_operator.kube.resources import (
     BUCKETSYNCS,
-    CUSTOM_RESOURCE_DEFINITIONS,
     EVENTS,
     LEASES,
     NAMESPACES,
@@ -73,7 +72,6 @@ from mixpeek_operator.kube.transport import (
 __all__ = [
     "BUCKETSYNCS",
     "CREDENTIAL_REFRESH_MARGIN_SECONDS",
-    "CUSTOM_RESOURCE_DEFINITIONS",
     "DEFAULT_EVENT_COMPONENT",
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
