@@ -117,7 +117,7 @@ async def test_get_object_and_list(
     assert got["metadata"]["uid"] == created["metadata"]["uid"]
     listed = await kube.list_objects(BUCKETSYNCS, namespace)
     assert sorted(item["metadata"]["name"] for item in listed) == ["a", "b"]
-    everywhere = await kube.list_objects(GROUP, VERSION, PLURAL)
+    everywhere = await kube.list_objects(BUCKETSYNCS)
     assert {"a", "b"} <= {item["metadata"]["name"] for item in everywhere}
 
 
