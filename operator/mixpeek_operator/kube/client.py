@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, Literal
 
 from mixpeek_operator.kube.errors import KubeConflict, KubeNotFound
 from mixpeek_operator.kube.events import DEFAULT_EVENT_COMPONENT, EventType, ObjectReference, build_event
@@ -84,13 +85,13 @@ class KubeClient(KubeTransport):
         Put `metadata.resourceVersion` in the patch to make it conditional (409 when stale).
         Returns the updated object.
         """
-        return await self._merge_patch(resource.path(namespace, name, "status"), patch, write="status")
+        return await self._patch(resource.path(namespace, name, "status"), patch, "merge", write="status")
 
     async def merge_patch_object(
         self, resource: Resource, namespace: str | None, name: str, patch: JsonObject, *, write: str
     ) -> JsonObject:
         """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
-        return await self._merge_patch(resource.path(namespace, name), patch, write=write)
+        return await self._patch(resource.path(namespace, name), patch, "merge", write=write)
 
     async def apply_object(
         self,
@@ -105,15 +106,7 @@ class KubeClient(KubeTransport):
         it through admission without storing anything. Returns the object as it would be."""
         path = resource.path(namespace, body["metadata"]["name"])
         params = {"fieldManager": field_manager, "force": "true", **({"dryRun": "All"} if dry_run else {})}
-        return await self._call(
-            "PATCH",
-            path,
-            body=body,
-            content_type=_PATCH_CONTENT_TYPES["apply"],
-            params=params,
-            write=None if dry_run else "apply",
-            resendable=True,  # server-side apply is declarative: the same apply twice is one
-        )
+        return await self._patch(path, body, "apply", params=params, write=None if dry_run else "apply")
 
     async def create_object(
         self, resource: Resource, namespace: str | None, body: JsonObject, *, write: str
@@ -171,21 +164,31 @@ class KubeClient(KubeTransport):
         instance: str | None = None,
     ) -> JsonObject:
         """Post a core/v1 Event about `involved` (shown by `kubectl describe` and `get events`)."""
-        event = build_event(
-            involved, type=type, reason=reason, message=message, component=component, instance=instance
-        )
+        event = build_event(involved, type, reason, message, component, instance)
         return await self._call("POST", EVENTS.path(involved.namespace), body=event, write="event")
 
     # --- internals ------------------------------------------------------------------------
 
-    async def _merge_patch(self, path: str, patch: JsonObject, *, write: str) -> JsonObject:
+    async def _patch(
+        self,
+        path: str,
+        patch: JsonObject | JsonPatch,
+        kind: Literal["merge", "json", "apply"],
+        *,
+        params: Mapping[str, str] | None = None,
+        write: str | None,
+    ) -> JsonObject:
+        # Each PATCH we send is safe to send twice, so it is asked again after a protocol error:
+        # a merge patch applied twice leaves what applying it once does, server-side apply is
+        # declarative, and our JSON patches are pinned to a resourceVersion (a second gets 409).
         return await self._call(
             "PATCH",
             path,
             body=patch,
-            content_type=_PATCH_CONTENT_TYPES["merge"],
+            content_type=_PATCH_CONTENT_TYPES[kind],
+            params=params,
             write=write,
-            resendable=True,  # a merge patch applied twice leaves what applying it once does
+            resendable=True,
         )
 
     async def _edit_finalizers(
@@ -206,14 +209,7 @@ class KubeClient(KubeTransport):
                 {"op": "add", "path": "/metadata/finalizers", "value": wanted},
             ]
             try:
-                return await self._call(
-                    "PATCH",
-                    path,
-                    body=patch,
-                    content_type=_PATCH_CONTENT_TYPES["json"],
-                    write="metadata",
-                    resendable=True,  # pinned to a resourceVersion: a second application gets 409
-                )
+                return await self._patch(path, patch, "json", write="metadata")
             except KubeConflict:
                 # Jitter spreads out writers that lost the same race, so they do not collide again.
                 await asyncio.sleep(random.uniform(0, _FINALIZER_RETRY_JITTER_SECONDS * (attempt + 1)))

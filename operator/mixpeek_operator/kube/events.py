@@ -61,15 +61,9 @@ class ObjectReference:
 
 
 def build_event(
-    involved: ObjectReference,
-    *,
-    type: EventType,
-    reason: str,
-    message: str,
-    component: str = DEFAULT_EVENT_COMPONENT,
-    instance: str | None = None,
+    obj: ObjectReference, type: EventType, reason: str, message: str, component: str, instance: str | None
 ) -> JsonObject:
-    """A new core/v1 Event about `involved`, named uniquely; `instance` defaults to the host name."""
+    """A new core/v1 Event about `obj`, named uniquely; `instance` defaults to the host name."""
     suffix = f".{uuid.uuid4().hex[:16]}"
     now = _now_rfc3339()
     reporting_instance = (instance or socket.gethostname())[:_REPORTING_INSTANCE_LIMIT]
@@ -77,10 +71,10 @@ def build_event(
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": involved.name[: _EVENT_NAME_LIMIT - len(suffix)] + suffix,
-            "namespace": involved.namespace,
+            "name": obj.name[: _EVENT_NAME_LIMIT - len(suffix)] + suffix,
+            "namespace": obj.namespace,
         },
-        "involvedObject": involved.to_dict(),
+        "involvedObject": obj.to_dict(),
         "type": type,
         "reason": reason,
         "message": _truncate(message, EVENT_MESSAGE_LIMIT),
