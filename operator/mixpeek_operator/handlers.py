@@ -15,8 +15,8 @@ from typing import Any, cast
 
 import kopf
 
-from mixpeek_operator.constants import GROUP, PLURAL, VERSION
-from mixpeek_operator.kube import KubeConnection, load_default_connection
+from mixpeek_operator.constants import GROUP
+from mixpeek_operator.kube import BUCKETSYNCS, SECRETS, KubeConnection, load_default_connection
 from mixpeek_operator.leaderelection import operator_identity
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 
@@ -86,14 +86,14 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.stop()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural)
 async def bucketsync_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None
     await runtime.engine.on_object_event(event["type"], event["object"])
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural)
 async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None
