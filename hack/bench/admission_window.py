@@ -6,8 +6,10 @@ instant `helm install --wait` returns, run `kubectl create` of a valid BucketSyn
 create, not a dry run) every 50 ms until one is admitted; then delete it, uninstall the
 release, delete the CRD and let the API server forget it before the next round. A mode is a
 name and an operator image (`--mode after=localhost/mixpeek-operator:window-after`); the
-image's archive, built by `hack/image.py --tag REF`, is imported into the node first. Modes
-alternate within each round, so load drifts hit them alike.
+image's archive, built by `hack/image.py --tag REF`, is imported into the node first. A mode
+given with `--mode-without-wait` installs without `--wait`: the API server's own refusal window
+after a new CRD, which the operator's readiness gate keeps behind `--wait`. Modes alternate
+within each round, so load drifts hit them alike.
 
 Printed per round: the seconds from helm's return to the start of the first admitted create
 (0.00 when the very first one was admitted), to that create's answer, how many were refused,
@@ -152,7 +154,9 @@ def import_images(containerd_socket: Path, refs: list[str]) -> None:
         image.import_into(containerd_socket, archive)
 
 
-def measure(cluster: Cluster, mode: str, ref: str, index: int, interval: float, give_up: float) -> Round:
+def measure(
+    cluster: Cluster, mode: str, ref: str, wait: bool, index: int, interval: float, give_up: float
+) -> Round:
     repository, tag = ref.rsplit(":", 1)
     began = time.monotonic()
     cluster.helm(
@@ -161,7 +165,7 @@ def measure(cluster: Cluster, mode: str, ref: str, index: int, interval: float, 
         "--set", "image.pullPolicy=Never",
         # Nothing routed off the machine, whatever the operator tries.
         "--set", "settings.mixpeekBaseUrl=http://127.0.0.1:9",
-        "--wait", "--timeout=180s",
+        *(["--wait", "--timeout=180s"] if wait else []),
     )  # fmt: skip
     returned = time.monotonic()
     result = Round(mode=mode, image=ref, index=index, helm_seconds=returned - began)
@@ -244,9 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         action="append",
-        required=True,
         metavar="NAME=IMAGE",
+        default=[],
         help="a mode and its operator image, e.g. after=localhost/mixpeek-operator:window-after",
+    )
+    parser.add_argument(
+        "--mode-without-wait",
+        action="append",
+        default=[],
+        metavar="NAME=IMAGE",
+        help="a mode installing without --wait: the API server's own refusal window after a new CRD",
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between create attempts")
@@ -254,17 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-dir", type=Path, default=REPO_ROOT / ".local" / "node")
     parser.add_argument("--json", type=Path, help="also write every round's attempts here")
     args = parser.parse_args(argv)
-    modes: dict[str, str] = {}
-    for spec in args.mode:
+    modes: dict[str, tuple[str, bool]] = {}  # name: (image, helm install --wait)
+    for spec, wait in [(spec, True) for spec in args.mode] + [(s, False) for s in args.mode_without_wait]:
         name, sep, ref = spec.partition("=")
         if not sep or ":" not in ref:
-            parser.error(f"--mode wants NAME=IMAGE:TAG, got {spec!r}")
-        modes[name] = ref
+            parser.error(f"a mode is NAME=IMAGE:TAG, got {spec!r}")
+        modes[name] = (ref, wait)
+    if not modes:
+        parser.error("no --mode given")
     node_dir = args.node_dir.resolve()
     kubeconfig = node_dir / "kubeconfig"
     if not kubeconfig.is_file():
         parser.error(f"no node running from {node_dir} (start it: make node)")
-    import_images(node_dir / "containerd" / "containerd.sock", list(modes.values()))
+    import_images(node_dir / "containerd" / "containerd.sock", [ref for ref, _ in modes.values()])
 
     with tempfile.TemporaryDirectory(prefix="admission-window-") as cache:
         cluster = Cluster(kubeconfig, Path(cache))
@@ -279,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(1, args.rounds + 1):
                 order = list(modes) if index % 2 else list(reversed(modes))
                 for mode in order:
-                    rounds.append(measure(cluster, mode, modes[mode], index, args.interval, args.give_up))
+                    rounds.append(measure(cluster, mode, *modes[mode], index, args.interval, args.give_up))
                     print(round_line(rounds[-1]), flush=True)
                     for error in rounds[-1].errors():
                         print(f"           refused: {error}", flush=True)
@@ -296,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {'/'.join(f'{v:.1f}' for v in load_before)} before, {'/'.join(f'{v:.1f}' for v in load_after)}"
         f" after; {args.rounds} rounds, a create every {args.interval * 1000:.0f} ms"
     )
-    for mode, ref in modes.items():
-        print(f"  {mode} = {ref}")
+    for mode, (ref, wait) in modes.items():
+        print(f"  {mode} = {ref}, helm install {'--wait' if wait else 'without --wait'}")
     for line in summary(rounds, list(modes)):
         print(line)
     if args.json:
@@ -307,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                     "began": began.isoformat(),
                     "load_before": load_before,
                     "load_after": load_after,
-                    "modes": modes,
+                    "modes": {mode: {"image": ref, "wait": wait} for mode, (ref, wait) in modes.items()},
                     "rounds": [asdict(r) | {"window": r.window} for r in rounds],
                 },
                 indent=2,
