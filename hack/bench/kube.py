@@ -17,18 +17,11 @@ from typing import Any
 
 import httpx
 
-from mixpeek_operator.constants import GROUP, PLURAL, VERSION
-
-BUCKETSYNCS = f"/apis/{GROUP}/{VERSION}"
+from mixpeek_operator.kube import BUCKETSYNCS
 
 
 def bucketsyncs_path(namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-    path = f"{BUCKETSYNCS}/namespaces/{namespace}/{PLURAL}"
-    if name is not None:
-        path += f"/{name}"
-    if subresource is not None:
-        path += f"/{subresource}"
-    return path
+    return BUCKETSYNCS.path(namespace, name, subresource)
 
 
 def is_ready(obj: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from mixpeek_operator.kube import EventType, JsonObject, KubeNotFound, ObjectReference
+from mixpeek_operator.kube import EventType, JsonObject, KubeNotFound, ObjectReference, Resource
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
 WatchEvent = tuple[str, str, dict[str, Any]]  # (plural, type, body)
@@ -81,27 +81,25 @@ class MemKube:
 
     async def add_finalizer(
         self,
-        group: str,
-        version: str,
-        plural: str,
+        resource: Resource,
         namespace: str | None,
         name: str,
         finalizer: str,
         *,
         current: JsonObject | None = None,
     ) -> JsonObject:
-        body = self._get(plural, namespace or "", name)
+        body = self._get(resource.plural, namespace or "", name)
         finalizers = body["metadata"].setdefault("finalizers", [])
         if finalizer not in finalizers:
             finalizers.append(finalizer)
             self.writes["finalizer"] += 1
-            self._store(plural, body, "MODIFIED")
+            self._store(resource.plural, body, "MODIFIED")
         return copy.deepcopy(body)
 
     async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+        self, resource: Resource, namespace: str | None, name: str, finalizer: str
     ) -> JsonObject | None:
-        body = self.objects.get((plural, namespace or "", name))
+        body = self.objects.get((resource.plural, namespace or "", name))
         if body is None:
             return None
         meta = body["metadata"]
@@ -109,18 +107,18 @@ class MemKube:
             meta["finalizers"].remove(finalizer)
             self.writes["finalizer"] += 1
             if meta.get("deletionTimestamp") and not meta["finalizers"]:
-                self.delete(plural, namespace or "", name)
+                self.delete(resource.plural, namespace or "", name)
                 return None
-            self._store(plural, body, "MODIFIED")
+            self._store(resource.plural, body, "MODIFIED")
         return copy.deepcopy(body)
 
     async def patch_status(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonObject
     ) -> JsonObject:
-        body = self._get(plural, namespace or "", name)
+        body = self._get(resource.plural, namespace or "", name)
         body["status"] = apply_merge_patch(body.get("status") or {}, patch["status"])
         self.writes["status"] += 1
-        self._store(plural, body, "MODIFIED")
+        self._store(resource.plural, body, "MODIFIED")
         return copy.deepcopy(body)
 
     async def create_event(
@@ -129,19 +127,15 @@ class MemKube:
         self.writes["event"] += 1
         return {}
 
-    async def get_object(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str
-    ) -> JsonObject | None:
-        body = self.objects.get((plural, namespace or "", name))
+    async def get_object(self, resource: Resource, namespace: str | None, name: str) -> JsonObject | None:
+        body = self.objects.get((resource.plural, namespace or "", name))
         return copy.deepcopy(body) if body is not None else None
 
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]:
+    async def list_objects(self, resource: Resource, namespace: str | None = None) -> list[JsonObject]:
         return [
             copy.deepcopy(body)
             for (kind, ns, _), body in self.objects.items()
-            if kind == plural and namespace in (None, ns)
+            if kind == resource.plural and namespace in (None, ns)
         ]
 
     # --- internals --------------------------------------------------------------------------

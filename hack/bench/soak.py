@@ -40,12 +40,13 @@ import psutil
 from hack.bench.memkube import MemKube
 from hack.bench.procs import CONNECTION_ID, MIXPEEK_NAMESPACE, bucket_ids
 from hack.localcluster import spawn_emulator, terminate
+from mixpeek_operator import kube as k8s
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
 
-SECRETS, BUCKETSYNCS = "secrets", "bucketsyncs"
+SECRETS, BUCKETSYNCS = k8s.SECRETS.plural, k8s.BUCKETSYNCS.plural  # MemKube keys objects by plural
 SOAK_RSS_TARGET_MB = 5.0
 ONE_BUCKET_RATIO_TARGET = 1.3
 DELETE_RATIO_TARGET = 1.3
@@ -95,7 +96,7 @@ class Rig:
         self.kube = kube
 
         async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
-            return await kube.get_object("", "v1", SECRETS, namespace, name)
+            return await kube.get_object(k8s.SECRETS, namespace, name)
 
         self.engine = Engine(
             kube=kube,

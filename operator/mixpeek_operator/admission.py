@@ -22,8 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from mixpeek_operator.constants import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from mixpeek_operator.kube import JsonObject, KubeConnectionError, KubeError
+from mixpeek_operator.constants import API_VERSION, KIND
+from mixpeek_operator.kube import BUCKETSYNCS, JsonObject, KubeConnectionError, KubeError, Resource
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,14 @@ PROBE_OBJECT: JsonObject = {
 
 class DryRunCreator(Protocol):
     async def dry_run_create(
-        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject
+        self, resource: Resource, namespace: str | None, body: JsonObject
     ) -> JsonObject: ...
 
 
 async def creates_admitted(kube: DryRunCreator, namespace: str) -> tuple[bool, str]:
     """(False, why) while the API server refuses BucketSync creates in `namespace` with 503."""
     try:
-        await kube.dry_run_create(GROUP, VERSION, PLURAL, namespace, PROBE_OBJECT)
+        await kube.dry_run_create(BUCKETSYNCS, namespace, PROBE_OBJECT)
     except KubeConnectionError:
         return True, ""
     except KubeError as exc:

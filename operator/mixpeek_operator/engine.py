@@ -27,21 +27,20 @@ import httpx
 from mixpeek_operator.constants import (
     API_VERSION,
     FINALIZER,
-    GROUP,
     KIND,
-    PLURAL,
-    VERSION,
     ConditionType,
 )
 from mixpeek_operator.credentials import Credentials, CredentialStore
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import (
+    BUCKETSYNCS,
     EventType,
     JsonObject,
     KubeError,
     KubeForbidden,
     KubeNotFound,
     ObjectReference,
+    Resource,
     is_kube_outage,
 )
 from mixpeek_operator.leancache import READ_ANNOTATIONS, lean_body
@@ -95,16 +94,14 @@ class KubeApi(FinalizerApi, Protocol):
     """The Kubernetes calls the engine makes (kube.KubeClient)."""
 
     async def patch_status(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonObject
     ) -> JsonObject: ...
 
     async def create_event(
         self, involved: ObjectReference, *, type: EventType, reason: str, message: str
     ) -> JsonObject: ...
 
-    async def get_object(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str
-    ) -> JsonObject | None: ...
+    async def get_object(self, resource: Resource, namespace: str | None, name: str) -> JsonObject | None: ...
 
 
 def key_of(body: Mapping[str, Any]) -> ObjectKey:
@@ -178,9 +175,7 @@ class _Writer:
         record = self._engine.objects.get(obj.key)
         try:
             body = await self._kube.add_finalizer(
-                GROUP,
-                VERSION,
-                PLURAL,
+                BUCKETSYNCS,
                 obj.namespace,
                 obj.name,
                 FINALIZER,
@@ -193,15 +188,13 @@ class _Writer:
         self._engine.cache_body(body)
 
     async def remove_finalizer(self, obj: ObjectState) -> None:
-        body = await self._kube.remove_finalizer(GROUP, VERSION, PLURAL, obj.namespace, obj.name, FINALIZER)
+        body = await self._kube.remove_finalizer(BUCKETSYNCS, obj.namespace, obj.name, FINALIZER)
         if body is not None:
             self._engine.cache_body(body)
 
     async def patch_status(self, obj: ObjectState, patch: dict[str, Any]) -> None:
         try:
-            body = await self._kube.patch_status(
-                GROUP, VERSION, PLURAL, obj.namespace, obj.name, {"status": patch}
-            )
+            body = await self._kube.patch_status(BUCKETSYNCS, obj.namespace, obj.name, {"status": patch})
         except KubeNotFound:
             return  # deleted meanwhile: no status to report; its DELETED event drops the record
         except KubeError as exc:
@@ -230,7 +223,7 @@ class _Writer:
         if cached is not None:
             return bool((cached.body.get("metadata") or {}).get("uid") == uid)
         try:
-            body = await self._kube.get_object(GROUP, VERSION, PLURAL, namespace, name)
+            body = await self._kube.get_object(BUCKETSYNCS, namespace, name)
         except KubeForbidden:
             # A namespace we may not read: assume the owner lives rather than take its sync.
             return True

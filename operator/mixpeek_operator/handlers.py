@@ -15,9 +15,9 @@ from typing import Any, cast
 
 import kopf
 
-from mixpeek_operator.constants import GROUP, PLURAL, VERSION
+from mixpeek_operator.constants import GROUP
 from mixpeek_operator.coordination import operator_identity
-from mixpeek_operator.kube import KubeConnection, load_default_connection
+from mixpeek_operator.kube import BUCKETSYNCS, SECRETS, KubeConnection, load_default_connection
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 
 log = logging.getLogger("mixpeek_operator.handlers")
@@ -53,7 +53,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.login()
 async def login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's watches log in through the same loader as our own writes (kube.py), exec plugins included.
+    """kopf's watches log in through the loader our own writes use (kube/config.py), exec plugins too.
 
     kopf calls this again when the API server answers 401, and before `expiration`.
     """
@@ -62,15 +62,12 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
 
 def connection_info(connection: KubeConnection) -> kopf.ConnectionInfo:
     """kopf's form of a connection: PEM data wins over a path (kopf accepts only one of them)."""
-    token = connection.token
-    if token is None and connection.token_path is not None:
-        token = connection.token_path.read_text().strip()  # a projected token: re-read at each login
     return kopf.ConnectionInfo(
         server=connection.server,
         ca_path=None if connection.ca_data else connection.ca_path,
         ca_data=_pem_bytes(connection.ca_data),
         insecure=connection.insecure,
-        token=token,
+        token=connection.read_token(),  # a projected token file is re-read at each login
         certificate_path=None if connection.certificate_data else connection.certificate_path,
         certificate_data=_pem_bytes(connection.certificate_data),
         private_key_path=None if connection.private_key_data else connection.private_key_path,
@@ -89,14 +86,14 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await runtime.stop()
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural)
 async def bucketsync_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None
     await runtime.engine.on_object_event(event["type"], event["object"])
 
 
-@kopf.on.event("", "v1", "secrets")
+@kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural)
 async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None

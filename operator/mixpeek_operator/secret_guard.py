@@ -34,10 +34,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from mixpeek_operator.constants import GROUP, PLURAL, SECRET_IN_USE_FINALIZER, VERSION
+from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
 from mixpeek_operator.credentials import SecretRef
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import JsonObject, KubeError, KubeNotFound
+from mixpeek_operator.kube import BUCKETSYNCS, SECRETS, JsonObject, KubeError, KubeNotFound, Resource
 
 log = logging.getLogger("mixpeek_operator.secret_guard")
 
@@ -47,9 +47,7 @@ class FinalizerApi(Protocol):
 
     async def add_finalizer(
         self,
-        group: str,
-        version: str,
-        plural: str,
+        resource: Resource,
         namespace: str | None,
         name: str,
         finalizer: str,
@@ -58,16 +56,14 @@ class FinalizerApi(Protocol):
     ) -> JsonObject: ...
 
     async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+        self, resource: Resource, namespace: str | None, name: str, finalizer: str
     ) -> JsonObject | None: ...
 
 
 class SecretGuardApi(FinalizerApi, Protocol):
     """The Kubernetes calls the guard makes (kube.KubeClient)."""
 
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]: ...
+    async def list_objects(self, resource: Resource, namespace: str | None = None) -> list[JsonObject]: ...
 
 
 def credentials_ref_of(body: Mapping[str, Any]) -> SecretRef | None:
@@ -144,7 +140,7 @@ class SecretUseGuard:
         if ref in self._protected:
             return  # marked by another reconcile while this one waited
         try:
-            await self._kube.add_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+            await self._kube.add_finalizer(SECRETS, ref[0], ref[1], SECRET_IN_USE_FINALIZER)
         except KubeNotFound:
             return  # the reconcile reports the missing Secret; its creation triggers a retry
         except KubeError as exc:
@@ -189,13 +185,13 @@ class SecretUseGuard:
             self._deferred.add(ref)
             return
         try:
-            objects = await self._kube.list_objects(GROUP, VERSION, PLURAL, ref[0])
+            objects = await self._kube.list_objects(BUCKETSYNCS, ref[0])
             if any(credentials_ref_of(obj) == ref for obj in objects):
                 return
             if not self._may_release(ref):  # asked again right before the write (fencing)
                 self._deferred.add(ref)
                 return
-            await self._kube.remove_finalizer("", "v1", "secrets", ref[0], ref[1], SECRET_IN_USE_FINALIZER)
+            await self._kube.remove_finalizer(SECRETS, ref[0], ref[1], SECRET_IN_USE_FINALIZER)
         except KubeError as exc:
             log.warning("could not release Secret %s/%s: %s", *ref, exc)
             return

@@ -17,7 +17,9 @@ from kubernetes import client as k8s
 from hack.localcluster import ControlPlane, free_port, write_kubeconfig
 from mixpeek_operator.constants import API_VERSION, FINALIZER, GROUP, KIND, PLURAL, VERSION
 from mixpeek_operator.kube import (
+    BUCKETSYNCS,
     EVENT_MESSAGE_LIMIT,
+    NAMESPACES,
     JsonObject,
     KubeClient,
     KubeConflict,
@@ -107,15 +109,15 @@ async def kube(
 async def test_get_object_and_list(
     kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str
 ) -> None:
-    assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "missing") is None
+    assert await kube.get_object(BUCKETSYNCS, namespace, "missing") is None
     created = create(api_client, namespace, "a")
     create(api_client, namespace, "b")
-    got = await kube.get_object(GROUP, VERSION, PLURAL, namespace, "a")
+    got = await kube.get_object(BUCKETSYNCS, namespace, "a")
     assert got is not None
     assert got["metadata"]["uid"] == created["metadata"]["uid"]
-    listed = await kube.list_objects(GROUP, VERSION, PLURAL, namespace)
+    listed = await kube.list_objects(BUCKETSYNCS, namespace)
     assert sorted(item["metadata"]["name"] for item in listed) == ["a", "b"]
-    everywhere = await kube.list_objects(GROUP, VERSION, PLURAL)
+    everywhere = await kube.list_objects(BUCKETSYNCS)
     assert {"a", "b"} <= {item["metadata"]["name"] for item in everywhere}
 
 
@@ -124,9 +126,7 @@ async def test_patch_status_changes_status_only(
 ) -> None:
     created = create(api_client, namespace, "s")
     patched = await kube.patch_status(
-        GROUP,
-        VERSION,
-        PLURAL,
+        BUCKETSYNCS,
         namespace,
         "s",
         # spec in a status patch is ignored by the API server's status strategy
@@ -139,9 +139,7 @@ async def test_patch_status_changes_status_only(
     assert writes == [("status", 200)]
 
     # A merge patch removes a field with null, and merges the rest.
-    again = await kube.patch_status(
-        GROUP, VERSION, PLURAL, namespace, "s", {"status": {"syncConfigId": None}}
-    )
+    again = await kube.patch_status(BUCKETSYNCS, namespace, "s", {"status": {"syncConfigId": None}})
     assert "syncConfigId" not in again["status"]
     assert again["status"]["observedGeneration"] == 1
 
@@ -151,7 +149,7 @@ async def test_patch_status_changes_status_only(
         "status": {"bucketId": "x"},
     }
     with pytest.raises(KubeConflict) as conflict:
-        await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "s", stale)
+        await kube.patch_status(BUCKETSYNCS, namespace, "s", stale)
     assert conflict.value.status == 409
     assert "the object has been modified" in str(conflict.value)
 
@@ -161,11 +159,11 @@ async def test_patch_object_merge_and_json(
 ) -> None:
     create(api_client, namespace, "p")
     merged = await kube.patch_object(
-        GROUP, VERSION, PLURAL, namespace, "p", {"metadata": {"annotations": {"mixpeek.com/x": "1"}}}
+        BUCKETSYNCS, namespace, "p", {"metadata": {"annotations": {"mixpeek.com/x": "1"}}}
     )
     assert merged["metadata"]["annotations"] == {"mixpeek.com/x": "1"}
     ops = [{"op": "remove", "path": "/metadata/annotations/mixpeek.com~1x"}]
-    removed = await kube.patch_object(GROUP, VERSION, PLURAL, namespace, "p", ops, patch_type="json")
+    removed = await kube.patch_object(BUCKETSYNCS, namespace, "p", ops, patch_type="json")
     assert not removed["metadata"].get("annotations")
 
 
@@ -176,21 +174,21 @@ async def test_finalizers_are_idempotent(
     kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str, writes: Writes
 ) -> None:
     create(api_client, namespace, "f")
-    first = await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "f", FINALIZER)
-    second = await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "f", FINALIZER)
+    first = await kube.add_finalizer(BUCKETSYNCS, namespace, "f", FINALIZER)
+    second = await kube.add_finalizer(BUCKETSYNCS, namespace, "f", FINALIZER)
     assert first["metadata"]["finalizers"] == second["metadata"]["finalizers"] == [FINALIZER]
     assert writes == [("metadata", 200)]  # the second call found it present: no write
 
-    removed = await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "f", FINALIZER)
+    removed = await kube.remove_finalizer(BUCKETSYNCS, namespace, "f", FINALIZER)
     assert removed is not None
     assert not removed["metadata"].get("finalizers")
-    again = await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "f", FINALIZER)
+    again = await kube.remove_finalizer(BUCKETSYNCS, namespace, "f", FINALIZER)
     assert again is not None
     assert writes == [("metadata", 200), ("metadata", 200)]
 
     with pytest.raises(KubeNotFound):
-        await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "nope", FINALIZER)
-    assert await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "nope", FINALIZER) is None
+        await kube.add_finalizer(BUCKETSYNCS, namespace, "nope", FINALIZER)
+    assert await kube.remove_finalizer(BUCKETSYNCS, namespace, "nope", FINALIZER) is None
 
 
 class _InterleavingClient(KubeClient):
@@ -237,10 +235,10 @@ async def test_finalizer_edit_survives_a_concurrent_kubectl_edit(
     ) as kube:
         result: JsonObject | None
         if operation == "add":
-            result = await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "race", FINALIZER)
+            result = await kube.add_finalizer(BUCKETSYNCS, namespace, "race", FINALIZER)
             expected = [OTHER_FINALIZER, FINALIZER]
         else:
-            result = await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "race", FINALIZER)
+            result = await kube.remove_finalizer(BUCKETSYNCS, namespace, "race", FINALIZER)
             expected = [OTHER_FINALIZER]
     assert result is not None
     assert result["metadata"]["finalizers"] == expected
@@ -254,7 +252,7 @@ async def test_concurrent_finalizer_writers_all_survive(
 ) -> None:
     create(api_client, namespace, "crowd")
     seed = "seed.example.com/keep"
-    await kube.patch_object(GROUP, VERSION, PLURAL, namespace, "crowd", {"metadata": {"finalizers": [seed]}})
+    await kube.patch_object(BUCKETSYNCS, namespace, "crowd", {"metadata": {"finalizers": [seed]}})
     writes.clear()
     ours = [f"mixpeek.com/f{i}" for i in range(4)]
 
@@ -264,9 +262,9 @@ async def test_concurrent_finalizer_writers_all_survive(
 
     await asyncio.gather(
         asyncio.to_thread(kubectl_adds),
-        *(kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "crowd", name) for name in ours),
+        *(kube.add_finalizer(BUCKETSYNCS, namespace, "crowd", name) for name in ours),
     )
-    stored = await kube.get_object(GROUP, VERSION, PLURAL, namespace, "crowd")
+    stored = await kube.get_object(BUCKETSYNCS, namespace, "crowd")
     assert stored is not None
     assert sorted(stored["metadata"]["finalizers"]) == sorted([seed, OTHER_FINALIZER, *ours])
     assert [status for _, status in writes].count(200) == len(ours)
@@ -276,16 +274,16 @@ async def test_removing_the_last_finalizer_lets_a_deleting_object_go(
     kube: TestingKubeClient, cluster: ControlPlane, api_client: k8s.ApiClient, namespace: str
 ) -> None:
     create(api_client, namespace, "doomed")
-    await kube.add_finalizer(GROUP, VERSION, PLURAL, namespace, "doomed", FINALIZER)
+    await kube.add_finalizer(BUCKETSYNCS, namespace, "doomed", FINALIZER)
     cluster.kubectl("-n", namespace, "delete", f"{PLURAL}/doomed", "--wait=false")
-    deleting = await kube.get_object(GROUP, VERSION, PLURAL, namespace, "doomed")
+    deleting = await kube.get_object(BUCKETSYNCS, namespace, "doomed")
     assert deleting is not None
     assert deleting["metadata"]["deletionTimestamp"]
 
-    last = await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "doomed", FINALIZER)
+    last = await kube.remove_finalizer(BUCKETSYNCS, namespace, "doomed", FINALIZER)
     assert last is not None  # the API server answers with the object's final state
-    assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "doomed") is None
-    assert await kube.remove_finalizer(GROUP, VERSION, PLURAL, namespace, "doomed", FINALIZER) is None
+    assert await kube.get_object(BUCKETSYNCS, namespace, "doomed") is None
+    assert await kube.remove_finalizer(BUCKETSYNCS, namespace, "doomed", FINALIZER) is None
 
 
 # --- secrets and events -------------------------------------------------------------------
@@ -338,14 +336,14 @@ async def test_create_event_is_visible_to_kubectl(
 
 async def test_typed_errors(kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str) -> None:
     with pytest.raises(KubeNotFound) as missing:
-        await kube.patch_status(GROUP, VERSION, PLURAL, namespace, "ghost", {"status": {"syncConfigId": "x"}})
+        await kube.patch_status(BUCKETSYNCS, namespace, "ghost", {"status": {"syncConfigId": "x"}})
     assert missing.value.status == 404
     assert missing.value.reason == "NotFound"
     assert 'bucketsyncs.mixpeek.com "ghost" not found' in missing.value.message
 
     create(api_client, namespace, "strict")
     with pytest.raises(KubeInvalid) as invalid:
-        await kube.patch_object(GROUP, VERSION, PLURAL, namespace, "strict", {"spec": {"batchSize": 1000}})
+        await kube.patch_object(BUCKETSYNCS, namespace, "strict", {"spec": {"batchSize": 1000}})
     assert invalid.value.status == 422
     assert "spec.batchSize" in invalid.value.message
     assert "less than or equal to 100" in str(invalid.value)
@@ -358,11 +356,9 @@ async def test_forbidden_for_a_service_account_without_rbac(
     kubeconfig, token = service_account_kubeconfig(cluster, namespace, "nobody", tmp_path / "kc", admin=False)
     async with KubeClient(KubeConnection.from_kubeconfig(kubeconfig)) as kube:
         with pytest.raises(KubeForbidden) as forbidden:
-            await kube.get_object(GROUP, VERSION, PLURAL, namespace, "guarded")
+            await kube.get_object(BUCKETSYNCS, namespace, "guarded")
         with pytest.raises(KubeForbidden):
-            await kube.patch_status(
-                GROUP, VERSION, PLURAL, namespace, "guarded", {"status": {"bucketId": "b"}}
-            )
+            await kube.patch_status(BUCKETSYNCS, namespace, "guarded", {"status": {"bucketId": "b"}})
     assert forbidden.value.status == 403
     assert f"system:serviceaccount:{namespace}:nobody" in forbidden.value.message
     assert token not in str(forbidden.value)
@@ -400,12 +396,12 @@ async def test_provider_is_called_again_after_a_401(
     async with KubeClient(provider, on_write=lambda k, s: writes.append((k, s))) as kube:
         assert calls == 1
         patched = await kube.patch_status(
-            GROUP, VERSION, PLURAL, namespace, "refreshed", {"status": {"syncConfigId": "sc_9"}}
+            BUCKETSYNCS, namespace, "refreshed", {"status": {"syncConfigId": "sc_9"}}
         )
         assert patched["status"]["syncConfigId"] == "sc_9"
         assert calls == 2
         assert writes == [("status", 401), ("status", 200)]
-        assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "refreshed") is not None
+        assert await kube.get_object(BUCKETSYNCS, namespace, "refreshed") is not None
         assert calls == 2  # the fresh credentials are kept
 
 
@@ -421,9 +417,7 @@ async def test_concurrent_401s_refresh_credentials_once(
         return KubeConnection(server=cluster.server, ca_path=cluster.pki.ca_cert, token=calls[-1])
 
     async with KubeClient(provider) as kube:
-        results = await asyncio.gather(
-            *(kube.get_object(GROUP, VERSION, PLURAL, namespace, "herd") for _ in range(20))
-        )
+        results = await asyncio.gather(*(kube.get_object(BUCKETSYNCS, namespace, "herd") for _ in range(20)))
     assert all(result is not None for result in results)
     assert len(calls) == 2  # the initial connection and exactly one refresh for twenty 401s
 
@@ -444,9 +438,9 @@ async def test_in_cluster_rereads_a_rotated_token_file(
     assert connection.server == cluster.server
     async with KubeClient(connection) as kube:
         with pytest.raises(KubeUnauthorized):  # re-read once on 401, still bad
-            await kube.get_object(GROUP, VERSION, PLURAL, namespace, "pod-view")
+            await kube.get_object(BUCKETSYNCS, namespace, "pod-view")
         (account / "token").write_text(good + "\n")  # the kubelet rotates the projected token
-        assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "pod-view") is not None
+        assert await kube.get_object(BUCKETSYNCS, namespace, "pod-view") is not None
 
 
 # --- kubeconfig ---------------------------------------------------------------------------
@@ -495,7 +489,7 @@ async def test_kubeconfig_with_embedded_data(cluster: ControlPlane, namespace: s
     assert connection.private_key_data is not None
     assert "PRIVATE KEY" not in repr(connection)
     async with KubeClient(connection) as kube:
-        namespace_object = await kube.get_object("", "v1", "namespaces", None, namespace)
+        namespace_object = await kube.get_object(NAMESPACES, None, namespace)
         assert namespace_object is not None
         assert namespace_object["metadata"]["name"] == namespace
     assert _tls_temp_dirs() == before  # the key never stays on disk
@@ -518,14 +512,14 @@ async def test_kubeconfig_from_the_environment_with_relative_paths(
     connection = KubeConnection.from_kubeconfig()
     assert connection.ca_path == directory / "ca.crt"
     async with KubeClient(connection) as kube:
-        assert await kube.get_object("", "v1", "namespaces", None, namespace) is not None
+        assert await kube.get_object(NAMESPACES, None, namespace) is not None
 
 
 async def test_connection_errors_are_typed(cluster: ControlPlane, writes: Writes) -> None:
     closed = KubeConnection(server=f"https://127.0.0.1:{free_port()}", ca_path=cluster.pki.ca_cert)
     async with KubeClient(closed, on_write=lambda k, s: writes.append((k, s))) as kube:
         with pytest.raises(KubeConnectionError) as refused:
-            await kube.patch_status(GROUP, VERSION, PLURAL, "ns", "x", {"status": {}})
+            await kube.patch_status(BUCKETSYNCS, "ns", "x", {"status": {}})
     assert refused.value.status == 0
     assert writes == [("status", 0)]
 

@@ -11,8 +11,7 @@ import pytest
 from kubernetes import client as k8s
 
 from hack.localcluster import ControlPlane
-from mixpeek_operator.constants import GROUP, PLURAL, VERSION
-from mixpeek_operator.kube import KubeClient, KubeConnection, load_default_connection
+from mixpeek_operator.kube import BUCKETSYNCS, KubeClient, KubeConnection, load_default_connection
 from tests.integration.test_kube_client import create, service_account_kubeconfig
 from tests.support.exec_plugin import exec_kubeconfig, plugin_calls
 from tests.support.operator_support import Objects, OperatorFactory, bucketsync
@@ -30,7 +29,7 @@ async def test_a_client_certificate_from_an_exec_plugin_authenticates(
         tmp_path, cluster.server, cluster.pki.ca_cert, admin_certificate_env(cluster)
     )
     async with KubeClient(KubeConnection.from_kubeconfig(kubeconfig)) as kube:
-        found = await kube.get_object(GROUP, VERSION, PLURAL, namespace, "via-exec")
+        found = await kube.get_object(BUCKETSYNCS, namespace, "via-exec")
     assert found is not None
     assert len(plugin_calls(tmp_path)) == 1
 
@@ -57,8 +56,8 @@ async def test_an_expiring_exec_token_is_renewed_before_it_expires(
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     async with KubeClient(load_default_connection) as kube:
-        assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "renewed") is not None
-        assert await kube.get_object(GROUP, VERSION, PLURAL, namespace, "renewed") is not None
+        assert await kube.get_object(BUCKETSYNCS, namespace, "renewed") is not None
+        assert await kube.get_object(BUCKETSYNCS, namespace, "renewed") is not None
     assert len(plugin_calls(tmp_path)) >= 3  # the first login, then a renewal before each request
 
 

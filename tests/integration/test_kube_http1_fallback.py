@@ -16,14 +16,9 @@ import httpx
 import pytest
 
 from hack.localcluster import ControlPlane
-from mixpeek_operator import kube as kube_module
 from mixpeek_operator.constants import API_VERSION, KIND
-from mixpeek_operator.kube import (
-    KubeClient,
-    KubeConnection,
-    KubeConnectionError,
-    ObjectReference,
-)
+from mixpeek_operator.kube import EVENTS, KubeClient, KubeConnection, KubeConnectionError, ObjectReference
+from mixpeek_operator.kube import transport as kube_module  # where the client builds its TLS contexts
 from tests.integration.test_kube_client import service_account_kubeconfig
 from tests.support.operator_support import kubernetes_writes
 
@@ -74,18 +69,18 @@ async def test_a_safe_request_is_asked_again_over_one_reused_http1_pool(
     cluster: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     contexts = 0
-    build = kube_module._ssl_context
+    build = kube_module.ssl_context
 
     def counting(connection: KubeConnection) -> object:
         nonlocal contexts
         contexts += 1
         return build(connection)
 
-    monkeypatch.setattr(kube_module, "_ssl_context", counting)
+    monkeypatch.setattr(kube_module, "ssl_context", counting)
     async with KubeClient(anonymous(cluster)) as kube:
         for _ in range(3):
             # Anonymous GET: answered over HTTP/2, then the connection is closed (GOAWAY).
-            assert await kube.get_object("", "v1", "events", namespace, "absent") is None
+            assert await kube.get_object(EVENTS, namespace, "absent") is None
     # The HTTP/2 pool and one fallback pool: not one new pool (and TLS context) per fallback.
     assert contexts <= 2, contexts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mixpeek_operator.kube import JsonObject, JsonPatch, KubeClient, resource_path
+from mixpeek_operator.kube import JsonObject, JsonPatch, KubeClient, Resource
 
 _CONTENT_TYPES = {"merge": "application/merge-patch+json", "json": "application/json-patch+json"}
 
@@ -14,9 +14,7 @@ class TestingKubeClient(KubeClient):
 
     async def patch_object(
         self,
-        group: str,
-        version: str,
-        plural: str,
+        resource: Resource,
         namespace: str | None,
         name: str,
         patch: JsonObject | JsonPatch,
@@ -27,10 +25,8 @@ class TestingKubeClient(KubeClient):
         if (patch_type == "json") != isinstance(patch, list):
             raise TypeError("a JSON patch is a list of operations; a merge patch is a dict")
         if isinstance(patch, dict):
-            return await self.merge_patch_object(
-                group, version, plural, namespace, name, patch, write="metadata"
-            )
-        path = resource_path(group, version, plural, namespace, name)
+            return await self.merge_patch_object(resource, namespace, name, patch, write="metadata")
+        path = resource.path(namespace, name)
         return await self._call(
             "PATCH", path, body=patch, content_type=_CONTENT_TYPES[patch_type], write="metadata"
         )

@@ -21,11 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from mixpeek_operator.kube import KubeClient, KubeConflict
+from mixpeek_operator.kube import LEASES, KubeClient, KubeConflict
 
-LEASE_GROUP: Final = "coordination.k8s.io"
-LEASE_VERSION: Final = "v1"
-LEASE_PLURAL: Final = "leases"
 # Retries are spread by up to this fraction of the retry period, so candidates do not poll
 # in lock step (client-go uses 1.2; smaller keeps takeover after a release within ~1 period).
 RETRY_JITTER: Final = 0.1
@@ -175,7 +172,7 @@ def lease_body(
     if resource_version is not None:
         metadata["resourceVersion"] = resource_version
     return {
-        "apiVersion": f"{LEASE_GROUP}/{LEASE_VERSION}",
+        "apiVersion": LEASES.api_version,
         "kind": "Lease",
         "metadata": metadata,
         "spec": record.to_spec(),
@@ -196,7 +193,7 @@ class LeaseClient:
 
     async def read(self) -> LeaseRecord | None:
         """The current record, or None when the Lease does not exist. Raises KubeError."""
-        body = await self.kube.get_object(LEASE_GROUP, LEASE_VERSION, LEASE_PLURAL, self.namespace, self.name)
+        body = await self.kube.get_object(LEASES, self.namespace, self.name)
         if body is None:
             self.resource_version = None
             return None
@@ -210,13 +207,9 @@ class LeaseClient:
         )
         try:
             if create:
-                result = await self.kube.create_object(
-                    LEASE_GROUP, LEASE_VERSION, LEASE_PLURAL, self.namespace, body, write="lease"
-                )
+                result = await self.kube.create_object(LEASES, self.namespace, body, write="lease")
             else:
-                result = await self.kube.replace_object(
-                    LEASE_GROUP, LEASE_VERSION, LEASE_PLURAL, self.namespace, body, write="lease"
-                )
+                result = await self.kube.replace_object(LEASES, self.namespace, body, write="lease")
         except KubeConflict:
             return False
         self.resource_version = (result.get("metadata") or {}).get("resourceVersion")
@@ -225,7 +218,5 @@ class LeaseClient:
 
 async def list_leases(kube: KubeClient, namespace: str, label_selector: str) -> dict[str, LeaseRecord]:
     """The records of the Leases matching a label selector, by name. Raises KubeError."""
-    items = await kube.list_objects(
-        LEASE_GROUP, LEASE_VERSION, LEASE_PLURAL, namespace, label_selector=label_selector
-    )
+    items = await kube.list_objects(LEASES, namespace, label_selector=label_selector)
     return {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}

@@ -22,10 +22,10 @@ from pydantic import ValidationError
 
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import BucketSyncSpec, ManagementPolicy
-from mixpeek_operator.constants import GROUP, KIND, OWNER_REF_KEY, OWNER_UID_KEY, PLURAL, VERSION
+from mixpeek_operator.constants import KIND, OWNER_REF_KEY, OWNER_UID_KEY
 from mixpeek_operator.external import replacement_changes, replacement_refusal
 from mixpeek_operator.keys import ListingScope
-from mixpeek_operator.kube import JsonObject, KubeConnectionError, KubeError
+from mixpeek_operator.kube import BUCKETSYNCS, JsonObject, KubeConnectionError, KubeError
 from mixpeek_operator.mixpeek import NotFoundError
 from mixpeek_operator.mixpeek.models import SyncConfiguration
 from mixpeek_operator.plugin.session import (
@@ -106,9 +106,9 @@ async def plan_object(session: Session, doc: JsonObject, secret: str | None) -> 
     body = {**doc, "metadata": {**meta, "namespace": namespace}}
     try:
         dry = await session.kube.apply_object(
-            GROUP, VERSION, PLURAL, namespace, body, field_manager=FIELD_MANAGER, dry_run=True
+            BUCKETSYNCS, namespace, body, field_manager=FIELD_MANAGER, dry_run=True
         )
-        live = await session.kube.get_object(GROUP, VERSION, PLURAL, namespace, plan.name)
+        live = await session.kube.get_object(BUCKETSYNCS, namespace, plan.name)
     except KubeConnectionError:
         raise
     except KubeError as exc:

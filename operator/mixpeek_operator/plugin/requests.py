@@ -15,8 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from mixpeek_operator.constants import GROUP, PLURAL, RECONCILE_REQUESTED_AT, TRIGGER_REQUESTED_AT, VERSION
-from mixpeek_operator.kube import JsonObject
+from mixpeek_operator.constants import GROUP, RECONCILE_REQUESTED_AT, TRIGGER_REQUESTED_AT
+from mixpeek_operator.kube import BUCKETSYNCS, JsonObject
 from mixpeek_operator.plugin.session import (
     FIELD_MANAGER,
     ExitCode,
@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace, session: Session) -> int:
     for obj in targets:
         meta = obj["metadata"]
         updated = await session.kube.merge_patch_object(
-            GROUP, VERSION, PLURAL, meta["namespace"], meta["name"], patch, write=FIELD_MANAGER
+            BUCKETSYNCS, meta["namespace"], meta["name"], patch, write=FIELD_MANAGER
         )
         written.append((updated, check))
         print(f"bucketsync.{GROUP}/{meta['name']} {args.verb} requested")

@@ -19,11 +19,10 @@ import yaml
 from mixpeek_operator.constants import (
     DEFAULT_MIXPEEK_BASE_URL,
     GROUP,
-    PLURAL,
-    VERSION,
 )
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import (
+    BUCKETSYNCS,
     JsonObject,
     KubeClient,
     KubeConfigError,
@@ -92,7 +91,7 @@ def open_session(args: argparse.Namespace) -> Session:
 
 
 async def get_bucketsync(session: Session, namespace: str, name: str) -> JsonObject:
-    found = await session.kube.get_object(GROUP, VERSION, PLURAL, namespace, name)
+    found = await session.kube.get_object(BUCKETSYNCS, namespace, name)
     if found is None:
         raise PluginError(ExitCode.ERROR, f'bucketsyncs.{GROUP} "{name}" not found in namespace {namespace}')
     return found
@@ -101,7 +100,7 @@ async def get_bucketsync(session: Session, namespace: str, name: str) -> JsonObj
 async def list_bucketsyncs(session: Session, selector: str | None = None) -> list[JsonObject]:
     """One LIST call (no paging), in -n's namespace or every namespace with -A."""
     return await session.kube.list_objects(
-        GROUP, VERSION, PLURAL, session.scope(), label_selector=selector, page_size=None
+        BUCKETSYNCS, session.scope(), label_selector=selector, page_size=None
     )
 
 

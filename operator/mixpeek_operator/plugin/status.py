@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
-from mixpeek_operator.kube import JsonObject
+from mixpeek_operator.kube import EVENTS, JsonObject
 from mixpeek_operator.plugin.session import (
     ExitCode,
     PluginError,
@@ -141,7 +141,7 @@ async def report(session: Session, namespace: str, name: str) -> dict[str, Any]:
         secret["keys"] = sorted((found or {}).get("data") or {})  # names only, never values
     uid = obj["metadata"].get("uid", "")
     events = await session.kube.list_objects(
-        "", "v1", "events", namespace, field_selector=f"involvedObject.uid={uid}", page_size=None
+        EVENTS, namespace, field_selector=f"involvedObject.uid={uid}", page_size=None
     )
     events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     return {"object": obj, "secret": secret, "events": events[-EVENTS_SHOWN:]}

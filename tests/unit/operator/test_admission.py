@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from mixpeek_operator.admission import PROBE_OBJECT, creates_admitted, wait_until_creates_admitted
-from mixpeek_operator.kube import KubeConnectionError, KubeError, KubeForbidden, KubeInvalid, KubeNotFound
+from mixpeek_operator.kube import (
+    KubeConnectionError,
+    KubeError,
+    KubeForbidden,
+    KubeInvalid,
+    KubeNotFound,
+    Resource,
+)
 
 NOT_FOUND_YET = (
     "Resource kind mixpeek.com/v1alpha1, Kind=BucketSync not found. There can be a delay between "
@@ -27,7 +34,7 @@ class ScriptedApi:
         self.calls: list[tuple[str | None, dict[str, Any]]] = []
 
     async def dry_run_create(
-        self, group: str, version: str, plural: str, namespace: str | None, body: dict[str, Any]
+        self, resource: Resource, namespace: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
         self.calls.append((namespace, body))
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]

@@ -37,6 +37,7 @@ from mixpeek_operator.kube import (
     KubeError,
     KubeNotFound,
     ObjectReference,
+    Resource,
 )
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry
@@ -107,9 +108,7 @@ class InMemoryKube:
 
     async def add_finalizer(
         self,
-        group: str,
-        version: str,
-        plural: str,
+        resource: Resource,
         namespace: str | None,
         name: str,
         finalizer: str,
@@ -124,7 +123,7 @@ class InMemoryKube:
         return self._bump(key)
 
     async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+        self, resource: Resource, namespace: str | None, name: str, finalizer: str
     ) -> JsonObject | None:
         key = ObjectKey(namespace or "", name)
         self.writes.append("remove_finalizer")
@@ -135,7 +134,7 @@ class InMemoryKube:
         return self._bump(key)
 
     async def patch_status(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, patch: JsonObject
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonObject
     ) -> JsonObject:
         if self.fail_status_with is not None:
             raise self.fail_status_with
@@ -155,9 +154,7 @@ class InMemoryKube:
         self.events.append(reason)
         return {}
 
-    async def get_object(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str
-    ) -> JsonObject | None:
+    async def get_object(self, resource: Resource, namespace: str | None, name: str) -> JsonObject | None:
         body = self.objects.get(ObjectKey(namespace or "", name))
         return copy.deepcopy(body) if body else None
 

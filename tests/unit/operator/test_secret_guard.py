@@ -8,7 +8,7 @@ from typing import Any
 
 from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
 from mixpeek_operator.keys import ObjectKey
-from mixpeek_operator.kube import JsonObject, KubeForbidden, KubeNotFound
+from mixpeek_operator.kube import JsonObject, KubeForbidden, KubeNotFound, Resource
 from mixpeek_operator.secret_guard import SecretUseGuard
 
 NS = "team"
@@ -33,10 +33,10 @@ class Api:
     refuse_writes: bool = False
 
     async def add_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str,
+        self, resource: Resource, namespace: str | None, name: str, finalizer: str,
         *, current: JsonObject | None = None,
     ) -> JsonObject:  # fmt: skip
-        assert (group, plural) == ("", "secrets")
+        assert (resource.group, resource.plural) == ("", "secrets")
         self.calls.append(f"add {name}")
         await asyncio.sleep(0)  # a round trip: other reconciles run meanwhile
         if self.refuse_writes:
@@ -47,15 +47,13 @@ class Api:
         return {}
 
     async def remove_finalizer(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str, finalizer: str
+        self, resource: Resource, namespace: str | None, name: str, finalizer: str
     ) -> JsonObject | None:
         self.calls.append(f"remove {name}")
         self.secrets[name].remove(finalizer)
         return {}
 
-    async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None
-    ) -> list[JsonObject]:
+    async def list_objects(self, resource: Resource, namespace: str | None = None) -> list[JsonObject]:
         self.calls.append("list")
         return list(self.bucketsyncs)
 

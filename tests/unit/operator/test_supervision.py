@@ -21,7 +21,7 @@ from hack.localcluster import free_port
 from mixpeek_operator import handlers
 from mixpeek_operator.coordination import LeaderElector, LeaseTimings, ShardCoordinator
 from mixpeek_operator.keys import ListingScope, ObjectKey
-from mixpeek_operator.kube import JsonObject, KubeClient, KubeConflict
+from mixpeek_operator.kube import JsonObject, KubeClient, KubeConflict, Resource
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import SyncListing
@@ -183,14 +183,12 @@ class FakeLeases:
     crash: Callable[[], None] = lambda: None
     lists: int = 0
 
-    async def get_object(
-        self, group: str, version: str, plural: str, namespace: str | None, name: str
-    ) -> Any:
+    async def get_object(self, resource: Resource, namespace: str | None, name: str) -> Any:
         lease = self.leases.get(name)
         return copy.deepcopy(lease) if lease else None
 
     async def create_object(
-        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+        self, resource: Resource, namespace: str | None, body: JsonObject, *, write: str
     ) -> JsonObject:
         name = body["metadata"]["name"]
         if name in self.leases:
@@ -198,7 +196,7 @@ class FakeLeases:
         return self._store(name, body)
 
     async def replace_object(
-        self, group: str, version: str, plural: str, namespace: str | None, body: JsonObject, *, write: str
+        self, resource: Resource, namespace: str | None, body: JsonObject, *, write: str
     ) -> JsonObject:
         name = body["metadata"]["name"]
         if self.leases[name]["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
@@ -206,7 +204,7 @@ class FakeLeases:
         return self._store(name, body)
 
     async def list_objects(
-        self, group: str, version: str, plural: str, namespace: str | None = None, *, label_selector: str
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str
     ) -> list[JsonObject]:
         self.lists += 1
         self.crash()
