@@ -19,6 +19,7 @@ import httpx
 
 from mixpeek_operator.credentials import Credentials
 from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import MixpeekClient, RateLimiterRegistry, RequestEvent
 
 ClientKey = tuple[str, str]  # Credentials.group_key: (fingerprint, Mixpeek namespace)
@@ -43,14 +44,17 @@ class MixpeekClientPool:
         self,
         *,
         settings: Callable[[], ClientSettings],
-        rate_limiters: RateLimiterRegistry,
-        on_request: Callable[[RequestEvent], None],
+        metrics: OperatorMetrics,
         on_release: Callable[[ObjectKey], None],
+        rate_limiters: RateLimiterRegistry | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = settings
-        self._rate_limiters = rate_limiters
-        self._on_request = on_request
+        self._metrics = metrics
+        # Shared by every client of one credential, across namespaces (see mixpeek/_ratelimit.py).
+        self._rate_limiters = rate_limiters or RateLimiterRegistry(
+            on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
+        )
         # An object's listings poll through its client: they go when it leaves the client.
         self._on_release = on_release
         self._transport = transport
@@ -81,7 +85,7 @@ class MixpeekClientPool:
                 rate_per_second=settings.rate_per_second,
                 burst=settings.burst,
                 rate_limiters=self._rate_limiters,
-                on_request=self._on_request,
+                on_request=self._observe_request,
                 transport=self._transport,
             )
         user = _reconciling.get()
@@ -90,6 +94,9 @@ class MixpeekClientPool:
             self._client_of[user] = key
             self._users.setdefault(key, set()).add(user)
         return client
+
+    def _observe_request(self, event: RequestEvent) -> None:
+        self._metrics.observe_request(event.endpoint, event.method, event.status_code, event.latency_seconds)
 
     def release(self, obj: ObjectKey) -> None:
         """`obj` no longer uses its client (gone, or moved to other credentials); the last user

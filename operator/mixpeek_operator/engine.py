@@ -9,6 +9,11 @@ kopf delivers watch events (see handlers.py); the rest has the shape of controll
 - Workers take keys from the queue (one reconcile per object at a time); a failure goes
   back to the queue rate-limited, a success makes the queue forget the failures.
 - The observer enqueues the objects whose remote sync changed.
+
+The engine owns its parts and wires them; each lives in its own module: the object records
+(object_cache.py), the reconcile's Kubernetes writes (writer.py), the Mixpeek clients per
+credential (client_pool.py), and which Secret each object names (secret_index.py, shared by
+the credential store and the Secret guard).
 """
 
 from __future__ import annotations
@@ -28,15 +33,8 @@ from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import KubeError, is_kube_outage
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
-from mixpeek_operator.mixpeek import RateLimiterRegistry, RequestEvent
-from mixpeek_operator.object_cache import (
-    ObjectCache,
-    TrackedObject,
-    key_of,
-    ready_condition,
-    trigger_snapshot,
-    uid_of,
-)
+from mixpeek_operator.mixpeek import RateLimiterRegistry
+from mixpeek_operator.object_cache import ObjectCache, key_of, uid_of
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
 from mixpeek_operator.secret_guard import SecretUseGuard
@@ -117,12 +115,9 @@ class Engine:
         )
         self.clients = MixpeekClientPool(
             settings=lambda: self.settings,
-            rate_limiters=rate_limiters
-            or RateLimiterRegistry(
-                on_wait=metrics.observe_ratelimiter_wait, on_hold=metrics.observe_key_hold
-            ),
-            on_request=self._observe_request,
-            on_release=self.observer.leave,
+            metrics=metrics,
+            on_release=self.observer.leave,  # its listings poll through the client
+            rate_limiters=rate_limiters,
             transport=mixpeek_transport,
         )
         self._workers: list[asyncio.Task[None]] = []
@@ -241,9 +236,6 @@ class Engine:
             **(self.secret_guard.sizes() if self.secret_guard is not None else {}),
         }
 
-    def _observe_request(self, event: RequestEvent) -> None:
-        self.metrics.observe_request(event.endpoint, event.method, event.status_code, event.latency_seconds)
-
     # --- the work loop ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
@@ -289,7 +281,7 @@ class Engine:
             return
         if not self.owns(record.body):
             return  # another replica's; requeued when ownership changes (stop_work)
-        record.handled = trigger_snapshot(record.body)
+        record.mark_handled()
         try:
             if self.secret_guard is not None:  # before any remote create
                 await self.secret_guard.protect(key, record.body)
@@ -322,23 +314,14 @@ class Engine:
         self.queue.forget(key)
         if outcome.ready and record is not None and not record.ready_reported:
             record.ready_reported = True
-            self._observe_time_to_ready(record)
+            if (age := record.age(self._now())) is not None:
+                self.metrics.observe_time_to_ready(age)
         if outcome.requeue_after is not None:
             await self.queue.add(key, outcome.requeue_after)
-
-    def _observe_time_to_ready(self, record: TrackedObject) -> None:
-        created = (record.body.get("metadata") or {}).get("creationTimestamp")
-        if created:
-            age = self._now() - datetime.fromisoformat(created.replace("Z", "+00:00"))
-            self.metrics.observe_time_to_ready(max(0.0, age.total_seconds()))
 
     # --- for metrics and probes --------------------------------------------------------------------
 
     def readiness_summary(self) -> Iterable[tuple[str, str]]:
         """(Ready status, reason) of each object this replica reconciles: a standby, or a shard
         that does not own an object, leaves it out, so summed over replicas each counts once."""
-        for record in list(self.objects.values()):
-            if not self.owns(record.body):
-                continue
-            ready = ready_condition(record.body)
-            yield (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))
+        return self.objects.readiness(self.owns)

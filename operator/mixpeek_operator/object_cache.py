@@ -7,8 +7,9 @@ our own status writes never wake an object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from mixpeek_operator.constants import FINALIZER, ConditionType
@@ -51,7 +52,7 @@ def trigger_snapshot(body: Mapping[str, Any]) -> TriggerSnapshot:
     )
 
 
-def ready_condition(body: Mapping[str, Any]) -> Mapping[str, Any]:
+def _ready_condition(body: Mapping[str, Any]) -> Mapping[str, Any]:
     # Read straight from the JSON: this runs for every object at every metrics scrape.
     for condition in (body.get("status") or {}).get("conditions") or []:
         if condition.get("type") == ConditionType.READY:
@@ -76,6 +77,22 @@ class TrackedObject:
         held, incoming = _resource_version(self.body), _resource_version(body)
         return held is not None and incoming is not None and incoming < held
 
+    def mark_handled(self) -> None:
+        """A reconcile of the current body starts: later events are compared against it."""
+        self.handled = trigger_snapshot(self.body)
+
+    def readiness(self) -> tuple[str, str]:
+        """(status, reason) of the Ready condition."""
+        ready = _ready_condition(self.body)
+        return (str(ready.get("status", "Unknown")), str(ready.get("reason", "")))
+
+    def age(self, now: datetime) -> float | None:
+        """Seconds since the object was created, or None when the body does not say."""
+        created = (self.body.get("metadata") or {}).get("creationTimestamp")
+        if not created:
+            return None
+        return max(0.0, (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds())
+
     def needs_reconcile(self, body: Mapping[str, Any]) -> bool:
         """Whether an event carrying `body` changed what the last reconcile acted on."""
         snapshot, handled = trigger_snapshot(body), self.handled
@@ -98,3 +115,9 @@ class ObjectCache(dict[ObjectKey, TrackedObject]):
         elif not record.newer_than(body):
             record.body = lean_body(body)
         return record
+
+    def readiness(self, owns: Callable[[Mapping[str, Any]], bool]) -> Iterator[tuple[str, str]]:
+        """(Ready status, reason) of each object `owns` accepts."""
+        for record in list(self.values()):
+            if owns(record.body):
+                yield record.readiness()
