@@ -200,11 +200,12 @@ class CredentialStore:
         after = None if body is None else self._parse(body)
         known = ref in self._cache
         self._cache[ref] = after
-        if not known and ref in self._loading:
-            # A read is under way (a dependent's first reconcile, for instance just after the
-            # Secret guard added its finalizer): its waiters take this newer content instead.
+        if not known:
+            # Not read yet, or a read is under way (a dependent's first reconcile, for instance
+            # just after the Secret guard added its finalizer): no dependent acted on its content,
+            # and whoever reads it now takes this newer content.
             return set()
-        unchanged = known and (
+        unchanged = (
             (before is None and after is None)
             or (before is not None and after is not None and before.data == after.data)
         )

@@ -137,3 +137,24 @@ async def test_the_engine_owns_the_one_index_its_store_and_guard_use() -> None:
     assert store.index is engine.secrets
     assert guard.index is engine.secrets
     await engine.stop()
+
+
+async def test_the_guards_own_mark_of_an_unread_secret_requeues_nobody() -> None:
+    """Regression (found by tests/integration/test_sharding.py): the guard records an object
+    before its reconcile reads the Secret, and the Secret event of the guard's own finalizer
+    arrived before that read: it requeued every object naming the Secret, once per mark."""
+
+    async def read_secret(namespace: str, name: str) -> dict[str, Any]:
+        return encoded(f"sk_{name}")
+
+    index = SecretIndex()
+    store = CredentialStore(read_secret, default_secret=None, index=index)
+    guard = SecretUseGuard(SecretApi(), index=index)
+    objects = [ObjectKey(NS, f"obj-{i}") for i in range(3)]
+    for obj in objects:
+        await guard.protect(obj, bucketsync(obj.name, "creds-a"))
+
+    marked = encoded("sk_creds-a") | {"metadata": {"namespace": NS, "name": "creds-a"}}
+    assert store.secret_changed(A, marked) == set()  # nobody read it yet: nothing to redo
+    assert (await store.resolve(objects[0], "creds-a", None)).api_key == "sk_creds-a"
+    assert store.secret_changed(A, encoded("sk_rotated")) == set(objects)  # a real change
