@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from mixpeek_operator import __version__
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mixpeek_operator.run_cli", "run the operator (reconciles BucketSync objects)"),
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mixpeek-operator",
         description="Manage Mixpeek bucket sync configurations as Kubernetes BucketSync objects.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         try:

@@ -205,9 +205,8 @@ class CredentialStore:
             # just after the Secret guard added its finalizer): no dependent acted on its content,
             # and whoever reads it now takes this newer content.
             return set()
-        unchanged = (
-            (before is None and after is None)
-            or (before is not None and after is not None and before.data == after.data)
+        unchanged = (before is None and after is None) or (
+            before is not None and after is not None and before.data == after.data
         )
         if unchanged:
             return set()

@@ -39,6 +39,7 @@ from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
 from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.secret_index import SecretIndex
+from mixpeek_operator.settings import DEFAULTS
 from mixpeek_operator.supervision import Supervisor
 from mixpeek_operator.workqueue import Backoff, WorkQueue
 from mixpeek_operator.writer import KubeApi, ObjectWriter
@@ -57,14 +58,14 @@ _RESULTS: dict[str, ReconcileResult] = {
 
 @dataclass(frozen=True)
 class EngineSettings:
-    workers: int = 32
-    observe_interval: float = 60.0
+    workers: int = DEFAULTS.workers
+    observe_interval: float = DEFAULTS.observe_interval
     observe_jitter: float = 0.1
     list_page_size: int = 1000
     backoff_base: float = 1.0
-    backoff_cap: float = 300.0
-    rate_per_second: float = 10.0
-    burst: int = 20
+    backoff_cap: float = DEFAULTS.backoff_cap
+    rate_per_second: float = DEFAULTS.rate_limit
+    burst: int = DEFAULTS.rate_burst
     # A Mixpeek client no object uses any more (its key was rotated out, its objects are gone)
     # is closed after this long: a request already under way on it finishes first.
     idle_client_seconds: float = 60.0

@@ -9,25 +9,28 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mixpeek_operator.admission import wait_until_creates_admitted
-from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.kube import KubeClient, load_default_connection
-from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings, LeaderElector
+from mixpeek_operator.leaderelection import ElectionTimings, LeaderElector
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
+from mixpeek_operator.settings import DEFAULTS
 from mixpeek_operator.sharding import ShardCoordinator, ShardKey, shard_key_of
 from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger("mixpeek_operator.runtime")
 
 
+# The resolved configuration of one process; the defaults are the settings model's (settings.py).
+
+
 @dataclass(frozen=True)
 class LeaderElectionConfig:
     namespace: str
     identity: str
-    lease_name: str = DEFAULT_LEASE_NAME  # the ring's name with sharding
+    lease_name: str = DEFAULTS.leader_election_id  # the ring's name with sharding
     timings: ElectionTimings = field(default_factory=ElectionTimings)
     # leader: one replica reconciles everything; shards: the live replicas split the objects.
     mode: Literal["leader", "shards"] = "leader"
@@ -35,14 +38,14 @@ class LeaderElectionConfig:
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    namespaces: tuple[str, ...] = ()  # empty: every namespace
-    default_secret: SecretRef | None = None
-    base_url: str = DEFAULT_MIXPEEK_BASE_URL
+    namespaces: tuple[str, ...] = DEFAULTS.namespaces  # empty: every namespace
+    default_secret: SecretRef | None = DEFAULTS.default_credentials_secret
+    base_url: str = DEFAULTS.mixpeek_base_url
     engine: EngineSettings = field(default_factory=EngineSettings)
-    metrics_port: int = 8080
-    health_port: int = 8081
-    log_level: str = "INFO"
-    log_format: str = "json"
+    metrics_port: int = DEFAULTS.metrics_port
+    health_port: int = DEFAULTS.health_port
+    log_level: str = DEFAULTS.log_level
+    log_format: str = DEFAULTS.log_format
     # None: this replica works alone (the chart's default with one replica).
     leader_election: LeaderElectionConfig | None = None
 

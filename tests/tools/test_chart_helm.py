@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 from k8sbuild import build_helm
 from mixpeek_operator import check_cli, crd, run_cli
 from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL
+from mixpeek_operator.settings import DEFAULTS, Settings, settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "mixpeek-operator"
@@ -287,12 +287,83 @@ def test_default_settings_match_the_cli_defaults(render: Any, monkeypatch: pytes
 
 
 def test_the_chart_sets_every_setting_the_cli_reads_from_the_env(render: Any) -> None:
-    source = Path(run_cli.__file__).read_text()
-    found = re.findall(r'_env(?:_bool)?\("(\w+)"|_env_number\(\w+, "(\w+)"', source)
-    cli_env = {f"MIXPEEK_OPERATOR_{plain or number}" for plain, number in found}
+    cli_env = {setting.spec.env_var for setting in settings() if setting.spec.env_var}
     assert len(cli_env) >= 10
     full = render({"watchNamespaces": ["a"], "credentials": {"defaultSecretName": "s"}, "replicaCount": 2})
     assert set(env_of(full)) == cli_env
+
+
+def chart_value(values: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        values = values[part]
+    return values
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value  # type: ignore[no-any-return]
+
+
+def merged(*trees: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tree in trees:
+        for key, value in tree.items():
+            out[key] = merged(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+# The chart's value for each setting (its `chart` key) -> a value other than the default, and
+# what the operator then reads; together they cover every setting the model gives a chart key.
+CHART_VALUES_AND_SETTINGS = {
+    "watchNamespaces": (["team-a", "team-b"], ("team-a", "team-b")),
+    "credentials.defaultSecretName": ("mixpeek-default", (RELEASE_NS, "mixpeek-default")),
+    "settings.mixpeekBaseUrl": (
+        "http://mixpeek-emulator.ops.svc:8099",
+        "http://mixpeek-emulator.ops.svc:8099",
+    ),
+    "settings.observeInterval": (15, 15.0),
+    "settings.workers": (8, 8),
+    "settings.rateLimit": (2.5, 2.5),
+    "settings.rateBurst": (5, 5),
+    "settings.backoffCap": (120, 120.0),
+    "metrics.port": (9090, 9090),
+    "health.port": (9091, 9091),
+    "settings.logLevel": ("DEBUG", "DEBUG"),
+    "settings.logFormat": ("text", "text"),
+    "leaderElection.enabled": (False, False),
+    "sharding.enabled": (True, True),
+    "leaderElection.leaseName": ("ring", "ring"),
+    "leaderElection.leaseDuration": (30, 30.0),
+    "leaderElection.renewDeadline": (20, 20.0),
+    "leaderElection.retryPeriod": (4, 4.0),
+}
+# Where the chart's default is not the model's, on purpose (docs/operating.md says why).
+CHART_DEFAULTS_OF_ITS_OWN = {
+    "leaderElection.enabled": None,  # on unless sharding is, for any replica count
+    "leaderElection.leaseName": "",  # the release's full name
+    "credentials.defaultSecretName": "",  # none; a name in the release namespace when set
+}
+
+
+def test_the_chart_values_are_the_settings_model_s(render: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each setting's chart key (the model's `chart`) exists in values.yaml with the model's
+    default, and a value given there reaches the operator as that setting."""
+    keyed = {setting.spec.chart: setting for setting in settings() if setting.spec.chart}
+    assert set(keyed) == set(CHART_VALUES_AND_SETTINGS)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key, setting in keyed.items():
+        default = chart_value(values, key)
+        if key in CHART_DEFAULTS_OF_ITS_OWN:
+            assert default == CHART_DEFAULTS_OF_ITS_OWN[key], key
+        else:
+            assert (tuple(default) if isinstance(default, list) else default) == setting.default, key
+    given = merged(*(nested(key, value) for key, (value, _) in CHART_VALUES_AND_SETTINGS.items()))
+    read = Settings.from_args(cli_args_from_env(monkeypatch, env_of(render(given))))
+    for key, (_, expected) in CHART_VALUES_AND_SETTINGS.items():
+        assert getattr(read, keyed[key].name) == expected, key
+    # A bare `mixpeek-operator run` reads the model's defaults.
+    assert Settings.from_args(cli_args_from_env(monkeypatch, {})) == DEFAULTS
 
 
 def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
@@ -346,7 +417,9 @@ def test_two_replicas_elect_a_leader_roll_and_keep_a_pod_through_drains(
     }
     # The Lease identity is the pod name (POD_NAME from the downward API, checked above).
     monkeypatch.setenv("POD_NAME", "rel-mixpeek-operator-5d8f7-x2x9q")
-    config = run_cli.leader_election_config(cli_args_from_env(monkeypatch, env_of(manifests)))
+    config = run_cli.leader_election_config(
+        Settings.from_args(cli_args_from_env(monkeypatch, env_of(manifests)))
+    )
     assert config is not None
     assert (config.namespace, config.lease_name) == (RELEASE_NS, "rel-mixpeek-operator")
     assert config.identity == "rel-mixpeek-operator-5d8f7-x2x9q"
@@ -387,7 +460,7 @@ def test_sharding_replaces_leader_election_and_may_list_the_ring(
     ((role, rule),) = [(m, r) for m, r in rules_of(manifests) if "leases" in r["resources"]]
     assert role["metadata"]["namespace"] == RELEASE_NS
     assert rule["verbs"] == ["get", "create", "update", "list"]
-    config = run_cli.leader_election_config(cli_args_from_env(monkeypatch, env))
+    config = run_cli.leader_election_config(Settings.from_args(cli_args_from_env(monkeypatch, env)))
     assert config is not None
     assert (config.mode, config.namespace, config.lease_name) == (
         "shards",

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from exporter import scrape_families
 
-from mixpeek_operator import run_cli
+from mixpeek_operator import run_cli, settings
 from mixpeek_operator.metrics import OperatorMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -214,6 +214,38 @@ def test_the_flags_table_matches_the_parser() -> None:
         for flag in re.findall(r"`(--[a-z-]+)", flag_cell):
             documented[flag] = env.group(1) if env else None
     assert documented == parser_options()
+
+
+def settings_table() -> list[list[str]]:
+    """docs/operating.md's settings table as the settings model generates it."""
+    rows = []
+    for setting in settings.settings():
+        spec = setting.spec
+        flags = [*spec.flags, f"--no-{spec.flags[-1][2:]}"] if setting.type is bool else spec.flags
+        default = setting.shown_default
+        if spec.shown_default is None and isinstance(setting.default, str):
+            default = f"`{default}`"
+        rows.append(
+            [
+                " / ".join(f"`{flag}`" for flag in flags),
+                f"`{spec.env_var}`" if spec.env_var else "—",
+                f"`{spec.chart}`" if spec.chart else "—",
+                default,
+                spec.help,
+            ]
+        )
+    return rows
+
+
+def test_the_settings_table_is_generated_from_the_model() -> None:
+    """Flags, variables, chart values, defaults and help: one row per setting, in the model's
+    order, so a setting added, renamed or given another default cannot leave the page behind."""
+    expected = settings_table()
+    assert len(expected) >= 20
+    assert table_rows(DOCS / "operating.md", "| Flag |") == expected, (
+        "docs/operating.md's settings table is stale; replace it with:\n"
+        + "\n".join("| " + " | ".join(row) + " |" for row in expected)
+    )
 
 
 def test_the_troubleshooting_page_explains_every_condition_reason() -> None:

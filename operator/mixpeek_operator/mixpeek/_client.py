@@ -69,9 +69,10 @@ def _tls_context() -> ssl.SSLContext:
 # connection after each request and opens a new one for the next (a bulk delete, all remote
 # calls, spent a third of its time connecting).
 DEFAULT_LIMITS: Final = httpx.Limits(max_connections=20, max_keepalive_connections=20, keepalive_expiry=30.0)
-# Below the documented Free tier (10 requests/s, burst 20), leaving room for other users of the key.
-DEFAULT_RATE_PER_SECOND: Final = 5.0
-DEFAULT_BURST: Final = 10
+# The documented Free tier (10 requests/s, burst 20); the operator's --rate-limit and --rate-burst
+# default to these too (settings.py), and 429s with Retry-After still hold every request.
+DEFAULT_RATE_PER_SECOND: Final = 10.0
+DEFAULT_BURST: Final = 20
 DEFAULT_PAGE_SIZE: Final = 100
 # Statuses whose Retry-After stops every request with the key (Mixpeek limits per key).
 KEY_HOLD_STATUS_CODES: Final = frozenset({429, 503})
