@@ -1,4 +1,4 @@
-"""The engine's Kubernetes writes for the reconcile (reconcile.KubeWriter): the finalizer, the
+"""The engine's Kubernetes writes for the reconcile (managed.KubeWriter): the finalizer, the
 status subresource and Events of a `BucketSync`. Every body a write returns refreshes the
 object cache, so the watch event of our own write finds nothing new to reconcile."""
 
@@ -18,9 +18,9 @@ from mixpeek_operator.kube import (
     ObjectReference,
     is_kube_outage,
 )
+from mixpeek_operator.managed import ObjectGone, ObjectState, StatusWriteError
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.object_cache import ObjectCache
-from mixpeek_operator.reconcile import ObjectGone, ObjectState, StatusWriteError
 from mixpeek_operator.secret_guard import FinalizerApi
 
 log = logging.getLogger("mixpeek_operator.engine")
@@ -43,7 +43,7 @@ class KubeApi(FinalizerApi, Protocol):
 
 
 class ObjectWriter:
-    """reconcile.KubeWriter over the Kubernetes API, keeping the object records current."""
+    """managed.KubeWriter over the Kubernetes API, keeping the object records current."""
 
     def __init__(self, kube: KubeApi, objects: ObjectCache, metrics: OperatorMetrics) -> None:
         self._kube = kube

@@ -3,7 +3,7 @@
 Each BucketSync goes through a server-side dry-run apply first (so admission, CEL rules and
 defaults are the API server's own; a refusal is reported with its message), then the
 defaulted spec is compared with the live remote sync by the reconciler's own decisions
-(`reconcile.replacement_changes` / `replacement_refusal`, `desired.patch_for`,
+(`external.replacement_changes` / `replacement_refusal`, `desired.patch_for`,
 `desired.pause_action`, `reconcile.pending_trigger`), so the plan is what the operator does.
 Exit 0: no changes; 1: changes; 2: errors (as `kubectl diff`).
 """
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from mixpeek_operator import desired
 from mixpeek_operator.api.v1alpha1 import BucketSyncSpec, ManagementPolicy
 from mixpeek_operator.constants import GROUP, KIND, OWNER_REF_KEY, OWNER_UID_KEY, PLURAL, VERSION
+from mixpeek_operator.external import replacement_changes, replacement_refusal
 from mixpeek_operator.keys import ListingScope
 from mixpeek_operator.kube import JsonObject, KubeConnectionError, KubeError
 from mixpeek_operator.mixpeek import NotFoundError
@@ -37,7 +38,7 @@ from mixpeek_operator.plugin.session import (
     mixpeek_client,
     resolve_credentials,
 )
-from mixpeek_operator.reconcile import pending_trigger, replacement_changes, replacement_refusal
+from mixpeek_operator.reconcile import pending_trigger
 from mixpeek_operator.status import parse_status
 
 MARKER_KEYS = (OWNER_UID_KEY, OWNER_REF_KEY)
