@@ -79,6 +79,11 @@ def go_env(**extra: str) -> dict[str, str]:
     env.setdefault("GOPATH", str(cache_root() / "go" / "path"))  # its pkg/sumdb too
     env.setdefault("GOMODCACHE", str(cache_root() / "go" / "mod"))
     env.setdefault("GOCACHE", str(cache_root() / "go" / "build"))
+    # Go keeps telemetry counters in the user's config directory (~/.config/go/telemetry): those
+    # go to the cache directory too, while `go env -w` settings (GOENV) stay the user's.
+    user_config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    env.setdefault("GOENV", str(user_config / "go" / "env"))
+    env["XDG_CONFIG_HOME"] = str(cache_root() / "go" / "config")
     return env
 
 

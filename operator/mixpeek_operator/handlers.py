@@ -16,8 +16,8 @@ from typing import Any, cast
 import kopf
 
 from mixpeek_operator.constants import GROUP, PLURAL, VERSION
+from mixpeek_operator.coordination import operator_identity
 from mixpeek_operator.kube import KubeConnection, load_default_connection
-from mixpeek_operator.leaderelection import operator_identity
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 
 log = logging.getLogger("mixpeek_operator.handlers")

@@ -158,14 +158,31 @@ class OperatorMetrics:
             buckets=_TIME_TO_READY_BUCKETS,
             registry=r,
         )
-        self.leader = Gauge(
-            "mixpeek_operator_leader",
-            "1 while this replica reconciles (leads, or runs without leader election), 0 on a standby",
+        # Coordination: what this replica does (active), why (leading, or owning a shard), and
+        # the Leases behind it. Leader election and sharding are the two users of a Lease.
+        self.active = Gauge(
+            "mixpeek_operator_active",
+            "1 while this replica reconciles (it works alone, leads, or owns a shard past its join "
+            "delay), 0 on a standby or a shard member that owns nothing yet",
             registry=r,
         )
-        self.leader_transitions = Counter(
-            "mixpeek_operator_leader_transitions_total",
-            "Times this replica became leader or stopped leading",
+        self.leading = Gauge(
+            "mixpeek_operator_leading",
+            "1 while this replica holds the leader election Lease, else 0 (standby, sharding, or "
+            "no leader election)",
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "mixpeek_operator_lease_held",
+            "1 while this replica holds the Lease (leader election's, or its own shard member Lease) "
+            "and renewed it within the renew deadline",
+            ["lease"],
+            registry=r,
+        )
+        self.lease_transitions = Counter(
+            "mixpeek_operator_lease_transitions",
+            "Times this replica acquired or lost the Lease",
+            ["lease"],
             registry=r,
         )
         self.shard_members = Gauge(
@@ -173,18 +190,18 @@ class OperatorMetrics:
             "Live replicas in this replica's view of the shard ring (sharding only)",
             registry=r,
         )
-        self.owned_objects = Gauge(
-            "mixpeek_operator_owned_objects",
+        self.shard_owned_objects = Gauge(
+            "mixpeek_operator_shard_owned_objects",
             "BucketSync objects this replica reconciles (sharding only)",
             registry=r,
         )
-        self.owned_groups = Gauge(
-            "mixpeek_operator_owned_groups",
+        self.shard_owned_groups = Gauge(
+            "mixpeek_operator_shard_owned_groups",
             "Listing groups (credentials Secret x bucket) this replica owns (sharding only)",
             registry=r,
         )
-        self.handovers = Counter(
-            "mixpeek_operator_handovers",
+        self.shard_handovers = Counter(
+            "mixpeek_operator_shard_handovers",
             "Listing groups that moved to or away from this replica (sharding only)",
             registry=r,
         )
@@ -195,7 +212,7 @@ class OperatorMetrics:
             ["task"],
             registry=r,
         )
-        self._leading = False
+        self._leases_held: dict[str, bool] = {}
         self._resources = _ResourceCollector()
         r.register(self._resources)
         for result in RECONCILE_RESULTS:
@@ -240,26 +257,36 @@ class OperatorMetrics:
     def observe_time_to_ready(self, seconds: float) -> None:
         self.time_to_ready.observe(max(0.0, seconds))
 
-    def set_leader(self, leading: bool) -> None:
-        if leading != self._leading:
-            self.leader_transitions.inc()
-        self._leading = leading
-        self.leader.set(1 if leading else 0)
+    def set_active(self, active: bool) -> None:
+        self.active.set(1 if active else 0)
+
+    def set_leading(self, leading: bool) -> None:
+        """With leader election the leader is the one replica that reconciles: active too."""
+        self.leading.set(1 if leading else 0)
+        self.set_active(leading)
+
+    def set_lease_held(self, lease: str, held: bool) -> None:
+        """Matches `LeaseHolder(on_lease=...)`; a change of `held` counts as a transition."""
+        transitions = self.lease_transitions.labels(lease=lease)  # exported at 0 from the first call
+        if held != self._leases_held.get(lease, False):
+            transitions.inc()
+        self._leases_held[lease] = held
+        self.lease_held.labels(lease=lease).set(1 if held else 0)
 
     def set_shard_members(self, count: int) -> None:
         self.shard_members.set(count)
 
     def set_ownership_source(self, source: Callable[[], tuple[int, int]]) -> None:
         """Where the owned objects/groups gauges read (objects, groups) at scrape time."""
-        self.owned_objects.set_function(lambda: source()[0])
-        self.owned_groups.set_function(lambda: source()[1])
+        self.shard_owned_objects.set_function(lambda: source()[0])
+        self.shard_owned_groups.set_function(lambda: source()[1])
 
     def count_task_restart(self, task: str) -> None:
         """A supervised task crashed and is restarted (supervision.Supervisor's `on_restart` hook)."""
         self.task_restarts.labels(task=task).inc()
 
     def count_handovers(self, groups: int) -> None:
-        self.handovers.inc(groups)
+        self.shard_handovers.inc(groups)
 
     def set_resource_source(self, source: ResourceSource | None) -> None:
         """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from mixpeek_operator.leaderelection import ElectionTimings, operator_identity
+from mixpeek_operator.coordination import LeaseTimings, operator_identity
 from mixpeek_operator.settings import Settings, add_arguments
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def leader_election_config(settings: Settings) -> LeaderElectionConfig | None:
             "--leader-election and --sharding need --leader-election-namespace (the namespace of the Leases)"
         )
     try:
-        timings = ElectionTimings(
+        timings = LeaseTimings(
             lease_duration=settings.leader_election_lease_duration,
             renew_deadline=settings.leader_election_renew_deadline,
             retry_period=settings.leader_election_retry_period,

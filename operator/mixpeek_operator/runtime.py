@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mixpeek_operator.admission import wait_until_creates_admitted
+from mixpeek_operator.coordination import (
+    LeaderElector,
+    LeaseTimings,
+    ShardCoordinator,
+    ShardKey,
+    shard_key_of,
+)
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.kube import KubeClient, load_default_connection
-from mixpeek_operator.leaderelection import ElectionTimings, LeaderElector
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.settings import DEFAULTS
-from mixpeek_operator.sharding import ShardCoordinator, ShardKey, shard_key_of
 from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger("mixpeek_operator.runtime")
@@ -31,7 +36,7 @@ class LeaderElectionConfig:
     namespace: str
     identity: str
     lease_name: str = DEFAULTS.leader_election_id  # the ring's name with sharding
-    timings: ElectionTimings = field(default_factory=ElectionTimings)
+    timings: LeaseTimings = field(default_factory=LeaseTimings)
     # leader: one replica reconciles everything; shards: the live replicas split the objects.
     mode: Literal["leader", "shards"] = "leader"
 
@@ -90,7 +95,7 @@ class OperatorRuntime:
             self._stop_metrics = self.metrics.serve(self.config.metrics_port)
         election = self.config.leader_election
         if election is None:
-            self.metrics.set_leader(True)
+            self.metrics.set_active(True)
             self.engine.start()
         elif election.mode == "shards":
             self.shards = ShardCoordinator(
@@ -101,6 +106,7 @@ class OperatorRuntime:
                 timings=election.timings,
                 on_change=self._ownership_changed,
                 on_members=self.metrics.set_shard_members,
+                on_lease=self.metrics.set_lease_held,
                 supervisor=self.supervisor,
             )
             self.metrics.set_ownership_source(self._ownership)
@@ -118,7 +124,8 @@ class OperatorRuntime:
                 timings=election.timings,
                 on_started_leading=_async(engine.start),
                 on_stopped_leading=engine.stop_work,
-                on_transition=self.metrics.set_leader,
+                on_transition=self.metrics.set_leading,
+                on_lease=self.metrics.set_lease_held,
                 supervisor=self.supervisor,
             )
             self.elector.start()
@@ -185,7 +192,7 @@ class OperatorRuntime:
             )
             self.metrics.count_handovers(gained + lost)
         self._owned = owned
-        self.metrics.set_leader(self.shards.active())
+        self.metrics.set_active(self.shards.active())
 
     async def _read_secret(self, namespace: str, name: str) -> dict[str, object] | None:
         assert self.kube is not None

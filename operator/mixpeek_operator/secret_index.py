@@ -7,7 +7,7 @@ The one place the object → Secret relation is derived (`named_secret_of`) and 
   changes, and its cached content (the API key) leaves memory with its last dependent;
 - the Secret guard (secret_guard.py): a Secret keeps its in-use finalizer while an object of
   this process names it ("still used?" is a set lookup, never a scan of every object);
-- sharding (sharding.py): an object's shard key is keyed by the Secret it names.
+- sharding (coordination/ring.py): an object's shard key is keyed by the Secret it names.
 
 An object that names no Secret of its own uses the operator-wide default Secret; the index
 keeps it under `None` (`DEFAULT`), so that the guard, which never marks the default Secret,

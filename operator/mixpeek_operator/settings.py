@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hints
 
 from mixpeek_operator.constants import DEFAULT_MIXPEEK_BASE_URL
+from mixpeek_operator.coordination import DEFAULT_LEASE_NAME, LeaseTimings
 from mixpeek_operator.credentials import SecretRef
-from mixpeek_operator.leaderelection import DEFAULT_LEASE_NAME, ElectionTimings
 from mixpeek_operator.mixpeek import DEFAULT_BURST, DEFAULT_RATE_PER_SECOND
 
 ENV_PREFIX: Final = "MIXPEEK_OPERATOR_"
@@ -32,7 +32,7 @@ ELECTION_GROUP: Final = "leader election"
 _ELECTION_GROUP_HELP: Final = (
     "run several replicas, one of which reconciles (active/standby on a coordination.k8s.io Lease)"
 )
-_TIMINGS: Final = ElectionTimings()  # client-go's
+_TIMINGS: Final = LeaseTimings()  # client-go's
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ def _metrics(node: Node, pod: str, namespace: str = HA_NS) -> str:
 def _assert_standby_idle(node: Node, pod: str, namespace: str = HA_NS) -> None:
     """A standby makes no Mixpeek call and no Kubernetes write except on its Lease."""
     text = _metrics(node, pod, namespace)
-    assert metric_total(text, "mixpeek_operator_leader") == 0.0, pod
+    assert metric_total(text, "mixpeek_operator_leading") == 0.0, pod
     assert metric_total(text, "mixpeek_api_requests_total") == 0.0, pod
     writes = metric_total(text, "bucketsync_kube_writes_total")
     assert writes == metric_total(text, "bucketsync_kube_writes_total", kind="lease"), (
@@ -286,7 +286,7 @@ def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: Em
         _print_diagnostics(node)
         raise
     assert leader in pods
-    assert metric_total(_metrics(node, leader), "mixpeek_operator_leader") == 1.0
+    assert metric_total(_metrics(node, leader), "mixpeek_operator_leading") == 1.0
     _assert_exactly_once(node, emulator, BEFORE)
     # The holder did the work; the other pod stood by (Ready, caches warm, not leading).
     (standby,) = [pod for pod in pods if pod != leader]

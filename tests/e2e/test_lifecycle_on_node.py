@@ -33,6 +33,7 @@ import yaml
 from node_support import (
     CHART,
     CREDENTIALS_SECRET,
+    OPERATOR_SELECTOR,
     REPO_ROOT,
     EmulatorService,
     Node,
@@ -375,6 +376,15 @@ def test_this_node_does_not_enforce_network_policy(node: Node) -> None:
     assert reached.returncode == 0, reached.stdout + reached.stderr
 
 
+def uninstall_operator(node: Node, workdir: Path) -> None:
+    """The documented `helm uninstall`: when it is done, no operator pod runs any more, not even
+    one in its grace period (after `helm uninstall --wait` alone one still did, and deleted the
+    remote syncs of a CRD deleted right after)."""
+    run_doc(node, workdir, UNINSTALL_DOC, "helm-uninstall")
+    pods = node.json("-n", NS, "get", "pods", "-l", OPERATOR_SELECTOR)["items"]
+    assert not pods, [pod["metadata"]["name"] for pod in pods]
+
+
 def test_the_documented_uninstall_order_leaves_nothing_behind(node: Node, workdir: Path) -> None:
     assert remote_ids(node)
     run_doc(node, workdir, UNINSTALL_DOC, "delete-bucketsyncs")
@@ -384,7 +394,7 @@ def test_the_documented_uninstall_order_leaves_nothing_behind(node: Node, workdi
     wait_for(lambda: not held_secrets(node), timeout=30, interval=0.5, what="Secrets released")
     check = run_doc(node, workdir, UNINSTALL_DOC, "check-finalizers")
     assert check.stdout.strip() == "no Secret holds a mixpeek.com finalizer", check.stdout
-    run_doc(node, workdir, UNINSTALL_DOC, "helm-uninstall")
+    uninstall_operator(node, workdir)
     run_doc(node, workdir, UNINSTALL_DOC, "delete-crd")
     assert_nothing_left(node)
     # The credentials Secrets are the user's: still there, released.
@@ -432,18 +442,12 @@ def test_an_older_release_upgraded_as_documented_keeps_its_objects_ready(node: N
     assert "kubectl" in managers, managers
 
 
-@pytest.mark.skip(
-    reason="unfinished (issue 18 item 4): on the last run the emulator listed no remote sync right after "
-    "`kubectl delete crd` with the operator gone (cause not found yet); "
-    "the --skip-crds reinstall is unverified"
-)
 def test_helm_uninstall_first_strands_objects_and_the_crd_until_the_documented_reinstall(
     node: Node, workdir: Path
 ) -> None:
     remote = remote_ids(node)
     assert len(remote) == 4
-    node.helm("uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout=120s")
-    wait_for(lambda: not node.live_pods(NS), timeout=120, interval=1, what="operator pod gone")
+    uninstall_operator(node, workdir)
 
     # Without the operator: the objects keep their finalizer, the Secrets theirs, and the CRD
     # waits for its objects.
@@ -477,11 +481,6 @@ def test_helm_uninstall_first_strands_objects_and_the_crd_until_the_documented_r
     assert_nothing_left(node)
 
 
-@pytest.mark.skip(
-    reason="unfinished (issue 18 item 4): on the last run the emulator listed no remote sync right after "
-    "`kubectl delete crd` with the operator gone (cause not found yet); "
-    "the --skip-crds reinstall is unverified"
-)
 def test_orphaned_objects_and_way_out_b_leave_the_remote_syncs(node: Node, workdir: Path) -> None:
     helm_install(node, CHART, workdir)
     kept = create_objects(node, "kept")
@@ -495,8 +494,7 @@ def test_orphaned_objects_and_way_out_b_leave_the_remote_syncs(node: Node, workd
         APP_NS, *(bucketsync(f"stranded-{i}", sourcePath=f"demo-bucket/stranded/{i}") for i in range(2))
     )
     stranded = wait_all_ready(node, 2)
-    node.helm("uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout=120s")
-    wait_for(lambda: not node.live_pods(NS), timeout=120, interval=1, what="operator pod gone")
+    uninstall_operator(node, workdir)
     node.kubectl("delete", "bucketsyncs", "--all", "-n", APP_NS, "--wait=false")
     assert len(node.bucketsyncs(APP_NS)) == 2  # stuck on the finalizer
     assert f"{APP_NS}/{CREDENTIALS_SECRET}" in held_secrets(node)

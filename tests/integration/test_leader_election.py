@@ -38,19 +38,14 @@ from operator_support import (
 
 from localcluster import ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY, SECRET_IN_USE_FINALIZER
+from mixpeek_operator.coordination import LeaderElector, LeaseTimings
+from mixpeek_operator.coordination.lease import LeaseRecord, lease_body, micro_time
 from mixpeek_operator.kube import KubeClient, KubeConnection
-from mixpeek_operator.leaderelection import (
-    ElectionTimings,
-    LeaderElector,
-    LeaseRecord,
-    lease_body,
-    micro_time,
-)
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
 
 LEASE = "mixpeek-operator"
-FAST = ElectionTimings(lease_duration=4, renew_deadline=2.5, retry_period=0.5)
+FAST = LeaseTimings(lease_duration=4, renew_deadline=2.5, retry_period=0.5)
 
 
 # --- LeaderElector in-process -------------------------------------------------------------
@@ -99,7 +94,7 @@ class FreezableProxy:
 class Candidate:
     """One LeaderElector and a record of when it started and stopped leading (monotonic time)."""
 
-    def __init__(self, kube: KubeClient, namespace: str, identity: str, timings: ElectionTimings) -> None:
+    def __init__(self, kube: KubeClient, namespace: str, identity: str, timings: LeaseTimings) -> None:
         self.started: list[float] = []
         self.stopped: list[float] = []
         self.elector = LeaderElector(
@@ -324,7 +319,7 @@ def test_a_standby_keeps_its_cache_warm_but_makes_no_remote_call_and_no_kubernet
     assert kubernetes_writes(cluster) == expected, "the standby wrote to the Kubernetes API"
     assert standby.metric("bucketsync_kube_writes_total") == 0
     assert standby.metric("mixpeek_api_requests_total") == 0
-    assert standby.metric("mixpeek_operator_leader") == 0
+    assert standby.metric("mixpeek_operator_leading") == 0
     for name in names:
         obj = objects.get(name)
         assert obj is not None
@@ -348,7 +343,7 @@ def test_a_standby_keeps_its_cache_warm_but_makes_no_remote_call_and_no_kubernet
     print(f"\ntakeover of a released lease: {time.monotonic() - released_at:.2f}s")
     for name in names:
         objects.wait_ready(name, timeout=60)
-    assert standby.metric("mixpeek_operator_leader") == 1
+    assert standby.metric("mixpeek_operator_leading") == 1
     # As the leader it makes the release it saw become due while standing by.
     wait_for(lambda: objects.secret("retired-creds") is None, 10, what="the deferred Secret release")
     assert endpoint_counts(mixpeek.admin)["create"] == len(names)
@@ -438,5 +433,5 @@ def test_sigterm_of_the_leader_hands_over_within_three_seconds(
     assert "released lease" in leader.logs()
     objects.create(bucketsync("after"))
     objects.wait_ready("after")
-    assert standby.metric("mixpeek_operator_leader") == 1
+    assert standby.metric("mixpeek_operator_leading") == 1
     assert endpoint_counts(mixpeek.admin)["create"] == 2

@@ -107,14 +107,16 @@ def start_shards(start_operator: OperatorFactory, namespace: str, *extra: str) -
 
 def owned_groups(shards: dict[str, OperatorProcess]) -> dict[str, float]:
     return {
-        name: shard.metric("mixpeek_operator_owned_groups") for name, shard in shards.items() if shard.alive()
+        name: shard.metric("mixpeek_operator_shard_owned_groups")
+        for name, shard in shards.items()
+        if shard.alive()
     }
 
 
 def settled(shard: OperatorProcess) -> bool:
     """Three members in its view and past its join delay (it owns keys)."""
     return (
-        shard.metric("mixpeek_operator_shard_members") == 3 and shard.metric("mixpeek_operator_leader") == 1
+        shard.metric("mixpeek_operator_shard_members") == 3 and shard.metric("mixpeek_operator_active") == 1
     )
 
 
@@ -202,7 +204,7 @@ def test_three_shards_split_the_groups_list_each_once_and_idle_without_writes(
     survivors = {name: shard for name, shard in shards.items() if name != "shard-b"}
     wait_for(lambda: sum(owned_groups(survivors).values()) == len(BUCKETS), 30, interval=0.1, what="handover")
     print(f"SIGTERM handover of shard-b's groups: {time.monotonic() - signalled:.2f}s")
-    assert sum(shard.metric("mixpeek_operator_handovers_total") for shard in survivors.values()) > 0
+    assert sum(shard.metric("mixpeek_operator_shard_handovers_total") for shard in survivors.values()) > 0
     wait_for(lambda: all_ready(objects, names), 60, what="all still Ready")
     assert endpoint_counts(ring.admin)["create"] == 0  # counted since the idle window: none
     assert len(remote_owners(ring, uids)) == 300
@@ -220,7 +222,7 @@ def test_a_shard_killed_mid_create_hands_its_groups_over_without_duplicates(
     survivors = {name: shard for name, shard in shards.items() if name != "shard-b"}
     wait_for(lambda: sum(owned_groups(shards).values()) == len(BUCKETS), 30, what="all groups owned")
     groups = owned_groups(shards)
-    handovers = sum(shard.metric("mixpeek_operator_handovers_total") for shard in survivors.values())
+    handovers = sum(shard.metric("mixpeek_operator_shard_handovers_total") for shard in survivors.values())
     victim.kill()
     killed = time.monotonic()
     wait_for(lambda: sum(owned_groups(survivors).values()) == len(BUCKETS), 60, interval=0.1, what="handover")
@@ -228,7 +230,10 @@ def test_a_shard_killed_mid_create_hands_its_groups_over_without_duplicates(
     print(
         f"\nSIGKILL of shard-b (groups per shard {groups}): handover after {handover:.2f}s (lease {LEASE}s)"
     )
-    moved = sum(shard.metric("mixpeek_operator_handovers_total") for shard in survivors.values()) - handovers
+    moved = (
+        sum(shard.metric("mixpeek_operator_shard_handovers_total") for shard in survivors.values())
+        - handovers
+    )
     assert moved >= groups["shard-b"] > 0  # its groups moved (a survivor that paused counts too)
     wait_for(lambda: all_ready(objects, names), 300, interval=1.0, what="300 objects Ready")
     owners = remote_owners(ring, uids)

@@ -368,7 +368,7 @@ def test_the_chart_values_are_the_settings_model_s(render: Any, monkeypatch: pyt
 
 def test_the_pod_name_reaches_the_operator_as_its_identity(render: Any) -> None:
     """kopf's identity and the Lease holder's: the pod name from the downward API
-    (see leaderelection.operator_identity)."""
+    (see coordination.operator_identity)."""
     (pod_name,) = [item for item in container(render())["env"] if item["name"] == "POD_NAME"]
     assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 

@@ -79,6 +79,7 @@ def exercised() -> OperatorMetrics:
     metrics.observe_kube_write("status", 200)
     metrics.count_event("Created")
     metrics.observe_time_to_ready(3.0)
+    metrics.set_lease_held("mixpeek-system/mixpeek-operator", True)
     metrics.set_resource_source(lambda: [("True", "Synced")])
     return metrics
 
@@ -395,7 +396,7 @@ def test_every_dashboard_query_names_exported_metrics(exported: dict[str, set[st
         "mixpeek_ratelimiter_wait_seconds",
         "bucketsync_kube_writes",
         "bucketsync_time_to_ready_seconds",
-        "mixpeek_operator_leader",
-        "mixpeek_operator_owned_objects",
+        "mixpeek_operator_leading",
+        "mixpeek_operator_shard_owned_objects",
         "mixpeek_operator_shard_members",
     } <= covered

@@ -34,6 +34,7 @@ def test_go_caches_default_into_the_cache_directory(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("MIXPEEK_OPERATOR_CACHE", str(tmp_path))
     monkeypatch.delenv("GOMODCACHE", raising=False)
     monkeypatch.delenv("GOCACHE", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     (tmp_path / "go").write_text("#!/bin/sh\n")
     (tmp_path / "go").chmod(0o755)
@@ -42,6 +43,10 @@ def test_go_caches_default_into_the_cache_directory(tmp_path: Path, monkeypatch:
     assert env["GOCACHE"] == str(tmp_path / "go" / "build")
     assert env["GOBIN"] == "/somewhere"
     assert "-modcacherw" in env["GOFLAGS"]  # the cache directory stays removable with rm -r
+    # Go's telemetry counters (under the user config directory) land in the cache too; the
+    # user's own `go env -w` file is still read.
+    assert env["XDG_CONFIG_HOME"] == str(tmp_path / "go" / "config")
+    assert env["GOENV"] == str(Path.home() / ".config" / "go" / "env")
 
 
 def test_go_caches_set_by_the_user_are_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

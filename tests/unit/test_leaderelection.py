@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mixpeek_operator.leaderelection import (
-    ElectionTimings,
+from mixpeek_operator.coordination.lease import (
     LeaseRecord,
+    LeaseTimings,
     LeaseTracker,
     lease_body,
     micro_time,
@@ -100,4 +100,4 @@ def test_timings_that_would_let_two_leaders_overlap_are_refused(
     lease: float, renew: float, retry: float, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        ElectionTimings(lease_duration=lease, renew_deadline=renew, retry_period=retry)
+        LeaseTimings(lease_duration=lease, renew_deadline=renew, retry_period=retry)

@@ -129,23 +129,40 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "bucketsync_events",
         "bucketsync_time_to_ready_seconds",
         "bucketsync_resources",
-        "mixpeek_operator_leader",
-        "mixpeek_operator_leader_transitions",
+        "mixpeek_operator_active",
+        "mixpeek_operator_leading",
+        "mixpeek_operator_lease_held",
+        "mixpeek_operator_lease_transitions",
         "mixpeek_operator_shard_members",
-        "mixpeek_operator_owned_objects",
-        "mixpeek_operator_owned_groups",
-        "mixpeek_operator_handovers",
+        "mixpeek_operator_shard_owned_objects",
+        "mixpeek_operator_shard_owned_groups",
+        "mixpeek_operator_shard_handovers",
         "mixpeek_operator_task_restarts",
     }
     assert set(families) == expected
     assert all(len(text) > 20 for text in families.values())
 
 
-def test_leader_gauge_follows_transitions(metrics: OperatorMetrics) -> None:
+def test_lease_gauge_follows_transitions(metrics: OperatorMetrics) -> None:
+    def value(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"lease": "ops/mixpeek-operator"})
+
+    metrics.set_lease_held("ops/mixpeek-operator", False)  # campaigning: exported at 0
+    assert (value("mixpeek_operator_lease_held"), value("mixpeek_operator_lease_transitions_total")) == (0, 0)
+    metrics.set_lease_held("ops/mixpeek-operator", True)
+    metrics.set_lease_held("ops/mixpeek-operator", True)  # no change: not a transition
+    assert (value("mixpeek_operator_lease_held"), value("mixpeek_operator_lease_transitions_total")) == (1, 1)
+    metrics.set_lease_held("ops/mixpeek-operator", False)
+    assert (value("mixpeek_operator_lease_held"), value("mixpeek_operator_lease_transitions_total")) == (0, 2)
+
+
+def test_the_leader_is_the_active_replica_and_a_shard_member_is_active_without_leading(
+    metrics: OperatorMetrics,
+) -> None:
     value = metrics.registry.get_sample_value
-    assert value("mixpeek_operator_leader") == 0
-    metrics.set_leader(True)
-    metrics.set_leader(True)  # no change: not a transition
-    assert (value("mixpeek_operator_leader"), value("mixpeek_operator_leader_transitions_total")) == (1, 1)
-    metrics.set_leader(False)
-    assert (value("mixpeek_operator_leader"), value("mixpeek_operator_leader_transitions_total")) == (0, 2)
+    assert (value("mixpeek_operator_active"), value("mixpeek_operator_leading")) == (0, 0)
+    metrics.set_leading(True)
+    assert (value("mixpeek_operator_active"), value("mixpeek_operator_leading")) == (1, 1)
+    metrics.set_leading(False)
+    metrics.set_active(True)  # sharding (or alone): reconciles, leads nothing
+    assert (value("mixpeek_operator_active"), value("mixpeek_operator_leading")) == (1, 0)

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from localcluster import free_port, spawn, terminate
-from mixpeek_operator.leaderelection import operator_identity
+from mixpeek_operator.coordination import operator_identity
 
 
 def test_identity_is_the_pod_name_from_the_downward_api() -> None:

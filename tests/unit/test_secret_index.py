@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any, cast
 
+from mixpeek_operator.coordination.ring import shard_key_of
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.engine import Engine, EngineSettings
 from mixpeek_operator.keys import ObjectKey
@@ -13,7 +14,6 @@ from mixpeek_operator.kube import JsonObject
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
 from mixpeek_operator.secret_index import DEFAULT, NamedSecret, SecretIndex, named_secret_of
-from mixpeek_operator.sharding import shard_key_of
 
 NS = "team"
 A, B = (NS, "creds-a"), (NS, "creds-b")

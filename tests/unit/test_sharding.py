@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mixpeek_operator.leaderelection import LeaseRecord
-from mixpeek_operator.sharding import (
+from mixpeek_operator.coordination.lease import LeaseRecord
+from mixpeek_operator.coordination.ring import (
     MembershipView,
     Ownership,
     ShardKey,

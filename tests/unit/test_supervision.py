@@ -20,20 +20,19 @@ from kopf._core.engines.probing import health_reporter
 
 from localcluster import free_port
 from mixpeek_operator import handlers
+from mixpeek_operator.coordination import LeaderElector, LeaseTimings, ShardCoordinator
 from mixpeek_operator.keys import ListingScope, ObjectKey
 from mixpeek_operator.kube import JsonObject, KubeClient, KubeConflict
-from mixpeek_operator.leaderelection import ElectionTimings, LeaderElector
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.mixpeek import SyncListing
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
-from mixpeek_operator.sharding import ShardCoordinator
 from mixpeek_operator.supervision import SupervisionPolicy, Supervisor
 from mixpeek_operator.workqueue import Backoff
 
 SCOPE = ListingScope("sha256:abc", "ns", "bkt_1")
-TIMINGS = ElectionTimings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
+TIMINGS = LeaseTimings(lease_duration=15.0, renew_deadline=10.0, retry_period=2.0)
 
 
 async def settle(turns: int = 200) -> None:
