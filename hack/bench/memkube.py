@@ -1,5 +1,5 @@
 """An in-memory Kubernetes API for the in-process benchmarks (soak.py): the calls the engine and
-the Secret guard make (`engine.KubeApi`, `secret_guard.SecretGuardApi`), applied the way the API
+the Secret guard make (`writer.KubeApi`, `secret_guard.SecretGuardApi`), applied the way the API
 server applies them (finalizers hold a deletion, `deletionTimestamp`, resourceVersions), with
 watch events delivered asynchronously through a queue, as a watch stream delivers them.
 

@@ -43,6 +43,7 @@ from hack.localcluster import spawn_emulator, terminate
 from mixpeek_operator import kube as k8s
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.engine import Engine, EngineSettings
+from mixpeek_operator.heap import release_free_heap_forever
 from mixpeek_operator.metrics import OperatorMetrics
 from mixpeek_operator.secret_guard import SecretUseGuard
 
@@ -112,6 +113,8 @@ class Rig:
             secret_guard=SecretUseGuard(kube),
         )
         self._pump = asyncio.create_task(self._deliver(), name="watch-pump")
+        # The operator process's own heap trim (runtime.py), on the soak's compressed clock.
+        self._heap_trim = asyncio.create_task(release_free_heap_forever(observe_interval), name="heap-trim")
         self.engine.start()
 
     async def _deliver(self) -> None:
@@ -124,7 +127,8 @@ class Rig:
 
     async def stop(self) -> None:
         self._pump.cancel()
-        await asyncio.gather(self._pump, return_exceptions=True)
+        self._heap_trim.cancel()
+        await asyncio.gather(self._pump, self._heap_trim, return_exceptions=True)
         await self.engine.stop()
 
     def ready(self, keys: Iterable[tuple[str, str]]) -> bool:

@@ -3,7 +3,9 @@
 A `BucketSync` names a Secret in its own namespace (`spec.credentialsRef.name`) or
 falls back to the operator-wide default Secret. Secrets are read once and cached;
 the Secret watch invalidates an entry the moment it changes, and the objects that
-depend on it are reconciled again right away (not at the next poll).
+depend on it are reconciled again right away (not at the next poll). Which objects depend
+on which Secret is the engine's `SecretIndex` (secret_index.py), shared with the Secret
+guard; a cached Secret (its API key) leaves memory when the index says its last dependent went.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from mixpeek_operator.constants import (
 )
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.mixpeek import credential_fingerprint
+from mixpeek_operator.secret_index import DEFAULT, NamedSecret, SecretIndex, SecretRef, named_secret
 
-SecretRef = tuple[str, str]  # (namespace, name)
+__all__ = ["CredentialError", "CredentialStore", "Credentials", "SecretRef", "fingerprint"]
 SecretReader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 
@@ -79,6 +82,7 @@ class CredentialStore:
         default_secret: SecretRef | None,
         default_base_url: str = DEFAULT_MIXPEEK_BASE_URL,
         on_secret_value: Callable[[str], None] | None = None,
+        index: SecretIndex | None = None,
     ) -> None:
         self._read_secret = read_secret
         self.default_secret = default_secret
@@ -86,12 +90,20 @@ class CredentialStore:
         self._on_secret_value = on_secret_value
         self._cache: dict[SecretRef, _CachedSecret | None] = {}
         self._loading: dict[SecretRef, asyncio.Future[Mapping[str, Any] | None]] = {}
-        self._dependents: dict[SecretRef, set[ObjectKey]] = {}
-        self._uses: dict[ObjectKey, SecretRef] = {}
+        self.index = SecretIndex() if index is None else index
+        self.index.on_unused(self._unused)
+
+    def use_index(self, index: SecretIndex) -> None:
+        """Keep dependents in `index` (the engine's, shared with the Secret guard), from the start."""
+        if index is not self.index:
+            assert not self.index.sizes()["secret_index.objects"], "an index in use is not replaced"
+            self.index = index
+            index.on_unused(self._unused)
 
     def secret_for(self, namespace: str, credentials_ref: str | None) -> SecretRef:
-        if credentials_ref:
-            return (namespace, credentials_ref)
+        named = named_secret(namespace, credentials_ref)
+        if named is not None:
+            return named
         if self.default_secret is None:
             raise CredentialError(
                 Reason.SECRET_NOT_FOUND,
@@ -103,7 +115,7 @@ class CredentialStore:
         self, obj: ObjectKey, credentials_ref: str | None, mixpeek_namespace: str | None
     ) -> Credentials:
         ref = self.secret_for(obj[0], credentials_ref)
-        self._track(obj, ref)
+        self.index.record(obj, named_secret(obj[0], credentials_ref))
         cached = await self._load(ref)
         where = f"Secret {ref[0]}/{ref[1]}"
         if cached is None:
@@ -150,38 +162,35 @@ class CredentialStore:
             self._on_secret_value(api_key)
         return _CachedSecret(data)
 
-    def _track(self, obj: ObjectKey, ref: SecretRef) -> None:
-        if self._uses.get(obj) == ref:
-            return
-        self.forget(obj)
-        self._uses[obj] = ref
-        self._dependents.setdefault(ref, set()).add(obj)
-
     def forget(self, obj: ObjectKey) -> None:
-        """`obj` is gone; a Secret nothing depends on any more leaves the cache (its API key with it)."""
-        ref = self._uses.pop(obj, None)
-        if ref is None:
-            return
-        dependents = self._dependents.get(ref)
-        if dependents is not None:
-            dependents.discard(obj)
-            if dependents:
-                return
-            del self._dependents[ref]
-        if ref != self.default_secret:
-            self._cache.pop(ref, None)
+        """`obj` is gone (the engine forgets it in its index directly)."""
+        self.index.forget(obj)
+
+    def _unused(self, secret: NamedSecret) -> None:
+        # Nothing depends on the Secret any more: it leaves the cache (its API key with it).
+        if secret is not None and secret != self.default_secret:
+            self._cache.pop(secret, None)
 
     def sizes(self) -> dict[str, int]:
-        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded);
+        dependents and uses are the index as this store sees it."""
+        index = self.index.sizes()
         return {
             "credentials.cache": len(self._cache),
             "credentials.loading": len(self._loading),
-            "credentials.dependents": len(self._dependents),
-            "credentials.uses": len(self._uses),
+            "credentials.dependents": index["secret_index.secrets"],
+            "credentials.uses": index["secret_index.objects"],
         }
 
+    def dependents(self, ref: SecretRef) -> set[ObjectKey]:
+        """The objects that use `ref`: those naming it, and for the default Secret those naming none."""
+        found = set(self.index.objects_naming(ref))
+        if ref == self.default_secret:
+            found |= self.index.objects_naming(DEFAULT)
+        return found
+
     def is_watched(self, ref: SecretRef) -> bool:
-        return ref in self._dependents or ref == self.default_secret
+        return self.index.is_named(ref) or ref == self.default_secret
 
     def secret_changed(self, ref: SecretRef, body: Mapping[str, Any] | None) -> set[ObjectKey]:
         """Record a Secret event; return the objects to reconcile if its content changed."""
@@ -191,14 +200,14 @@ class CredentialStore:
         after = None if body is None else self._parse(body)
         known = ref in self._cache
         self._cache[ref] = after
-        if not known and ref in self._loading:
-            # A read is under way (a dependent's first reconcile, for instance just after the
-            # Secret guard added its finalizer): its waiters take this newer content instead.
+        if not known:
+            # Not read yet, or a read is under way (a dependent's first reconcile, for instance
+            # just after the Secret guard added its finalizer): no dependent acted on its content,
+            # and whoever reads it now takes this newer content.
             return set()
-        unchanged = known and (
-            (before is None and after is None)
-            or (before is not None and after is not None and before.data == after.data)
+        unchanged = (before is None and after is None) or (
+            before is not None and after is not None and before.data == after.data
         )
         if unchanged:
             return set()
-        return set(self._dependents.get(ref, set()))
+        return self.dependents(ref)

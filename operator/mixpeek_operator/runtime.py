@@ -18,6 +18,7 @@ from mixpeek_operator.coordination import (
 )
 from mixpeek_operator.credentials import CredentialStore, SecretRef
 from mixpeek_operator.engine import Engine, EngineSettings
+from mixpeek_operator.heap import release_free_heap_forever
 from mixpeek_operator.kube import KubeClient, load_default_connection
 from mixpeek_operator.logging_setup import SecretRegistry
 from mixpeek_operator.metrics import OperatorMetrics
@@ -65,6 +66,7 @@ class OperatorRuntime:
         self.kube: KubeClient | None = None
         self.engine: Engine | None = None
         self._stop_metrics: Callable[[], None] | None = None
+        self._heap_trim: asyncio.Task[None] | None = None
         self.elector: LeaderElector | None = None
         self.shards: ShardCoordinator | None = None
         self._owned: set[ShardKey] = set()
@@ -91,6 +93,7 @@ class OperatorRuntime:
             supervisor=self.supervisor,
         )
         self.metrics.set_resource_source(self.engine.readiness_summary)
+        self._heap_trim = self.supervisor.spawn("heap trim", release_free_heap_forever, kind="heap")
         if self.config.metrics_port:
             self._stop_metrics = self.metrics.serve(self.config.metrics_port)
         election = self.config.leader_election
@@ -211,6 +214,8 @@ class OperatorRuntime:
             await self.kube.aclose()
         if self._stop_metrics is not None:
             self._stop_metrics()
+        if self._heap_trim is not None:
+            self._heap_trim.cancel()
 
 
 def _async(function: Callable[[], None]) -> Callable[[], Awaitable[None]]:

@@ -13,7 +13,8 @@ this is that pattern for the Secrets named by `spec.credentialsRef`:
   their remote sync — and then the finalizer is removed and the Secret goes;
 - whether a Secret is still in use is decided by listing the namespace's `BucketSync`s
   from the API, never from this process's memory alone, so a restart cannot release a
-  Secret too early.
+  Secret too early. The objects of this process naming it (the engine's `SecretIndex`, see
+  secret_index.py) only spare that listing while one is known to.
 
 The operator-wide default Secret never gets the finalizer: it belongs to the operator's
 own release, which would otherwise never uninstall. The only Secret write is this
@@ -35,9 +36,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
-from mixpeek_operator.credentials import SecretRef
 from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import BUCKETSYNCS, SECRETS, JsonObject, KubeError, KubeNotFound, Resource
+from mixpeek_operator.secret_index import SecretIndex, SecretRef, named_secret_of
 
 log = logging.getLogger("mixpeek_operator.secret_guard")
 
@@ -66,25 +67,18 @@ class SecretGuardApi(FinalizerApi, Protocol):
     async def list_objects(self, resource: Resource, namespace: str | None = None) -> list[JsonObject]: ...
 
 
-def credentials_ref_of(body: Mapping[str, Any]) -> SecretRef | None:
-    """The Secret a `BucketSync` body names, or None when it uses the default Secret."""
-    spec = body.get("spec") or {}
-    name = (spec.get("credentialsRef") or {}).get("name") if isinstance(spec, Mapping) else None
-    if not name:
-        return None
-    return ((body.get("metadata") or {}).get("namespace", ""), str(name))
-
-
 class SecretUseGuard:
     def __init__(
-        self, kube: SecretGuardApi, may_release: Callable[[SecretRef], bool] = lambda ref: True
+        self,
+        kube: SecretGuardApi,
+        may_release: Callable[[SecretRef], bool] = lambda ref: True,
+        index: SecretIndex | None = None,
     ) -> None:
         self._kube = kube
         self._may_release = may_release
-        self._uses: dict[ObjectKey, SecretRef] = {}
-        # How many objects of `_uses` name each Secret: "still used?" without scanning every use
-        # (a bulk delete would be quadratic). A Secret leaves the map with its last user.
-        self._use_counts: dict[SecretRef, int] = {}
+        # Which Secret each object names and the objects naming each Secret: "still used?" is a
+        # set lookup, not a scan of every use (a bulk delete would be quadratic).
+        self.index = SecretIndex() if index is None else index
         self._protected: set[SecretRef] = set()  # known to carry the finalizer
         self._deferred: set[SecretRef] = set()  # releases another replica was to make
         # One mark per Secret at a time: a bulk create of many objects naming one Secret
@@ -93,25 +87,18 @@ class SecretUseGuard:
         self._marking: dict[SecretRef, asyncio.Lock] = {}
         self._marking_waiters: dict[SecretRef, int] = {}
 
-    def _use(self, obj: ObjectKey, ref: SecretRef | None) -> SecretRef | None:
-        """Record that `obj` names `ref` (None: no Secret of its own); the Secret it named before."""
-        previous = self._uses.pop(obj, None)
-        if previous is not None:
-            remaining = self._use_counts[previous] - 1
-            if remaining:
-                self._use_counts[previous] = remaining
-            else:
-                del self._use_counts[previous]
-        if ref is not None:
-            self._uses[obj] = ref
-            self._use_counts[ref] = self._use_counts.get(ref, 0) + 1
-        return previous
+    def use_index(self, index: SecretIndex) -> None:
+        """Share `index` (the engine's, shared with the credential store), from the start."""
+        if index is not self.index:
+            assert not self.index.sizes()["secret_index.objects"], "an index in use is not replaced"
+            self.index = index
 
     def sizes(self) -> dict[str, int]:
-        """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
+        """How many entries each internal map holds (the soak benchmark checks they stay bounded);
+        uses and use counts are the index as the guard sees it (the default Secret left out)."""
         return {
-            "guard.uses": len(self._uses),
-            "guard.use_counts": len(self._use_counts),
+            "guard.uses": self.index.objects_naming_their_own(),
+            "guard.use_counts": self.index.named_secrets(),
             "guard.protected": len(self._protected),
             "guard.deferred": len(self._deferred),
             "guard.marking": len(self._marking),
@@ -119,8 +106,8 @@ class SecretUseGuard:
 
     async def protect(self, obj: ObjectKey, body: Mapping[str, Any]) -> None:
         """Before reconciling `obj`: its Secret carries the finalizer (best effort, never raises)."""
-        ref = credentials_ref_of(body)
-        previous = self._use(obj, ref)
+        ref = named_secret_of(body)
+        previous = self.index.record(obj, ref)
         if previous is not None and previous != ref:
             await self.release_if_unused(previous)
         deleting = bool((body.get("metadata") or {}).get("deletionTimestamp"))
@@ -152,9 +139,9 @@ class SecretUseGuard:
     async def object_gone(self, obj: ObjectKey, body: Mapping[str, Any] | None = None) -> None:
         """`obj` no longer exists: its Secret may be released. `body`, its last known state, names
         the Secret when this replica never reconciled it (a standby, another shard's object)."""
-        ref = self._use(obj, None)
+        ref = self.index.forget(obj)
         if ref is None and body is not None:
-            ref = credentials_ref_of(body)
+            ref = named_secret_of(body)
         if ref is not None:
             await self.release_if_unused(ref)
 
@@ -179,14 +166,14 @@ class SecretUseGuard:
 
     async def release_if_unused(self, ref: SecretRef) -> None:
         """Remove the finalizer if no `BucketSync` of the Secret's namespace names it."""
-        if ref in self._use_counts:
+        if self.index.is_named(ref):
             return
         if not self._may_release(ref):
             self._deferred.add(ref)
             return
         try:
             objects = await self._kube.list_objects(BUCKETSYNCS, ref[0])
-            if any(credentials_ref_of(obj) == ref for obj in objects):
+            if any(named_secret_of(obj) == ref for obj in objects):
                 return
             if not self._may_release(ref):  # asked again right before the write (fencing)
                 self._deferred.add(ref)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mixpeek_operator.coordination.lease import LeaseRecord
+from mixpeek_operator.secret_index import named_secret_of
 
 RING_LABEL: Final = "mixpeek.com/shard-ring"
 ShardKey = tuple[str, str, str]  # (Secret namespace, Secret name, bucket id)
@@ -54,16 +55,8 @@ def shard_key_of(body: Mapping[str, Any], default_secret: tuple[str, str] | None
     Keyed by the Secret, not by the API key inside it, so that rotating a key never moves
     objects between replicas.
     """
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    ref = spec.get("credentialsRef") or {}
-    if isinstance(ref, Mapping) and ref.get("name"):
-        secret = (str(meta.get("namespace", "")), str(ref["name"]))
-    elif default_secret is not None:
-        secret = default_secret
-    else:
-        secret = ("", "")
-    return (secret[0], secret[1], str(spec.get("bucketId", "")))
+    secret = named_secret_of(body) or default_secret or ("", "")
+    return (secret[0], secret[1], str((body.get("spec") or {}).get("bucketId", "")))
 
 
 def lease_name_for(ring: str, identity: str) -> str:

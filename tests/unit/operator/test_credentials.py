@@ -82,7 +82,7 @@ async def test_a_secret_nothing_depends_on_leaves_the_cache_with_its_key() -> No
     assert REF in store._cache  # still used by one
     store.forget(others[-1])
     assert store._cache == {}
-    assert store._dependents == {}
+    assert not store.index.is_named(REF)
     assert store.sizes() == {
         "credentials.cache": 0,
         "credentials.loading": 0,

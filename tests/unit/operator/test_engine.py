@@ -1,6 +1,6 @@
 """The engine without a cluster: watch events in, reconciles through the real reconcile,
 Mixpeek played by the emulator in process, and an in-memory Kubernetes API (our own
-`engine.KubeApi` port) that applies finalizer edits and status patches the way the API
+`writer.KubeApi` port) that applies finalizer edits and status patches the way the API
 server does. Time is a fake clock; workers are driven with `Engine.step()`, so nothing
 sleeps."""
 
@@ -448,7 +448,7 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
 
 async def closed_idle_clients(engine: Engine) -> None:
     """Let the idle clients' closes (after idle_client_seconds, 0 here) run."""
-    await asyncio.gather(*engine._closing)
+    await engine.clients.wait_closed()
     await engine.wait_background()
 
 
@@ -458,19 +458,19 @@ async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None
     await rig.apply(bucketsync())
     await rig.apply(bucketsync("other"))
     await rig.drain()
-    (first,) = rig.engine._clients.values()
+    (first,) = rig.engine.clients._clients.values()
     for rotation in range(5):
         rig.secrets[("team", "creds")] = secret(f"sk_rotated_{rotation}")
         await rig.engine.on_secret_event("MODIFIED", rig.secrets[("team", "creds")])
         assert sorted(await rig.drain()) == [KEY, ObjectKey("team", "other")]
     await closed_idle_clients(rig.engine)
-    assert len(rig.engine._clients) == 1  # the current key's only
+    assert len(rig.engine.clients) == 1  # the current key's only
     assert first._http.is_closed
     # The last object gone: no client, no listing, no cached Secret.
     for key in (KEY, ObjectKey("team", "other")):
         await rig.engine.on_object_event("DELETED", rig.kube.body(key))
     await closed_idle_clients(rig.engine)
-    assert rig.engine._clients == {}
+    assert rig.engine.clients._clients == {}
     sizes = rig.engine.sizes()
     assert sizes.pop("queue.heap") <= 64  # stale entries leave lazily, at most 64 (workqueue)
     assert {name: count for name, count in sizes.items() if count} == {}, sizes

@@ -234,7 +234,7 @@ async def test_a_delete_asks_whether_the_secret_is_used_without_scanning_every_u
             scanned += len(self)
             return real_values(self)
 
-    guard._uses = CountingUses(guard._uses)
+    guard.index._secret_of = CountingUses(guard.index._secret_of)
     for i in range(n):
         await guard.object_gone(ObjectKey(NS, f"obj-{i}"))
     assert scanned == 0
