@@ -89,8 +89,9 @@ test: lint binaries
 
 # No Go, no cluster: the operator, the Mixpeek client and the emulator (and the Mixpeek API
 # contract against the emulator). Each tier is run by its folder, so only its modules are imported.
+# On every core (pytest-xdist): 929 tests took 70 s in one process, 43 s in two on 2 cores.
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit tests/contract $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto tests/unit tests/contract $(PYTEST_ARGS)
 
 # No Go, no cluster: generated files, the Dockerfile, the docs site, the release, CI, hack/.
 packaging: $(STAMP)
