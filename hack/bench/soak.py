@@ -16,8 +16,8 @@ soak     waves of objects created and deleted (each wave with its own Secrets, k
 buckets  N objects in ONE bucket vs N over 50 buckets: time until all are Ready, then until
          all are deleted. Targets: one bucket ≤ 1.3x fifty buckets; delete ≤ 1.3x create.
 
-    PYTHONPATH=hack python -m bench.soak soak [--waves 6 --objects 1000 --secrets 40 --rotations 20]
-    PYTHONPATH=hack python -m bench.soak buckets [-n 5000]
+    python -m hack.bench.soak soak [--waves 6 --objects 1000 --secrets 40 --rotations 20]
+    python -m hack.bench.soak buckets [-n 5000]
 """
 
 from __future__ import annotations

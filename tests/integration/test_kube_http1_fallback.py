@@ -9,6 +9,7 @@ pool for that instead of building a new one (with a new TLS context) every time.
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def anonymous_may_use_events(cluster: ControlPlane, namespace: str) -> None:
     )
     url = f"{cluster.server}/api/v1/namespaces/{namespace}/events/absent"
     deadline = time.monotonic() + 15
-    with httpx.Client(verify=str(cluster.pki.ca_cert), http2=False) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=cluster.pki.ca_cert), http2=False) as client:
         while client.get(url).status_code != 404:  # 403 until the RBAC cache has the binding
             assert time.monotonic() < deadline, "RoleBinding never took effect"
             time.sleep(0.2)
