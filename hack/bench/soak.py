@@ -10,7 +10,8 @@ thousands of objects can come and go in minutes and every internal map can be re
 
 soak     waves of objects created and deleted (each wave with its own Secrets, keys rotated
          while it runs); a few long-lived objects stay throughout. After each wave it prints
-         the process RSS and the size of every internal map. Targets: after the first wave
+         the process RSS (before and after the operator's next heap trim) and the size of
+         every internal map. Targets: after the first wave
          RSS grows at most 5 MB over the rest, and every map is back to what the long-lived
          objects need (the sizes after wave 1).
 buckets  N objects in ONE bucket vs N over 50 buckets: time until all are Ready, then until
@@ -212,6 +213,10 @@ async def soak(args: argparse.Namespace, url: str) -> int:
         await asyncio.sleep(2.5 * OBSERVE_INTERVAL)
         await rig.quiet()
         gc.collect()
+        untrimmed = rss_mb()
+        # What the wave freed stays in the C heap until the operator's next heap trim (once a
+        # minute in the operator, every OBSERVE_INTERVAL here): read RSS after one tick of it.
+        await asyncio.sleep(1.5 * OBSERVE_INTERVAL)
         rss = rss_mb()
         first_rss = rss if first_rss is None else first_rss
         sizes = rig.engine.sizes()
@@ -220,6 +225,7 @@ async def soak(args: argparse.Namespace, url: str) -> int:
                 "wave": wave + 1,
                 "seconds": time.monotonic() - started,
                 "rss_mb": rss,
+                "rss_untrimmed_mb": untrimmed,
                 # Python objects alive: flat when nothing leaks, whatever the allocator keeps.
                 "python_blocks": sys.getallocatedblocks(),
                 **sizes,
@@ -227,14 +233,19 @@ async def soak(args: argparse.Namespace, url: str) -> int:
         )
         log(
             f"wave {wave + 1}/{args.waves}: {args.objects} objects, {len(wave_secrets)} Secrets, "
-            f"{rotation} rotations so far, {rows[-1]['seconds']:.1f}s, RSS {rss:.1f} MB"
+            f"{rotation} rotations so far, {rows[-1]['seconds']:.1f}s, "
+            f"RSS {rss:.1f} MB ({untrimmed:.1f} before the trim)"
         )
     await rig.stop()
     return report_soak(args, rows)
 
 
 def report_soak(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
-    maps = [name for name in rows[0] if name not in ("wave", "seconds", "rss_mb", "python_blocks")]
+    maps = [
+        name
+        for name in rows[0]
+        if name not in ("wave", "seconds", "rss_mb", "rss_untrimmed_mb", "python_blocks")
+    ]
     total_objects = args.waves * args.objects
     print(
         f"\n## Soak: {args.waves} waves x {args.objects} objects ({total_objects} created and deleted), "
@@ -245,6 +256,11 @@ def report_soak(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     print("|---|" + "---:|" * len(rows))
     print("| seconds | " + " | ".join(f"{row['seconds']:.1f}" for row in rows) + " |")
     print("| RSS MB | " + " | ".join(f"{row['rss_mb']:.1f}" for row in rows) + " |")
+    print(
+        "| RSS MB before the heap trim | "
+        + " | ".join(f"{row['rss_untrimmed_mb']:.1f}" for row in rows)
+        + " |"
+    )
     print("| Python blocks | " + " | ".join(str(row["python_blocks"]) for row in rows) + " |")
     for name in maps:
         print(f"| {name} | " + " | ".join(str(row[name]) for row in rows) + " |")
