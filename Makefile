@@ -89,7 +89,7 @@ test: lint binaries
 
 # No Go, no cluster: the operator, the Mixpeek client and the emulator (and the Mixpeek API
 # contract against the emulator). Each tier is run by its folder, so only its modules are imported.
-# On every core (pytest-xdist): 929 tests took 70 s in one process, 43 s in two on 2 cores.
+# On every core (pytest-xdist): 929 tests took 70 s in one process, 38–43 s in two on 2 cores.
 unit: $(STAMP)
 	$(BIN)/pytest -n auto tests/unit tests/contract $(PYTEST_ARGS)
 
