@@ -25,6 +25,7 @@ from urllib.error import HTTPError
 
 import pytest
 
+from hack.bench.stats import prometheus_sum
 from tests.support.node_support import (
     CHART,
     CREDENTIALS_SECRET,
@@ -35,7 +36,7 @@ from tests.support.node_support import (
     deploy_emulator,
     wait_pods_ready,
 )
-from tests.support.operator_support import bucketsync, is_ready, metric_total, wait_for
+from tests.support.operator_support import bucketsync, is_ready, wait_for
 
 HA_NS = "mixpeek-ha"
 APP_NS = "e2e-ha-app"
@@ -236,10 +237,10 @@ def _metrics(node: Node, pod: str, namespace: str = HA_NS) -> str:
 def _assert_standby_idle(node: Node, pod: str, namespace: str = HA_NS) -> None:
     """A standby makes no Mixpeek call and no Kubernetes write except on its Lease."""
     text = _metrics(node, pod, namespace)
-    assert metric_total(text, "mixpeek_operator_leading") == 0.0, pod
-    assert metric_total(text, "mixpeek_api_requests_total") == 0.0, pod
-    writes = metric_total(text, "bucketsync_kube_writes_total")
-    assert writes == metric_total(text, "bucketsync_kube_writes_total", kind="lease"), (
+    assert prometheus_sum(text, "mixpeek_operator_leading") == 0.0, pod
+    assert prometheus_sum(text, "mixpeek_api_requests_total") == 0.0, pod
+    writes = prometheus_sum(text, "bucketsync_kube_writes_total")
+    assert writes == prometheus_sum(text, "bucketsync_kube_writes_total", kind="lease"), (
         [line for line in text.splitlines() if line.startswith("bucketsync_kube_writes_total")],
         pod,
     )
@@ -287,7 +288,7 @@ def test_two_replicas_ready_exactly_one_holds_the_lease(node: Node, emulator: Em
         _print_diagnostics(node)
         raise
     assert leader in pods
-    assert metric_total(_metrics(node, leader), "mixpeek_operator_leading") == 1.0
+    assert prometheus_sum(_metrics(node, leader), "mixpeek_operator_leading") == 1.0
     _assert_exactly_once(node, emulator, BEFORE)
     # The holder did the work; the other pod stood by (Ready, caches warm, not leading).
     (standby,) = [pod for pod in pods if pod != leader]

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 from kubernetes import client as k8s
 
+from hack.bench.stats import prometheus_sum
 from hack.localcluster import ControlPlane, terminate
 from mixpeek_operator.constants import FINALIZER, GROUP, PLURAL, VERSION
 from mixpeek_operator.emulator.admin import EmulatorAdmin
@@ -122,22 +123,7 @@ class OperatorProcess:
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples matching `labels` (0 when absent)."""
         _, text = http_get(self.metrics_url)
-        return metric_total(text, name, **labels)
-
-
-def metric_total(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of metric `name` matching `labels` in Prometheus text (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        sample, _, value = line.rpartition(" ")
-        series = sample[len(name) :]
-        if series and not series.startswith("{"):
-            continue
-        if all(f'{key}="{val}"' in series for key, val in labels.items()):
-            total += float(value)
-    return total
+        return prometheus_sum(text, name, **labels)
 
 
 OperatorFactory = Callable[..., OperatorProcess]
