@@ -112,6 +112,10 @@ class ListWatch:
         """Keys held (the soak benchmark checks they follow the live objects)."""
         return {"watch.keys": len(self._keys)}
 
+    def keys(self) -> frozenset[Key]:
+        """The keys of the objects the watch holds now (after `synced`: the last list, kept current)."""
+        return frozenset(self._keys)
+
     async def run(self) -> None:
         while True:
             try:
