@@ -5,10 +5,16 @@ labelled for it (`labelSelector=shard.mixpeek.com/owner=<me>`), and only the Sec
 name (`fieldSelector=metadata.name=<name>`, one watch per Secret, started and stopped as objects
 come and go). kopf's handler filters (`labels=`, `when=`) run client-side: its LIST and WATCH
 fetch every object in scope first (https://github.com/zalando-incubator/kopf/issues/45 asked for
-server-side selectors; https://github.com/nolar/kopf/pull/1311 adds opt-in ones; kopf 1.45's
-`settings.watching.label_selectors` / `field_selectors` are fixed at startup, one stream per
-resource, and our floor is kopf>=1.38). Neither gives a set of watches that changes at runtime,
-nor a relist on demand (fencing), so these watches are ours; kopf keeps the life cycle.
+server-side selectors; https://github.com/PrefectHQ/prefect/issues/22208 is the memory it costs;
+https://github.com/nolar/kopf/pull/1311 proposed opt-in ones). The kopf installed here (1.45.2)
+has `settings.watching.label_selectors` / `field_selectors`, but they are fixed at startup, one
+stream per resource, and our floor is kopf>=1.38: neither a set of watches that changes at
+runtime nor a relist on demand (fencing). So these watches are ours; kopf keeps the life cycle.
+
+With a label selector, an object whose labels stop matching arrives as DELETED carrying the
+object as it was before that change (its OLD labels: the selector still matches them) at the
+change's resourceVersion, with no deletionTimestamp; one whose labels start matching arrives as
+ADDED with its new labels (tests/integration/test_kube_watch.py checks both on a real server).
 
 What it keeps: the key (namespace, name) of each object it delivered and the last
 resourceVersion; never a body. At 40,000 objects that is a set of tuples, not a cache. The
@@ -216,7 +222,7 @@ class ListWatch:
 
     def _good(self, started: float, received: int) -> bool:
         lasted = self._clock() - started
-        return received > 0 or lasted >= min(GOOD_STREAM_SECONDS, self._timeout_seconds)
+        return received > 0 or lasted >= min(GOOD_STREAM_SECONDS, self._timeout_seconds / 2)
 
     async def _handle(self, event: JsonObject) -> None:
         kind, obj = event.get("type"), event.get("object")
