@@ -97,10 +97,12 @@ async def get_bucketsync(session: Session, namespace: str, name: str) -> JsonObj
     return found
 
 
-async def list_bucketsyncs(session: Session, selector: str | None = None) -> list[JsonObject]:
-    """One LIST call (no paging), in -n's namespace or every namespace with -A."""
+async def list_bucketsyncs(
+    session: Session, selector: str | None = None, page_size: int | None = None
+) -> list[JsonObject]:
+    """One LIST call (no paging, unless `page_size`), in -n's namespace or every namespace with -A."""
     return await session.kube.list_objects(
-        BUCKETSYNCS, session.scope(), label_selector=selector, page_size=None
+        BUCKETSYNCS, session.scope(), label_selector=selector, page_size=page_size
     )
 
 
