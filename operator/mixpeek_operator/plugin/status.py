@@ -21,6 +21,7 @@ from mixpeek_operator.plugin.session import (
     PluginError,
     Session,
     age,
+    bucketsync_pages,
     conditions_of,
     dump,
     get_bucketsync,
@@ -99,15 +100,17 @@ async def shard_maps(
 
 
 async def run_shards(args: argparse.Namespace, session: Session) -> int:
-    # Paged: the map alone is what one asks for at 100,000 objects, where one response would be huge.
-    objects = await list_bucketsyncs(session, args.selector, page_size=SHARD_MAP_PAGE)
-    maps = await shard_maps(args, session, objects)
+    maps = await shard_maps(args, session, [])
     if not maps:
         raise PluginError(
             ExitCode.ERROR,
             "no label-shard ring found (no Lease labelled mixpeek.com/shard-ring with a member"
             " in label mode" + (f" named {args.ring}" if args.ring else "") + ")",
         )
+    # Page by page, keeping counts only: the map alone is what one asks for at 100,000 objects.
+    async for page in bucketsync_pages(session, args.selector, SHARD_MAP_PAGE):
+        for shard_map in maps:
+            shards.count(shard_map, page)
     if args.output == "table":
         sys.stdout.write("\n".join(shards.render(m) for m in maps))
     else:

@@ -10,7 +10,7 @@ import pytest
 
 from mixpeek_operator.coordination.ring import RING_LABEL
 from mixpeek_operator.plugin import shards
-from mixpeek_operator.plugin.session import dump
+from mixpeek_operator.plugin.session import Session, bucketsync_pages, dump
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 RING = "rel-mixpeek-operator"
@@ -158,3 +158,26 @@ def test_a_healthy_map() -> None:
         "ops", RING, [lease("a"), lease("b")], None, [bsync("x", "a"), bsync("y", "b")], "all", NOW
     )
     assert m.healthy
+
+
+async def test_objects_are_counted_page_by_page() -> None:
+    class PagedKube:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str | None, int | None, str | None]] = []
+
+        async def list_page(
+            self, resource: Any, namespace: str | None, *, label_selector: str | None, limit: int | None,
+            continue_token: str | None,
+        ) -> dict[str, Any]:  # fmt: skip
+            self.calls.append((namespace, limit, continue_token))
+            if continue_token is None:
+                return {"items": [bsync("a", "pod-a"), bsync("b")], "metadata": {"continue": "next"}}
+            return {"items": [bsync("c", "pod-a")], "metadata": {"continue": ""}}
+
+    kube = PagedKube()
+    session = Session(kube=kube, namespace="media", all_namespaces=False)  # type: ignore[arg-type]
+    shard_map = shards.build("ops", RING, [lease("pod-a")], None, [], "namespace media", NOW)
+    async for page in bucketsync_pages(session, None, 2):
+        shards.count(shard_map, page)
+    assert kube.calls == [("media", 2, None), ("media", 2, "next")]
+    assert (shard_map.total, shard_map.owned["pod-a"], shard_map.unassigned) == (3, 2, 1)
