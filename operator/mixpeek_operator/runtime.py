@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from mixpeek_operator.admission import wait_until_creates_admitted
 from mixpeek_operator.coordination import (
+    ASSIGNER_SUFFIX,
     Assigner,
     LabelShardMember,
     LeaderElector,
@@ -173,7 +174,7 @@ class OperatorRuntime:
         self.assigner_election = LeaderElector(
             self.kube,
             namespace=election.namespace,
-            name=f"{election.lease_name}-assigner",
+            name=election.lease_name + ASSIGNER_SUFFIX,
             identity=election.identity,
             timings=election.timings,
             on_started_leading=lambda: self._start_assigner(election),

@@ -530,8 +530,7 @@ def ring_lease(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {RING_LABEL: ring},
-            "annotations": {shards.MODE_ANNOTATION: "labels"} if labels_mode else {},
+            "labels": {RING_LABEL: ring, **({shards.MODE_LABEL: "labels"} if labels_mode else {})},
         },
         "spec": {
             "holderIdentity": holder,

@@ -12,6 +12,7 @@
 """
 
 from mixpeek_operator.coordination.assigner import Assigner
+from mixpeek_operator.coordination.assignment import ASSIGNER_SUFFIX
 from mixpeek_operator.coordination.election import DEFAULT_LEASE_NAME, LeaderElector
 from mixpeek_operator.coordination.label_shards import LabelShardMember
 from mixpeek_operator.coordination.lease import LeaseTimings, operator_identity
@@ -19,6 +20,7 @@ from mixpeek_operator.coordination.ring import ShardKey, shard_key_of
 from mixpeek_operator.coordination.sharding import ShardCoordinator
 
 __all__ = [
+    "ASSIGNER_SUFFIX",
     "DEFAULT_LEASE_NAME",
     "Assigner",
     "LabelShardMember",

@@ -38,6 +38,7 @@ DRAIN_LABEL: Final = "shard.mixpeek.com/drain-to"
 DRAINED_ANNOTATION: Final = "shard.mixpeek.com/drained-by"
 MODE_LABEL: Final = "shard.mixpeek.com/mode"  # on a member Lease: a label-mode replica
 LABEL_MODE: Final = "labels"
+ASSIGNER_SUFFIX: Final = "-assigner"  # the assigner's Lease: `<ring>-assigner`, not a member
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 

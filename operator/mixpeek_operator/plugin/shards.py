@@ -11,34 +11,24 @@ this machine and the replicas shifts the verdict by the skew.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
+from mixpeek_operator.coordination.assignment import (
+    ASSIGNER_SUFFIX,
+    DRAIN_LABEL,
+    LABEL_MODE,
+    MODE_LABEL,
+    OWNER_LABEL,
+    member_label,
+)
 from mixpeek_operator.coordination.lease import LeaseRecord
 from mixpeek_operator.coordination.ring import RING_LABEL
 from mixpeek_operator.kube import LEASES, JsonObject, KubeForbidden
 from mixpeek_operator.plugin.session import Session, age, table
-
-# The label-shard names of the shared design (issue 21). TODO(integrator): import OWNER_LABEL,
-# DRAIN_LABEL, the mode annotation and member_label from coordination.assignment once it lands.
-OWNER_LABEL: Final = "shard.mixpeek.com/owner"
-DRAIN_LABEL: Final = "shard.mixpeek.com/drain-to"
-MODE_ANNOTATION: Final = "shard.mixpeek.com/mode"
-LABEL_MODE: Final = "labels"
-ASSIGNER_SUFFIX: Final = "-assigner"
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-def member_label(identity: str) -> str:
-    """The owner label value of a member: its identity when that is a valid label value."""
-    if len(identity) <= 63 and _LABEL_VALUE.match(identity):
-        return identity
-    return "m-" + hashlib.blake2b(identity.encode(), digest_size=10).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,7 +99,7 @@ def is_live(lease: Mapping[str, Any], now: datetime) -> bool:
 
 
 def in_label_mode(lease: Mapping[str, Any]) -> bool:
-    return ((lease.get("metadata") or {}).get("annotations") or {}).get(MODE_ANNOTATION) == LABEL_MODE
+    return ((lease.get("metadata") or {}).get("labels") or {}).get(MODE_LABEL) == LABEL_MODE
 
 
 def member_of(lease: Mapping[str, Any], now: datetime) -> Member:

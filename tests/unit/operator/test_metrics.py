@@ -137,6 +137,11 @@ def test_every_metric_has_help_text(metrics: OperatorMetrics) -> None:
         "mixpeek_operator_shard_owned_objects",
         "mixpeek_operator_shard_owned_groups",
         "mixpeek_operator_shard_handovers",
+        "mixpeek_operator_shard_draining_objects",
+        "mixpeek_operator_shard_object_handovers",
+        "mixpeek_operator_watch_events",
+        "mixpeek_operator_shard_assigner",
+        "mixpeek_operator_shard_assignments",
         "mixpeek_operator_task_restarts",
     }
     assert set(families) == expected

@@ -20,13 +20,12 @@ def lease(
     identity: str, renewed_ago: float = 1, *, mode: str | None = "labels", name: str | None = None
 ) -> dict[str, Any]:
     renew = (NOW - timedelta(seconds=renewed_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    annotations = {shards.MODE_ANNOTATION: mode} if mode else {}
+    mode_label = {shards.MODE_LABEL: mode} if mode else {}
     return {
         "metadata": {
             "name": name or f"{RING}-{identity}",
             "namespace": "ops",
-            "labels": {RING_LABEL: RING},
-            "annotations": annotations,
+            "labels": {RING_LABEL: RING, **mode_label},
         },
         "spec": {"holderIdentity": identity, "leaseDurationSeconds": 15, "renewTime": renew},
     }
