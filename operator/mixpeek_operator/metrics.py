@@ -205,6 +205,36 @@ class OperatorMetrics:
             "Listing groups that moved to or away from this replica (sharding only)",
             registry=r,
         )
+        # Label shards: what moves, what this replica's own watches receive, and the assigner.
+        self.shard_draining_objects = Gauge(
+            "mixpeek_operator_shard_draining_objects",
+            "Objects this replica is handing over: told to drain, not yet acknowledged (label shards)",
+            registry=r,
+        )
+        self.shard_object_handovers = Counter(
+            "mixpeek_operator_shard_object_handovers",
+            "Objects that moved to (in) or away from (out) this replica (label shards)",
+            ["direction"],
+            registry=r,
+        )
+        self.watch_events = Counter(
+            "mixpeek_operator_watch_events",
+            "Objects received by this replica's own watches, initial lists included (label shards)",
+            ["resource"],
+            registry=r,
+        )
+        self.shard_assigner = Gauge(
+            "mixpeek_operator_shard_assigner",
+            "1 while this replica runs the shard assigner (holds its Lease), else 0 (label shards)",
+            registry=r,
+        )
+        self.shard_assignments = Counter(
+            "mixpeek_operator_shard_assignments",
+            "Label writes of the shard assigner: label (a new object), drain (asked to hand over), "
+            "move (owner changed)",
+            ["action"],
+            registry=r,
+        )
         self.task_restarts = Counter(
             "mixpeek_operator_task_restarts",
             "Background tasks (observer, reconcile-worker, leader-election, shard-ring, ...) restarted "
@@ -287,6 +317,21 @@ class OperatorMetrics:
 
     def count_handovers(self, groups: int) -> None:
         self.shard_handovers.inc(groups)
+
+    def set_draining_source(self, source: Callable[[], int]) -> None:
+        self.shard_draining_objects.set_function(source)
+
+    def count_object_handover(self, direction: Literal["in", "out"], objects: int = 1) -> None:
+        self.shard_object_handovers.labels(direction=direction).inc(objects)
+
+    def count_watch_events(self, resource: str, events: int = 1) -> None:
+        self.watch_events.labels(resource=resource).inc(events)
+
+    def set_assigner(self, running: bool) -> None:
+        self.shard_assigner.set(1 if running else 0)
+
+    def count_assignments(self, action: Literal["label", "drain", "move"], objects: int = 1) -> None:
+        self.shard_assignments.labels(action=action).inc(objects)
 
     def set_resource_source(self, source: ResourceSource | None) -> None:
         """Where `bucketsync_resources` reads (ready, reason) of each object at scrape time."""

@@ -38,8 +38,10 @@ class LeaderElectionConfig:
     identity: str
     lease_name: str = DEFAULTS.leader_election_id  # the ring's name with sharding
     timings: LeaseTimings = field(default_factory=LeaseTimings)
-    # leader: one replica reconciles everything; shards: the live replicas split the objects.
-    mode: Literal["leader", "shards"] = "leader"
+    # leader: one replica reconciles everything; shards: the live replicas split the objects by
+    # rendezvous hashing, each watching all; labels: an elected assigner labels each object with
+    # its owner and each replica watches only its own.
+    mode: Literal["leader", "shards", "labels"] = "leader"
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,17 @@ class Settings:
         chart="sharding.enabled",
         group=ELECTION_GROUP,
     )
+    sharding_mode: Literal["labels", "rendezvous"] = _setting(
+        "labels",
+        "--sharding-mode",
+        env="SHARDING_MODE",
+        help="labels: an elected assigner writes each object's owner into a label and every replica "
+        "watches only its own objects (memory divides by replicas); rendezvous: every replica "
+        "watches every object and keeps the ones the ring gives it (the mode before 0.x, for "
+        "rolling upgrades)",
+        chart="sharding.mode",
+        group=ELECTION_GROUP,
+    )
     leader_election_namespace: str | None = _setting(
         None,
         "--leader-election-namespace",
