@@ -37,6 +37,8 @@ class ClientSettings(Protocol):
     def burst(self) -> int: ...
     @property
     def idle_client_seconds(self) -> float: ...
+    @property
+    def replica(self) -> str | None: ...
 
 
 class MixpeekClientPool:
@@ -87,6 +89,7 @@ class MixpeekClientPool:
                 rate_limiters=self._rate_limiters,
                 on_request=self._observe_request,
                 transport=self._transport,
+                replica=settings.replica,
             )
         user = _reconciling.get()
         if user is not None and self._client_of.get(user) != key:

@@ -69,6 +69,8 @@ class EngineSettings:
     # A Mixpeek client no object uses any more (its key was rotated out, its objects are gone)
     # is closed after this long: a request already under way on it finishes first.
     idle_client_seconds: float = 60.0
+    # This replica's identity (leader election, sharding), named in the Mixpeek User-Agent.
+    replica: str | None = None
 
 
 class Engine:

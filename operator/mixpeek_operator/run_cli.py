@@ -40,6 +40,7 @@ def operator_config(settings: Settings) -> OperatorConfig:
     from mixpeek_operator.engine import EngineSettings
     from mixpeek_operator.runtime import OperatorConfig
 
+    election = leader_election_config(settings)
     return OperatorConfig(
         namespaces=settings.namespaces,
         default_secret=settings.default_credentials_secret,
@@ -50,12 +51,13 @@ def operator_config(settings: Settings) -> OperatorConfig:
             rate_per_second=settings.rate_limit,
             burst=settings.rate_burst,
             backoff_cap=settings.backoff_cap,
+            replica=election.identity if election else None,
         ),
         metrics_port=settings.metrics_port,
         health_port=settings.health_port,
         log_level=settings.log_level,
         log_format=settings.log_format,
-        leader_election=leader_election_config(settings),
+        leader_election=election,
     )
 
 

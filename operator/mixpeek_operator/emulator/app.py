@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +18,7 @@ from mixpeek_operator.emulator import admin_routes, routes
 from mixpeek_operator.emulator.config import EmulatorConfig
 from mixpeek_operator.emulator.errors import ApiError, validation_error, validation_fastapi
 from mixpeek_operator.emulator.state import Emulator
-from mixpeek_operator.emulator.traffic import API_PREFIX, classify
+from mixpeek_operator.emulator.traffic import API_PREFIX, CREATED_SYNC_ID, classify, sync_id_of
 from mixpeek_operator.mixpeek.models import ErrorResponse, HTTPValidationError
 
 DESCRIPTION = """\
@@ -110,6 +111,8 @@ class TrafficMiddleware:
         status = 500  # what the server answers if the app raises before responding
         retry_after: str | None = None
         held: list[Message] | None = [] if outcome.response_delay_seconds else None
+        # Shared with the request (Starlette's request.state): the create route leaves its new id here.
+        state: dict[str, Any] = scope.setdefault("state", {})
 
         async def recording_send(message: Message) -> None:
             nonlocal status, retry_after
@@ -144,11 +147,17 @@ class TrafficMiddleware:
                 seconds=time.perf_counter() - started,
                 faults=outcome.kinds,
                 retry_after=retry_after,
+                user_agent=_header(scope, b"user-agent"),
+                sync_id=sync_id_of(endpoint, path, state.get(CREATED_SYNC_ID)),
             )
         if held is not None:  # handled already; the client just does not hear about it yet
             await asyncio.sleep(outcome.response_delay_seconds)
             for message in held:
                 await send(message)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == name), None)
 
 
 async def _buffered(receive: Receive) -> Receive:

@@ -55,6 +55,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--initial-run-delay", type=float, help="emulated seconds from create to the first run"
     )
+    parser.add_argument(
+        "--request-log-size",
+        type=int,
+        default=1000,
+        help="entries the admin API's request log keeps, the newest (default 1000)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     parser.add_argument("--access-log", action="store_true", help="log one line per request (never headers)")
 
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             state_file=args.state_file,
             time_scale=args.time_scale,
             validation_errors=args.validation_errors,
+            request_log_size=args.request_log_size,
             behaviour=Behaviour(**_behaviour_overrides(args)),
         )
         server = EmulatorServer(

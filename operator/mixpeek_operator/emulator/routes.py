@@ -14,6 +14,7 @@ from starlette.responses import Response
 from mixpeek_operator.emulator.errors import json_response, json_text_response
 from mixpeek_operator.emulator.records import SyncRecord
 from mixpeek_operator.emulator.state import BucketScope, Emulator
+from mixpeek_operator.emulator.traffic import CREATED_SYNC_ID
 from mixpeek_operator.mixpeek.models import (
     LIST_LIMIT_MAX,
     LIST_LIMIT_MIN,
@@ -119,7 +120,9 @@ def sync_response(record: SyncRecord) -> Response:
 @router.post("", response_model=SyncConfiguration, summary="Create a sync configuration")
 async def create_sync_configuration(request: Request, scope: Scope, body: SyncCreateRequest) -> Response:
     await _check_body(request, body)
-    return sync_response(emulator_of(request).create_sync(scope, body))
+    record = emulator_of(request).create_sync(scope, body)
+    setattr(request.state, CREATED_SYNC_ID, record.sync_id)  # for the request log (app.py)
+    return sync_response(record)
 
 
 @router.post("/list", response_model=SyncListResponse, summary="List sync configurations (newest first)")

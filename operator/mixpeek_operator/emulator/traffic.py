@@ -33,11 +33,27 @@ _ENDPOINT_PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
+_SYNC_ID = re.compile(_SYNCS + r"/([^/]+)")
+# The request-scope state key under which the create route leaves the id it created.
+CREATED_SYNC_ID = "created_sync_id"
+
+
 def classify(method: str, path: str) -> str:
     for pattern_method, pattern, name in _ENDPOINT_PATTERNS:
         if method == pattern_method and pattern.match(path):
             return name
     return OTHER_ENDPOINT
+
+
+def sync_id_of(endpoint: str, path: str, created: str | None = None) -> str | None:
+    """The sync a request acted on: the path's for one sync's endpoints, the new one's for a
+    create that succeeded (`created`), else None."""
+    if endpoint == "create":
+        return created
+    if endpoint in ("list", OTHER_ENDPOINT):
+        return None
+    match = _SYNC_ID.match(path)
+    return match.group(1) if match else None
 
 
 class FaultRule(BaseModel):
@@ -146,7 +162,7 @@ def _rate_limited(rule: FaultRule) -> ApiError:
 
 class RequestStats:
     """Counts per endpoint (every endpoint name present, 0 when unused), method and status,
-    plus a bounded request log (never any headers)."""
+    plus a bounded request log (of the headers, only User-Agent: which client, never a key)."""
 
     def __init__(self, log_size: int) -> None:
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)
@@ -164,6 +180,8 @@ class RequestStats:
         seconds: float,
         faults: list[str],
         retry_after: str | None = None,
+        user_agent: str | None = None,
+        sync_id: str | None = None,
     ) -> None:
         self._by_endpoint_status.setdefault(endpoint, Counter())[str(status)] += 1
         self._by_method[method] += 1
@@ -182,6 +200,8 @@ class RequestStats:
                 "status": status,
                 "duration_ms": round(seconds * 1000, 3),
                 "faults": faults,
+                "user_agent": user_agent,
+                "sync_id": sync_id,
             }
         )
 

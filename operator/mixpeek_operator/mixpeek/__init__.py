@@ -10,6 +10,7 @@ from ._client import (
     RequestEvent,
     RequestHook,
     SyncListing,
+    user_agent,
 )
 from ._errors import (
     APIConnectionError,
@@ -66,4 +67,5 @@ __all__ = [
     "rate_limiter_for",
     "retry_delay",
     "should_retry",
+    "user_agent",
 ]

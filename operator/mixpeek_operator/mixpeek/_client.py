@@ -105,6 +105,17 @@ class SyncListing(NamedTuple):
     pages_fetched: int
 
 
+def user_agent(replica: str | None = None) -> str:
+    """The operator's User-Agent; with a replica identity (leader election, sharding) it names
+    the replica, so the remote side (and the emulator's request log) can tell replicas apart."""
+    base = f"mixpeek-operator/{__version__}"
+    if not replica:
+        return base
+    # A header value is printable ASCII; parentheses would end the comment early.
+    name = "".join(c if " " < c <= "~" and c not in "()\\" else "_" for c in replica)
+    return f"{base} ({name})"
+
+
 class MixpeekClient:
     """Async client of the Mixpeek bucket-sync API for one credential and namespace.
 
@@ -130,6 +141,7 @@ class MixpeekClient:
         clock: Clock = time.monotonic,
         now: Clock = time.time,
         random: Callable[[], float] = _random.random,
+        replica: str | None = None,
     ) -> None:
         secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         if not _API_KEY_PATTERN.fullmatch(secret.get_secret_value()):
@@ -154,7 +166,7 @@ class MixpeekClient:
                 "Authorization": f"Bearer {secret.get_secret_value()}",
                 "X-Namespace": namespace,
                 "Accept": "application/json",
-                "User-Agent": f"mixpeek-operator/{__version__}",
+                "User-Agent": user_agent(replica),
             },
             timeout=timeout,
             limits=limits,

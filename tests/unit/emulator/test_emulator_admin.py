@@ -18,7 +18,13 @@ from mixpeek_operator.emulator.app import create_app
 from mixpeek_operator.emulator.config import Behaviour, EmulatorConfig
 from mixpeek_operator.emulator.seed import DEFAULT_API_KEY, load_seed
 from mixpeek_operator.emulator.state import Emulator
-from mixpeek_operator.emulator.testing import FROZEN_START, SYNCS_PATH, asgi_client, create_sync
+from mixpeek_operator.emulator.testing import (
+    DEFAULT_CONNECTION,
+    FROZEN_START,
+    SYNCS_PATH,
+    asgi_client,
+    create_sync,
+)
 
 pytest_plugins = ["mixpeek_operator.emulator.pytest_plugin"]
 
@@ -392,7 +398,9 @@ async def test_injected_faults_are_counted_and_logged(emulator_client: httpx.Asy
     assert (entry["endpoint"], entry["status"], entry["faults"]) == ("list", 429, ["rate_limit"])
 
 
-async def test_request_log_has_no_headers_or_keys(emulator_client: httpx.AsyncClient) -> None:
+async def test_request_log_has_no_headers_but_the_user_agent_and_no_keys(
+    emulator_client: httpx.AsyncClient,
+) -> None:
     await emulator_client.post(f"{SYNCS_PATH}/list", params={"limit": 5})
     await create_sync(emulator_client)
     log = (await emulator_client.get(f"{ADMIN}/requests")).json()["requests"]
@@ -402,7 +410,7 @@ async def test_request_log_has_no_headers_or_keys(emulator_client: httpx.AsyncCl
     ]
     assert set(log[0]) == {
         "at", "started_at", "method", "path", "query", "endpoint", "status", "duration_ms", "faults",
-        "retry_after",
+        "retry_after", "user_agent", "sync_id",
     }  # fmt: skip
     text = json.dumps(log).lower()
     assert DEFAULT_API_KEY not in text
@@ -413,6 +421,50 @@ async def test_request_log_has_no_headers_or_keys(emulator_client: httpx.AsyncCl
     await emulator_client.delete(f"{ADMIN}/requests")
     assert (await emulator_client.get(f"{ADMIN}/requests")).json()["requests"] == []
     assert (await emulator_client.get(f"{ADMIN}/requests/counts")).json()["total"] == 0
+
+
+async def test_request_log_names_the_client_and_the_sync_each_request_acted_on(
+    emulator_client: httpx.AsyncClient,
+) -> None:
+    """Who wrote which sync, for the sharding chaos test and bench: the User-Agent names the
+    replica; a create logs the id it created, one sync's endpoints the path's, the rest none."""
+    emulator_client.headers["User-Agent"] = "mixpeek-operator/1.2.3 (shard-1)"
+    sync_id = (await create_sync(emulator_client))["sync_config_id"]
+    one = f"{SYNCS_PATH}/{sync_id}"
+    await emulator_client.get(one)
+    await emulator_client.patch(one, json={"batch_size": 10})
+    for action in ("pause", "resume", "trigger"):
+        await emulator_client.post(f"{one}/{action}")
+    await emulator_client.post(f"{SYNCS_PATH}/list")
+    await emulator_client.post(SYNCS_PATH, json={"connection_id": "conn_missing", "source_path": "x/y"})
+    await emulator_client.get(f"{SYNCS_PATH}/sync_missing")
+    await emulator_client.delete(one)
+    await emulator_client.get("/v1/elsewhere")
+    log = (await emulator_client.get(f"{ADMIN}/requests")).json()["requests"]
+    assert [(e["endpoint"], e["status"], e["sync_id"]) for e in log] == [
+        ("create", 200, sync_id),
+        ("get", 200, sync_id),
+        ("update", 200, sync_id),
+        ("pause", 200, sync_id),
+        ("resume", 200, sync_id),
+        ("trigger", 200, sync_id),
+        ("list", 200, None),
+        ("create", 404, None),  # nothing created
+        ("get", 404, "sync_missing"),  # the one it asked for
+        ("delete", 200, sync_id),
+        ("other", 404, None),
+    ]
+    assert {e["user_agent"] for e in log} == {"mixpeek-operator/1.2.3 (shard-1)"}
+
+
+async def test_a_create_failed_by_an_injected_fault_logs_no_sync(emulator_client: httpx.AsyncClient) -> None:
+    await set_faults(emulator_client, {"endpoint": "create", "error_count": 1})
+    response = await emulator_client.post(
+        SYNCS_PATH, json={"connection_id": DEFAULT_CONNECTION, "source_path": "demo-bucket/videos"}
+    )
+    assert response.status_code == 500
+    (entry,) = (await emulator_client.get(f"{ADMIN}/requests")).json()["requests"]
+    assert (entry["endpoint"], entry["sync_id"], entry["faults"]) == ("create", None, ["error"])
 
 
 # --- behaviour, reset ----------------------------------------------------------------------------

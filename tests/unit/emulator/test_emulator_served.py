@@ -119,6 +119,15 @@ def test_cli_custom_seed_and_options(tmp_path: Path, processes: list[EmulatorPro
     assert "(api key: sk_custom, namespace: xspace)" in stdout
 
 
+def test_cli_request_log_size_keeps_the_newest(tmp_path: Path, processes: list[EmulatorProcess]) -> None:
+    _, base_url = start(processes, tmp_path, "--request-log-size", "2")
+    with httpx.Client(base_url=base_url, headers=auth_headers()) as client:
+        for limit in (1, 2, 3):
+            client.post(f"{SYNCS_PATH}/list", params={"limit": limit})
+        log = client.get("/_emulator/requests").json()["requests"]
+    assert [entry["query"] for entry in log] == ["limit=2", "limit=3"]
+
+
 def test_cli_refuses_a_broken_seed(tmp_path: Path) -> None:
     seed = tmp_path / "seed.yaml"
     seed.write_text("api_keys: []\nnamespaces: []\n")

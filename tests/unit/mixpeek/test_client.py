@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from mixpeek_operator import __version__
 from mixpeek_operator.emulator.admin import EmulatorAdmin
 from mixpeek_operator.emulator.app import create_app
 from mixpeek_operator.emulator.config import EmulatorConfig
@@ -47,6 +48,7 @@ from mixpeek_operator.mixpeek import (
     RequestEvent,
     RetryPolicy,
     UnprocessableEntityError,
+    user_agent,
 )
 from mixpeek_operator.mixpeek.models import (
     DeleteResponse,
@@ -182,6 +184,19 @@ async def test_every_endpoint_returns_its_typed_model(client: MixpeekClient) -> 
     assert isinstance(deleted, DeleteResponse)
     with pytest.raises(NotFoundError):
         await client.get_sync(BUCKET, sync_id)
+
+
+def test_the_user_agent_names_the_replica_when_there_is_one() -> None:
+    base = f"mixpeek-operator/{__version__}"
+    assert (user_agent(), user_agent(""), user_agent("shard-1")) == (base, base, f"{base} (shard-1)")
+    # Still one valid header comment, whatever the identity is spelled with.
+    assert user_agent("pod (a)\nb\u00e9") == f"{base} (pod__a__b_)"
+
+
+async def test_the_user_agent_reaches_the_remote(harness: Harness) -> None:
+    await harness.client(replica="shard-3").list_syncs(BUCKET)
+    (entry,) = harness.emulator.stats.log()
+    assert entry["user_agent"] == f"mixpeek-operator/{__version__} (shard-3)"
 
 
 async def test_update_sends_only_the_fields_that_were_set(client: MixpeekClient) -> None:

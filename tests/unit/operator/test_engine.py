@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from hack.bench.memkube import apply_merge_patch
+from mixpeek_operator import __version__
 from mixpeek_operator.constants import FINALIZER, RECONCILE_REQUESTED_AT
 from mixpeek_operator.credentials import CredentialStore
 from mixpeek_operator.emulator.app import create_app
@@ -474,6 +475,18 @@ async def test_a_key_rotation_closes_the_client_of_the_old_key(rig: Rig) -> None
     sizes = rig.engine.sizes()
     assert sizes.pop("queue.heap") <= 64  # stale entries leave lazily, at most 64 (workqueue)
     assert {name: count for name, count in sizes.items() if count} == {}, sizes
+
+
+async def test_the_mixpeek_user_agent_names_the_replica(rig: Rig) -> None:
+    """With a replica identity (sharding, leader election) every Mixpeek request says which
+    replica sent it; the emulator logs it with the sync it acted on."""
+    rig.engine.settings = dataclasses.replace(rig.engine.settings, replica="shard-2")
+    await rig.apply(bucketsync())
+    await rig.drain()
+    log = rig.emulator.stats.log()
+    assert {entry["user_agent"] for entry in log} == {f"mixpeek-operator/{__version__} (shard-2)"}
+    (created,) = [entry["sync_id"] for entry in log if entry["endpoint"] == "create"]
+    assert created == rig.kube.objects[KEY]["status"]["syncConfigId"]
 
 
 async def test_an_object_deleted_during_a_failing_create_leaves_no_failure_count_or_mark(rig: Rig) -> None:

@@ -15,7 +15,7 @@ import pytest
 from mixpeek_operator import __version__
 from mixpeek_operator.engine import EngineSettings
 from mixpeek_operator.mixpeek import MixpeekClient
-from mixpeek_operator.run_cli import configure_parser
+from mixpeek_operator.run_cli import configure_parser, operator_config
 from mixpeek_operator.runtime import LeaderElectionConfig, OperatorConfig
 from mixpeek_operator.settings import DEFAULTS, ENV_PREFIX, SecretRef, Setting, Settings, settings
 
@@ -82,6 +82,16 @@ def test_the_configuration_s_defaults_are_the_model_s() -> None:
 
 def test_no_flag_and_no_variable_reads_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse(monkeypatch, {}) == DEFAULTS == Settings()
+
+
+@pytest.mark.parametrize("mode", ["--sharding", "--leader-election"])
+def test_a_replica_identity_is_the_engine_s_replica(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """It names the replica in the Mixpeek User-Agent (which replica wrote what, at the remote)."""
+    election = ("--leader-election-namespace", "ops", "--leader-election-identity", "shard-1")
+    config = operator_config(parse(monkeypatch, {}, mode, *election))
+    assert config.leader_election is not None
+    assert config.engine.replica == config.leader_election.identity == "shard-1"
+    assert operator_config(parse(monkeypatch, {})).engine.replica is None  # alone: no identity
 
 
 def other_value(setting: Setting) -> tuple[str, Any]:
