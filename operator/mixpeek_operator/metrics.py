@@ -187,7 +187,8 @@ class OperatorMetrics:
         )
         self.shard_members = Gauge(
             "mixpeek_operator_shard_members",
-            "Live replicas in this replica's view of the shard ring (sharding only)",
+            "Live replicas in this replica's view of the shard ring (rendezvous shards; with label "
+            "shards, on the replica running the assigner)",
             registry=r,
         )
         self.shard_owned_objects = Gauge(
@@ -219,7 +220,8 @@ class OperatorMetrics:
         )
         self.watch_events = Counter(
             "mixpeek_operator_watch_events",
-            "Objects received by this replica's own watches, initial lists included (label shards)",
+            "Objects received by this replica's own watches, initial lists included (label shards; "
+            "resource: bucketsyncs, secrets, or assigner for the assigner's two BucketSync watches)",
             ["resource"],
             registry=r,
         )

@@ -197,6 +197,7 @@ class OperatorRuntime:
             default_secret=self.config.default_secret,
             on_assignments=self.metrics.count_assignments,
             on_watch_events=lambda events: self.metrics.count_watch_events("assigner", events),
+            on_members=self.metrics.set_shard_members,
             supervisor=self.supervisor,
         )
         self._assigner_task = self.supervisor.spawn(
@@ -204,6 +205,7 @@ class OperatorRuntime:
         )
 
     async def _stop_assigner(self) -> None:
+        self.metrics.set_shard_members(0)  # the assigner's view: gone with it
         task, self._assigner_task = self._assigner_task, None
         if task is not None:
             task.cancel()

@@ -267,3 +267,34 @@ def test_replicas_killed_and_added_during_a_bulk_create_and_churn_never_write_on
     assert overlaps == []
     labels = Counter(owners(objects).values())
     assert set(labels) <= {"shard-a", "shard-d", "shard-e"}
+
+
+def test_a_rolling_upgrade_from_rendezvous_mode_never_writes_one_sync_twice(
+    objects: Objects,
+    ring: EmulatorProcess,
+    start_operator: OperatorFactory,
+    shards: dict[str, OperatorProcess],
+) -> None:
+    """Two rendezvous replicas replaced one at a time by label replicas (maxSurge 1), with
+    churn throughout: old and new agree on every owner, and no sync has two writers."""
+    for name in ("old-a", "old-b"):
+        shards[name] = start_shard(start_operator, objects.namespace, name, "--sharding-mode", "rendezvous")
+    names, uids = create_fleet(objects, 180)
+    wait_for(lambda: all_ready(objects, names), 240, interval=1.0, what="180 objects Ready (rendezvous)")
+    ring.admin.clear_requests()
+    for step, (old, new) in enumerate((("old-a", "new-a"), ("old-b", "new-b"))):
+        add_shard(shards, start_operator, objects.namespace, new)  # the surge pod
+        for name in names[step::6]:
+            objects.patch(name, {"spec": {"batchSize": 3 + step}})
+        time.sleep(LEASE)  # the new pod owns keys before the old one is stopped, as a rollout does
+        shards[old].stop()
+    wait_for(
+        lambda: settled(objects, names, {"new-a", "new-b"}),
+        180,
+        interval=1.0,
+        what="all labelled for the new replicas and Ready",
+    )
+    remote = remote_owners(ring, uids)
+    assert len(remote) == len(set(remote)) == 180
+    assert overlapping_writers(ring.admin.request_log()) == []
+    assert Counter(owners(objects).values()).keys() == {"new-a", "new-b"}

@@ -146,7 +146,8 @@ def lists_per_bucket(emulator: EmulatorProcess) -> Counter[str]:
 def overlapping_writers(log: list[dict[str, Any]]) -> list[str]:
     """Syncs written by two replicas at once: for each sync, a write of one replica that started
     before the previous write of another replica had finished. The emulator logs each request's
-    User-Agent (it names the replica) and the sync it acted on."""
+    User-Agent (it names the replica) and the sync it acted on. Fails when the log holds no
+    attributed write at all (a check that could not fail)."""
     writes: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
     for entry in log:
         if entry["endpoint"] in REMOTE_WRITES and entry.get("sync_id"):
@@ -154,6 +155,10 @@ def overlapping_writers(log: list[dict[str, Any]]) -> list[str]:
             writes[entry["sync_id"]].append(
                 (started, datetime.fromisoformat(entry["at"]), entry["user_agent"])
             )
+    assert writes, "the emulator logged no remote write with its sync and replica"
+    assert all("(" in agent for entries in writes.values() for _, _, agent in entries), (
+        "a write names no replica"
+    )
     overlaps = []
     for sync, entries in writes.items():
         entries.sort()

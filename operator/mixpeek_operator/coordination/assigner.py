@@ -40,6 +40,7 @@ from mixpeek_operator.kube import (
     KubeClient,
     KubeConflict,
     KubeError,
+    KubeInvalid,
     KubeNotFound,
     ListWatch,
 )
@@ -80,6 +81,7 @@ class Assigner:
         default_secret: SecretRef | None,
         on_assignments: Callable[[ActionKind, int], None] = lambda kind, n: None,
         on_watch_events: Callable[[int], None] = lambda n: None,
+        on_members: Callable[[int], None] = lambda n: None,
         clock: Callable[[], float] = time.monotonic,
         supervisor: Supervisor | None = None,
         resync_period: float = RESYNC_PERIOD,
@@ -88,6 +90,7 @@ class Assigner:
         self.namespaces: tuple[str | None, ...] = namespaces or (None,)
         self.timings, self.default_secret = timings, default_secret
         self._on_assignments, self._on_watch_events = on_assignments, on_watch_events
+        self._on_members = on_members
         self._clock = clock
         self._supervisor = supervisor or Supervisor()
         self.resync_period = resync_period
@@ -98,7 +101,8 @@ class Assigner:
         self.membership = Membership((), clock(), timings.lease_duration)
         self.moving: dict[str, _MovingGroup] = {}
         self._resync_now = asyncio.Event()
-        self._todo: asyncio.Queue[Action] = asyncio.Queue()
+        self._todo: asyncio.Queue[ObjectKey] = asyncio.Queue()
+        self._pending: dict[ObjectKey, Action] = {}  # the write waiting for each queued object
         self.placed = 0  # objects seen by the last resync
         self._resyncing = True  # until the first plan: new objects wait for it
         self._arrived: set[ObjectKey] = set()
@@ -195,6 +199,7 @@ class Assigner:
         changed = members != self._members
         if changed:
             log.info("shard assigner: members of ring %s: %s", self.ring, sorted(live))
+            self._on_members(len(live))
         self._members = members
         return changed
 
@@ -234,6 +239,7 @@ class Assigner:
         # Unlabelled objects that arrived while the list ran, and that it may have missed.
         arrived, self._arrived = self._arrived, set()
         listed = {_key(placement) for placement in placements}
+        self._supersede(placements)
         await self._apply_all(plan.actions)
         await asyncio.gather(*(self._reconsider(key) for key in arrived - listed))
 
@@ -293,16 +299,32 @@ class Assigner:
     # --- writes --------------------------------------------------------------------------------
 
     async def _apply_all(self, actions: Iterable[Action]) -> None:
-        """Queue the writes: `WRITE_CONCURRENCY` writers carry them out (a watch event never
+        """Queue the writes, one per object: a decision on a fresher read replaces one on an
+        older read still waiting. `WRITE_CONCURRENCY` writers carry them out (a watch event never
         waits for a write, and 40,000 labels are not 40,000 tasks)."""
         for action in actions:
-            self._todo.put_nowait(action)
+            key = _key(action.placement)
+            waiting = self._pending.get(key)
+            if waiting is None:
+                self._todo.put_nowait(key)
+            elif _read_later(waiting.placement, action.placement):
+                continue
+            self._pending[key] = action
+
+    def _supersede(self, placements: Iterable[Placement]) -> None:
+        """Drop waiting writes decided on reads older than `placements` (a new plan's list)."""
+        for placement in placements:
+            waiting = self._pending.get(_key(placement))
+            if waiting is not None and not _read_later(waiting.placement, placement):
+                del self._pending[_key(placement)]
 
     async def _writer(self) -> None:
         while True:
-            action = await self._todo.get()
+            key = await self._todo.get()
             try:
-                await self._apply(action)
+                action = self._pending.pop(key, None)
+                if action is not None:
+                    await self._apply(action)
             finally:
                 self._todo.task_done()
 
@@ -312,15 +334,22 @@ class Assigner:
 
     async def _apply(self, action: Action) -> None:
         placement = action.placement
+        kind, patch = action.patch()
         try:
-            await self.kube.merge_patch_object(
-                BUCKETSYNCS, placement.namespace, placement.name, action.patch(), write="metadata"
-            )
+            if kind == "merge":
+                await self.kube.merge_patch_object(
+                    BUCKETSYNCS, placement.namespace, placement.name, patch, write="metadata"
+                )
+            else:
+                await self.kube.json_patch_object(
+                    BUCKETSYNCS, placement.namespace, placement.name, patch, write="metadata"
+                )
         except KubeNotFound:
             await self._settled(placement)
             return
-        except KubeConflict:
-            # Changed since read (a status write, a spec edit): decide again on what it is now.
+        except (KubeConflict, KubeInvalid):
+            # What the decision read has changed (409: a pinned resourceVersion; 422: a `test`
+            # of the shard marks): decide again on what the object is now.
             await self._reconsider(_key(placement))
             return
         except KubeError as exc:
@@ -342,3 +371,10 @@ class Assigner:
 
 def _key(placement: Placement) -> ObjectKey:
     return ObjectKey(placement.namespace, placement.name)
+
+
+def _read_later(first: Placement, second: Placement) -> bool:
+    """Whether `first` was read after `second` (resourceVersions are etcd revisions in practice;
+    when one is not a number, neither is taken as later)."""
+    a, b = first.resource_version, second.resource_version
+    return a.isdigit() and b.isdigit() and int(a) > int(b)

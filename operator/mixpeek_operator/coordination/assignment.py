@@ -98,16 +98,39 @@ class Action:
     placement: Placement
     to: str
 
-    def patch(self) -> dict[str, Any]:
-        """The merge patch: `resourceVersion` makes it fail (409) if the object changed since."""
-        meta: dict[str, Any] = {"resourceVersion": self.placement.resource_version}
+    def patch(self) -> tuple[Literal["merge", "json"], Any]:
+        """The write, refused if what the decision read has changed since.
+
+        Labelling an unlabelled object is a merge patch pinned to the resourceVersion read (its
+        only other writers are users). A drain or a move is a JSON patch whose `test`
+        operations check the shard marks the decision read (422 if they changed): the owner
+        writes status all the while, and a pinned resourceVersion would lose to every one of
+        those writes although none changes the decision."""
+        placement = self.placement
+        if self.kind == "label":
+            meta = {"resourceVersion": placement.resource_version, "labels": {OWNER_LABEL: self.to}}
+            return "merge", {"metadata": meta}
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": _label_path(OWNER_LABEL), "value": placement.owner}
+        ]
         if self.kind == "drain":
-            meta["labels"] = {DRAIN_LABEL: self.to}
-        else:  # label, move: the owner, and no handshake marks left over
-            meta["labels"] = {OWNER_LABEL: self.to, DRAIN_LABEL: None}
-            if self.placement.drained_by is not None:
-                meta["annotations"] = {DRAINED_ANNOTATION: None}
-        return {"metadata": meta}
+            return "json", [*ops, {"op": "add", "path": _label_path(DRAIN_LABEL), "value": self.to}]
+        if placement.drained_by is not None:
+            ops.append({"op": "test", "path": _annotation_path(), "value": placement.drained_by})
+        ops.append({"op": "replace", "path": _label_path(OWNER_LABEL), "value": self.to})
+        if placement.drain_to is not None:
+            ops.append({"op": "remove", "path": _label_path(DRAIN_LABEL)})
+        if placement.drained_by is not None:
+            ops.append({"op": "remove", "path": _annotation_path()})
+        return "json", ops
+
+
+def _label_path(label: str) -> str:
+    return "/metadata/labels/" + label.replace("~", "~0").replace("/", "~1")
+
+
+def _annotation_path() -> str:
+    return "/metadata/annotations/" + DRAINED_ANNOTATION.replace("~", "~0").replace("/", "~1")
 
 
 @dataclass

@@ -140,6 +140,13 @@ class KubeClient(KubeTransport):
         """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
         return await self._patch(resource.path(namespace, name), patch, "merge", write=write)
 
+    async def json_patch_object(
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonPatch, *, write: str
+    ) -> JsonObject:
+        """RFC 6902 JSON patch of the object; a failing `test` operation is refused (422), so a
+        patch can be made conditional on exactly the fields its decision read."""
+        return await self._patch(resource.path(namespace, name), patch, "json", write=write)
+
     async def apply_object(
         self,
         resource: Resource,
