@@ -188,6 +188,40 @@ class Engine:
         if self.objects.put(body).needs_reconcile(body):
             await self.queue.add(key)
 
+    # --- label shards: an object handed over to another replica ------------------------------
+
+    async def drain(self, key: ObjectKey) -> bool:
+        """Stop all work on `key` here: no new reconcile starts, one under way finishes, and what
+        it registered (listing membership, Secret use, client share) is forgotten. True once the
+        object is drained (the old owner's acknowledgement may be written), False if unknown."""
+        record = self.objects.get(key)
+        if record is None:
+            return False
+        record.draining = True
+        await self.queue.discard(key)
+        await self.queue.wait_idle(key)
+        self._forget_registrations(key)
+        self._kube_outage.discard(key)
+        self.context.create_attempts.discard(uid_of(record.body))
+        return True
+
+    async def resume(self, key: ObjectKey) -> None:
+        """A drain was called off (the object stays here): reconcile it again."""
+        record = self.objects.get(key)
+        if record is not None and record.draining:
+            record.draining, record.handled = False, None
+            await self.queue.add(key)
+
+    def draining(self) -> int:
+        return sum(1 for record in list(self.objects.values()) if record.draining)
+
+    async def moved_away(self, key: ObjectKey) -> None:
+        """A drained object left this replica's watch: drop its record. Unlike a deletion this
+        releases no Secret: the object still exists and still names it."""
+        self.objects.pop(key, None)
+        self._forget_registrations(key)
+        await self.queue.discard(key)
+
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
         record = self.objects.pop(key, None)
@@ -282,7 +316,7 @@ class Engine:
         if record is None:
             self.queue.forget(key)  # deleted while a failed reconcile was requeued: no count kept
             return
-        if not self.owns(record.body):
+        if record.draining or not self.owns(record.body):
             return  # another replica's; requeued when ownership changes (stop_work)
         record.mark_handled()
         try:

@@ -23,7 +23,6 @@ from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
 log = logging.getLogger("mixpeek_operator.handlers")
 
 
-@kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Pinned, so a kopf upgrade cannot change where state lives. kopf's finalizer must NOT be
     # ours: kopf strips its own finalizer from objects when no handler needs it, and ours is
@@ -51,7 +50,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     await runtime.start()
 
 
-@kopf.on.login()
 async def login(**_: Any) -> kopf.ConnectionInfo:
     """kopf's watches log in through the loader our own writes use (kube/config.py), exec plugins too.
 
@@ -80,27 +78,23 @@ def _pem_bytes(data: str | bytes | None) -> bytes | None:
     return data.encode("ascii") if isinstance(data, str) else data
 
 
-@kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     await runtime.stop()
 
 
-@kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural)
 async def bucketsync_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None
     await runtime.engine.on_object_event(event["type"], event["object"])
 
 
-@kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural)
 async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     runtime: OperatorRuntime = memo["runtime"]
     assert runtime.engine is not None
     await runtime.engine.on_secret_event(event["type"], event["object"])
 
 
-@kopf.on.probe(id="engine")
 def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     """The liveness endpoint's body; raising fails /healthz (HTTP 500), so the kubelet restarts us."""
     runtime: OperatorRuntime = memo["runtime"]
@@ -109,6 +103,23 @@ def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
         raise kopf.PermanentError(f"background tasks that could not be restarted: {failed}")
     engine = runtime.engine
     return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
+
+
+def operator_registry(*, watch_resources: bool) -> kopf.OperatorRegistry:
+    """The handlers kopf runs. With label shards kopf watches nothing of ours (`watch_resources`
+    False): each replica watches only its own objects, with a server-side label selector kopf's
+    watch does not have (coordination/label_shards.py), and only the Secrets they name."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.login(registry=registry)(login)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.probe(id="engine", registry=registry)(engine_probe)
+    if watch_resources:
+        kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural, registry=registry)(
+            bucketsync_event
+        )
+        kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural, registry=registry)(secret_event)
+    return registry
 
 
 def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
@@ -129,5 +140,6 @@ def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
             namespaces=namespaces,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
             memo=memo,
+            registry=operator_registry(watch_resources=not (election and election.mode == "labels")),
         )
     )

@@ -72,6 +72,7 @@ class TrackedObject:
     body: dict[str, Any]
     handled: TriggerSnapshot | None = None  # trigger_snapshot() of the last reconcile
     ready_reported: bool = False  # time to Ready is observed once per object
+    draining: bool = False  # label shards: handed over to another replica, never reconciled here again
 
     def newer_than(self, body: Mapping[str, Any]) -> bool:
         held, incoming = _resource_version(self.body), _resource_version(body)

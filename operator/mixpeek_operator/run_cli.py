@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from mixpeek_operator.coordination import LeaseTimings, operator_identity
 from mixpeek_operator.settings import Settings, add_arguments
@@ -92,5 +92,11 @@ def leader_election_config(settings: Settings) -> LeaderElectionConfig | None:
         identity=settings.leader_election_identity or operator_identity(),
         lease_name=settings.leader_election_id,
         timings=timings,
-        mode="shards" if settings.sharding else "leader",
+        mode=_mode(settings),
     )
+
+
+def _mode(settings: Settings) -> Literal["leader", "shards", "labels"]:
+    if not settings.sharding:
+        return "leader"
+    return "labels" if settings.sharding_mode == "labels" else "shards"

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from mixpeek_operator.admission import wait_until_creates_admitted
 from mixpeek_operator.coordination import (
+    Assigner,
+    LabelShardMember,
     LeaderElector,
     LeaseTimings,
     ShardCoordinator,
@@ -71,6 +73,11 @@ class OperatorRuntime:
         self._heap_trim: asyncio.Task[None] | None = None
         self.elector: LeaderElector | None = None
         self.shards: ShardCoordinator | None = None
+        # Label shards: this replica's member, and the assigner it runs while elected.
+        self.member: LabelShardMember | None = None
+        self.assigner_election: LeaderElector | None = None
+        self.assigner: Assigner | None = None
+        self._assigner_task: asyncio.Task[None] | None = None
         self._owned: set[ShardKey] = set()
         self._ownership_lock = asyncio.Lock()  # one restart of the work at a time
 
@@ -102,6 +109,8 @@ class OperatorRuntime:
         if election is None:
             self.metrics.set_active(True)
             self.engine.start()
+        elif election.mode == "labels":
+            self._start_label_shards(election)
         elif election.mode == "shards":
             self.shards = ShardCoordinator(
                 self.kube,
@@ -137,12 +146,76 @@ class OperatorRuntime:
         log.info("operator started", extra={"namespaces": list(self.config.namespaces) or "all"})
         return self.engine
 
+    # --- label shards --------------------------------------------------------------------------
+
+    def _start_label_shards(self, election: LeaderElectionConfig) -> None:
+        assert self.kube is not None
+        assert self.engine is not None
+        metrics = self.metrics
+        self.member = LabelShardMember(
+            self.kube,
+            self.engine,
+            lease_namespace=election.namespace,
+            ring=election.lease_name,
+            identity=election.identity,
+            namespaces=self.config.namespaces,
+            timings=election.timings,
+            default_secret=self.config.default_secret,
+            on_watch_events=metrics.count_watch_events,
+            on_handover=metrics.count_object_handover,
+            on_active=metrics.set_active,
+            on_lease=metrics.set_lease_held,
+            supervisor=self.supervisor,
+        )
+        metrics.set_ownership_source(self.member.ownership)
+        metrics.set_draining_source(self.engine.draining)
+        # Every member is a candidate; the one holding this Lease writes the owner labels.
+        self.assigner_election = LeaderElector(
+            self.kube,
+            namespace=election.namespace,
+            name=f"{election.lease_name}-assigner",
+            identity=election.identity,
+            timings=election.timings,
+            on_started_leading=lambda: self._start_assigner(election),
+            on_stopped_leading=self._stop_assigner,
+            on_transition=metrics.set_assigner,
+            on_lease=metrics.set_lease_held,
+            supervisor=self.supervisor,
+        )
+        self.member.start()
+        self.assigner_election.start()
+
+    async def _start_assigner(self, election: LeaderElectionConfig) -> None:
+        assert self.kube is not None
+        self.assigner = Assigner(
+            self.kube,
+            lease_namespace=election.namespace,
+            ring=election.lease_name,
+            namespaces=self.config.namespaces,
+            timings=election.timings,
+            default_secret=self.config.default_secret,
+            on_assignments=self.metrics.count_assignments,
+            on_watch_events=lambda events: self.metrics.count_watch_events("assigner", events),
+            supervisor=self.supervisor,
+        )
+        self._assigner_task = self.supervisor.spawn(
+            "shard assigner", self.assigner.run, kind="shard-assigner"
+        )
+
+    async def _stop_assigner(self) -> None:
+        task, self._assigner_task = self._assigner_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     # --- sharding ----------------------------------------------------------------------------
 
     def _shard_key(self, body: Any) -> ShardKey | None:
         return shard_key_of(body, self.config.default_secret)
 
     def _owns(self, body: Any) -> bool:
+        if self.member is not None:
+            return self.member.owns(body)
         if self.elector is not None:
             # Checked before every reconcile too, not only when the renew loop steps down.
             return self.elector.is_leader()
@@ -153,7 +226,12 @@ class OperatorRuntime:
 
     def _may_release(self, secret: SecretRef) -> bool:
         """Whether this replica may remove a Secret's in-use finalizer now: the leader, or with
-        sharding the one replica owning the Secret itself (its key with no bucket)."""
+        sharding the one replica owning the Secret itself (its key with no bucket). With label
+        shards the members' objects of one Secret are spread over them and each sees only its
+        own deletions, so any working member may: the release is decided by a fresh list of the
+        namespace's objects, and a finalizer removed twice is removed once."""
+        if self.member is not None:
+            return self.member.owns({})
         if self.elector is not None:
             return self.elector.is_leader()
         if self.shards is None:
@@ -204,6 +282,11 @@ class OperatorRuntime:
         return await self.kube.get_secret(namespace, name)
 
     async def stop(self) -> None:
+        if self.assigner_election is not None:
+            await self.assigner_election.stop()
+        if self.member is not None:
+            # Work stops, then our member Lease is released: the assigner moves our objects at once.
+            await self.member.stop()
         if self.shards is not None:
             # Leaves the ring: work stops, then our lease is released and the others take over.
             await self.shards.stop()

@@ -147,6 +147,11 @@ class WorkQueue(Generic[K]):
                 self._push(key, due)
             self._changed.notify_all()
 
+    async def wait_idle(self, key: K) -> None:
+        """Return once no worker holds `key` (its reconcile, if one runs, has finished)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: key not in self._active)
+
     async def discard(self, key: K) -> None:
         """The key is gone: drop it from the queue and forget its failures."""
         async with self._changed:

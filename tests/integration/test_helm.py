@@ -109,6 +109,8 @@ class Release:
                     "--leader-election-id",
                     env[f"{ENV_PREFIX}LEADER_ELECTION_ID"],
                 )
+        if env.get(f"{ENV_PREFIX}SHARDING") == "true":
+            args += ("--sharding-mode", env[f"{ENV_PREFIX}SHARDING_MODE"])
         return namespaces, args
 
 
@@ -425,6 +427,104 @@ def test_two_replicas_coordinate_on_leases_under_the_charts_rbac(
         assert holders[0] in (f"{release.fullname}-pod-a", f"{release.fullname}-pod-b")
     for replica in replicas:
         assert_no_permission_errors(replica)
+
+
+@pytest.mark.parametrize("scope", ["cluster-wide", "namespaces"])
+def test_label_shards_calls_are_allowed_under_the_charts_rbac(
+    install: Installer,
+    api_client: k8s.ApiClient,
+    cluster: ControlPlane,
+    namespace: str,
+    credentials: str,
+    tmp_path: Path,
+    scope: str,
+) -> None:
+    """The calls of label shards, made with the chart's own token (no operator needed): the
+    filtered lists, the label and annotation patches of the handshake, the assigner's Lease."""
+    values: dict[str, Any] = {"replicaCount": 3, "sharding": {"enabled": True}}
+    if scope == "namespaces":
+        values["watchNamespaces"] = [namespace]
+    release = install(values)
+    env = {
+        item["name"]: item.get("value")
+        for item in json.loads(
+            cluster.kubectl(
+                "-n", release.namespace, "get", "deployment", release.fullname, "-o", "json"
+            ).stdout
+        )["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert (env[f"{ENV_PREFIX}SHARDING"], env[f"{ENV_PREFIX}SHARDING_MODE"]) == ("true", "labels")
+    kubeconfig = service_account_kubeconfig(release, api_client, cluster, tmp_path)
+    objects = Objects(api_client, cluster, namespace)
+    objects.create(bucketsync("sharded"))
+
+    def as_operator(*args: str) -> subprocess.CompletedProcess[str]:
+        result = cluster.kubectl(*args, kubeconfig=kubeconfig, check=False)
+        assert result.returncode == 0, (args, result.stderr)
+        return result
+
+    where = ("-A",) if scope == "cluster-wide" else ("-n", namespace)
+    # A replica's own shard, and the assigner's unlabelled objects: server-side label selectors.
+    assert (
+        as_operator("get", "bucketsyncs", *where, "-l", "shard.mixpeek.com/owner=pod-a", "-o", "name").stdout
+        == ""
+    )
+    unlabelled = as_operator("get", "bucketsyncs", *where, "-l", "!shard.mixpeek.com/owner", "-o", "name")
+    assert "bucketsync.mixpeek.com/sharded" in unlabelled.stdout
+    # The Secrets its objects name: a field selector.
+    named = as_operator(
+        "get", "secrets", "-n", namespace, "--field-selector", f"metadata.name={credentials}", "-o", "name"
+    )
+    assert named.stdout.strip() == f"secret/{credentials}"
+    for verb in ("list", "watch"):
+        assert can_i(cluster, kubeconfig, verb, "bucketsyncs.mixpeek.com", *where)
+        assert can_i(cluster, kubeconfig, verb, "secrets", *where)
+    # The handshake: owner and drain-to labels, drained-by annotation, each a merge patch of
+    # metadata pinned to the resourceVersion read.
+    for metadata in (
+        {"labels": {"shard.mixpeek.com/owner": "pod-a"}},
+        {"labels": {"shard.mixpeek.com/drain-to": "pod-b"}},
+        {"annotations": {"shard.mixpeek.com/drained-by": "pod-a"}},
+        {
+            "labels": {"shard.mixpeek.com/owner": "pod-b", "shard.mixpeek.com/drain-to": None},
+            "annotations": {"shard.mixpeek.com/drained-by": None},
+        },
+    ):
+        version = (objects.get("sharded") or {})["metadata"]["resourceVersion"]
+        body = json.dumps({"metadata": {**metadata, "resourceVersion": version}})
+        as_operator("-n", namespace, "patch", "bucketsync", "sharded", "--type=merge", "-p", body)
+    labels = (objects.get("sharded") or {})["metadata"]["labels"]
+    assert labels == {"shard.mixpeek.com/owner": "pod-b"}
+    # The assigner elects itself on one more Lease of the release namespace; nothing more.
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": f"{release.fullname}-assigner", "namespace": release.namespace},
+        "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 15},
+    }
+    created = cluster.kubectl(
+        "create", "-f", "-", input=json.dumps(lease), kubeconfig=kubeconfig, check=False
+    )
+    assert created.returncode == 0, created.stderr
+    current = json.loads(
+        as_operator(
+            "-n", release.namespace, "get", "lease", f"{release.fullname}-assigner", "-o", "json"
+        ).stdout
+    )
+    current["spec"]["holderIdentity"] = "pod-b"
+    replaced = cluster.kubectl(
+        "replace", "-f", "-", input=json.dumps(current), kubeconfig=kubeconfig, check=False
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    as_operator("-n", release.namespace, "get", "leases", "-l", "mixpeek.com/shard-ring", "-o", "name")
+    assert not can_i(cluster, kubeconfig, "delete", "leases", "-n", release.namespace)
+    assert not can_i(cluster, kubeconfig, "create", "leases", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "update", "bucketsyncs.mixpeek.com", "-n", namespace)
+    if scope == "namespaces":
+        assert not can_i(cluster, kubeconfig, "list", "bucketsyncs.mixpeek.com", "--all-namespaces")
+
+    objects.patch("sharded", {"metadata": {"finalizers": None}})  # no operator runs here
+    objects.delete("sharded")
 
 
 def bucketsync_patches(cluster: ControlPlane) -> float:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from kubernetes import client as k8s
 
 from hack.localcluster import ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY, RESERVED_METADATA_PREFIX
+from mixpeek_operator.coordination.ring import RING_LABEL
+from mixpeek_operator.plugin import shards
 from mixpeek_operator.plugin.session import list_bucketsyncs, open_session
 from mixpeek_operator.plugin.status import render_table
 from tests.support.exec_plugin import exec_kubeconfig, plugin_calls
@@ -516,3 +519,89 @@ def test_status_table_at_1000_objects_is_one_list(
         f"of which the LIST and the table (in process): best {min(in_process):.3f} s; "
         f"`kubectl get bucketsyncs -A`: {kubectl_seconds:.2f} s"
     )
+
+
+def ring_lease(
+    namespace: str, name: str, ring: str, holder: str, renewed: datetime, *, labels_mode: bool = True
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {RING_LABEL: ring},
+            "annotations": {shards.MODE_ANNOTATION: "labels"} if labels_mode else {},
+        },
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 300,  # live for the whole test, whatever the machine's load
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+    }
+
+
+def test_status_shows_the_shard_map_of_label_shards(
+    cluster: ControlPlane, crd_installed: None, namespace: str
+) -> None:
+    """Leases and labelled objects written by hand (no operator): the map the plugin prints."""
+    ring = f"ring-{namespace}"
+    now, long_ago = datetime.now(UTC), datetime.now(UTC) - timedelta(hours=1)
+    leases = [
+        ring_lease(namespace, f"{ring}-pod-a", ring, "pod-a", now),
+        ring_lease(namespace, f"{ring}-pod-b", ring, "pod-b", now),
+        ring_lease(namespace, f"{ring}-pod-c", ring, "pod-c", long_ago),  # expired
+        ring_lease(namespace, f"{ring}-pod-old", ring, "pod-old", now, labels_mode=False),  # mid-upgrade
+        # The assigner's Lease carries no ring label: it is not a member.
+        {
+            **ring_lease(namespace, f"{ring}-assigner", ring, "pod-b", now),
+            "metadata": {"name": f"{ring}-assigner", "namespace": namespace},
+        },
+    ]
+    owners = ["pod-a"] * 3 + ["pod-b"] * 2 + ["pod-c", "pod-gone", ""]
+    items = []
+    for i, owner in enumerate(owners):
+        labels = {shards.OWNER_LABEL: owner} if owner else {}
+        if i == 4:
+            labels[shards.DRAIN_LABEL] = "pod-a"
+        items.append(
+            {**bucketsync(f"s{i}"), "metadata": {"name": f"s{i}", "namespace": namespace, "labels": labels}}
+        )
+    listed = {"apiVersion": "v1", "kind": "List", "items": [*leases, *items]}
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(listed))
+
+    mapped = kubectl_mixpeek(cluster, "status", "--shards", "-n", namespace, "--ring", ring)
+    assert mapped.returncode == 1, mapped.stderr  # pod-c expired, pod-gone unknown, s7 unassigned
+    lines = mapped.stdout.splitlines()
+    assert lines[0].startswith(f"Shard ring {ring} (Leases in namespace {namespace}), label shards")
+    rows = {line.split()[0]: line.split() for line in lines[2:7]}
+    assert rows["pod-a"][1:2] + rows["pod-a"][3:7] == ["live", "labels", "3", "0", "1"]
+    assert rows["pod-b"][1:2] + rows["pod-b"][3:] == ["live", "labels", "2", "1", "0", "yes"]
+    assert rows["pod-c"][1:2] + rows["pod-c"][3:5] == ["expired", "labels", "1"]
+    assert rows["pod-old"][3:5] == ["rendezvous", "0"]
+    assert rows["pod-gone"][:3] == ["pod-gone", "no", "member"]
+    assert f"Assigner: pod-b (Lease {ring}-assigner" in mapped.stdout
+    assert "Objects: 8; unassigned (no owner label) 1; owner not a live member 2; draining 1" in mapped.stdout
+
+    as_json = json.loads(
+        kubectl_mixpeek(cluster, "status", "--shards", "-n", namespace, "--ring", ring, "-o", "json").stdout
+    )
+    assert [(m["identity"], m["objects"]) for m in as_json[0]["members"]] == [
+        ("pod-a", 3), ("pod-b", 2), ("pod-c", 1), ("pod-old", 0)
+    ]  # fmt: skip
+
+    # The table, then the map (found without --ring: every ring with a label-mode member).
+    table = kubectl_mixpeek(cluster, "status", "-n", namespace, "--ring-namespace", namespace)
+    assert table.returncode == 1  # nothing reconciles: not Ready
+    head, _, tail = table.stdout.partition("\n\n")
+    assert len(head.splitlines()) == 1 + len(owners)
+    assert tail.startswith(f"Shard ring {ring} ")
+
+    # Without label-mode members the view is as it was: no map.
+    cluster.kubectl("-n", namespace, "delete", "lease", f"{ring}-pod-a", f"{ring}-pod-b", f"{ring}-pod-c")
+    plain = kubectl_mixpeek(cluster, "status", "-n", namespace, "--ring-namespace", namespace)
+    assert "Shard ring" not in plain.stdout
+    assert "\n\n" not in plain.stdout
+    missing = kubectl_mixpeek(cluster, "status", "--shards", "-n", namespace, "--ring", ring)
+    assert (missing.returncode, missing.stderr.count("\n")) == (2, 1)
+    assert "no label-shard ring found" in missing.stderr

@@ -1,5 +1,6 @@
-"""Sharding (active/active) with three `mixpeek-operator run --sharding` processes, the real
-API server and an emulator seeded with 30 buckets (30 listing groups: one Secret x 30 buckets).
+"""Rendezvous sharding (active/active) with three `mixpeek-operator run --sharding
+--sharding-mode rendezvous` processes (every replica watches every object), the real API
+server and an emulator seeded with 30 buckets (30 listing groups: one Secret x 30 buckets).
 
 Shorter lease timings than the defaults (8/6/1 s) keep the test quick; the rules are the same.
 """
@@ -9,98 +10,42 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import Counter
-from collections.abc import Iterator
 
 import pytest
-from kubernetes import client as k8s
 
-from hack.localcluster import ControlPlane, assert_no_leftovers, spawn_emulator, terminate
-from mixpeek_operator.constants import OWNER_UID_KEY
-from mixpeek_operator.emulator.admin import EmulatorAdmin
+from hack.localcluster import ControlPlane
 from tests.support.operator_support import (
-    EMULATOR_API_KEY,
-    EMULATOR_NAMESPACE,
     EmulatorProcess,
     Objects,
     OperatorFactory,
     OperatorProcess,
-    bucketsync,
     endpoint_counts,
-    is_ready,
     kubernetes_writes,
-    make_secret,
     wait_for,
+)
+from tests.support.shard_support import (
+    BUCKETS,
+    INTERVAL,
+    LEASE,
+    all_ready,
+    create_answers,
+    create_fleet,
+    lists_per_bucket,
+    remote_owners,
+    ring,
+    ring_emulator,
+    start_shard,
+    successful_creates,
 )
 
 pytestmark = pytest.mark.usefixtures("crd_installed")
-
-BUCKETS = [f"bkt_{index:02d}" for index in range(30)]
-INTERVAL = 2.0  # the operator fixture's observe interval
-LEASE = 8
-
-
-@pytest.fixture(scope="module")
-def ring_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    workdir = tmp_path_factory.mktemp("ring-emulator")
-    seed = {
-        "api_keys": [{"key": EMULATOR_API_KEY, "user_id": "usr_emulator", "internal_id": "org_emulator"}],
-        "namespaces": [
-            {
-                "id": "ns_emulator",
-                "name": EMULATOR_NAMESPACE,
-                "buckets": [{"id": bucket} for bucket in BUCKETS],
-                "connections": [{"id": "conn_s3_demo", "provider": "s3"}],
-            }
-        ],
-    }
-    proc, url = spawn_emulator(workdir, seed)
-    try:
-        with EmulatorAdmin(url) as admin:
-            yield EmulatorProcess(
-                url=url, admin=admin, proc=proc, log=workdir / "emulator.log", sample_root=workdir
-            )
-    finally:
-        terminate(proc)
-    assert_no_leftovers(str(workdir))
-
-
-@pytest.fixture
-def ring(ring_emulator: EmulatorProcess, api_client: k8s.ApiClient, objects: Objects) -> EmulatorProcess:
-    ring_emulator.admin.reset()
-    make_secret(
-        api_client,
-        objects.namespace,
-        "mixpeek-credentials",
-        api_key=EMULATOR_API_KEY,
-        base_url=ring_emulator.url,
-    )
-    return ring_emulator
+__all__ = ["ring", "ring_emulator"]  # fixtures, used by name
 
 
 def start_shards(start_operator: OperatorFactory, namespace: str, *extra: str) -> dict[str, OperatorProcess]:
+    # Today's default of --sharding is label shards; these are the rendezvous mode's tests.
     return {
-        name: start_operator(
-            namespace,
-            extra_args=(
-                "--sharding",
-                "--leader-election-namespace",
-                namespace,
-                "--leader-election-identity",
-                name,
-                "--leader-election-lease-duration",
-                str(LEASE),
-                "--leader-election-renew-deadline",
-                str(LEASE - 2),
-                # Three replicas and 300 objects on a shared 2-core machine: DEBUG logging alone
-                # can starve a replica's event loop past its renew deadline.
-                "--log-level",
-                "INFO",
-                "--leader-election-retry-period",
-                "1",
-                *extra,
-            ),
-        )
+        name: start_shard(start_operator, namespace, name, "--sharding-mode", "rendezvous", *extra)
         for name in ("shard-a", "shard-b", "shard-c")
     }
 
@@ -117,49 +62,6 @@ def settled(shard: OperatorProcess) -> bool:
     """Three members in its view and past its join delay (it owns keys)."""
     return (
         shard.metric("mixpeek_operator_shard_members") == 3 and shard.metric("mixpeek_operator_active") == 1
-    )
-
-
-def create_fleet(objects: Objects, total: int) -> tuple[list[str], set[str]]:
-    names, uids = [], set()
-    for index in range(total):
-        name = f"s-{index:03d}"
-        created = objects.create(bucketsync(name, bucketId=BUCKETS[index % len(BUCKETS)]))
-        names.append(name)
-        uids.add(created["metadata"]["uid"])
-    return names, uids
-
-
-def all_ready(objects: Objects, names: list[str]) -> bool:
-    items = objects.api.list_namespaced_custom_object(
-        "mixpeek.com", "v1alpha1", objects.namespace, "bucketsyncs"
-    )
-    ready = {item["metadata"]["name"] for item in items["items"] if is_ready(item)}
-    return set(names) <= ready
-
-
-def remote_owners(emulator: EmulatorProcess, uids: set[str]) -> list[str]:
-    return [
-        s["metadata"].get(OWNER_UID_KEY)
-        for s in emulator.admin.list_syncs()
-        if s["metadata"].get(OWNER_UID_KEY) in uids
-    ]
-
-
-def create_answers(emulator: EmulatorProcess) -> dict[str, int]:
-    answers: dict[str, int] = emulator.admin.request_counts()["endpoint_status"].get("create", {})
-    return answers
-
-
-def successful_creates(emulator: EmulatorProcess) -> int:
-    """Creates Mixpeek carried out. A replica that stops working mid-request (its groups moved)
-    cancels the request; a half-sent body is answered 400 and creates nothing."""
-    return sum(n for status, n in create_answers(emulator).items() if status.startswith("2"))
-
-
-def lists_per_bucket(emulator: EmulatorProcess) -> Counter[str]:
-    return Counter(
-        entry["path"].split("/")[3] for entry in emulator.admin.request_log() if entry["endpoint"] == "list"
     )
 
 

@@ -333,6 +333,7 @@ CHART_VALUES_AND_SETTINGS = {
     "settings.logFormat": ("text", "text"),
     "leaderElection.enabled": (False, False),
     "sharding.enabled": (True, True),
+    "sharding.mode": ("rendezvous", "rendezvous"),
     "leaderElection.leaseName": ("ring", "ring"),
     "leaderElection.leaseDuration": (30, 30.0),
     "leaderElection.renewDeadline": (20, 20.0),
@@ -467,6 +468,37 @@ def test_sharding_replaces_leader_election_and_may_list_the_ring(
         RELEASE_NS,
         "rel-mixpeek-operator",
     )
+
+
+@pytest.mark.parametrize("mode", RBAC_MODES)
+@pytest.mark.parametrize("sharding_mode", [None, "labels", "rendezvous"])
+def test_label_shards_reach_the_pod_and_the_rbac_covers_them(
+    render: Any, monkeypatch: pytest.MonkeyPatch, mode: str, sharding_mode: str | None
+) -> None:
+    """Label shards (the default mode) need no verb beyond the others: their own watches are
+    list/watch with selectors, their labels a patch, their assigner one more Lease."""
+    sharding: dict[str, Any] = {"enabled": True, **({"mode": sharding_mode} if sharding_mode else {})}
+    manifests = render({**RBAC_MODES[mode], "replicaCount": 3, "sharding": sharding})
+    env = env_of(manifests)
+    expected = sharding_mode or "labels"
+    assert env["MIXPEEK_OPERATOR_SHARDING_MODE"] == expected
+    assert (env["MIXPEEK_OPERATOR_SHARDING"], env["MIXPEEK_OPERATOR_LEADER_ELECTION"]) == ("true", "false")
+    parsed = Settings.from_args(cli_args_from_env(monkeypatch, env))
+    assert (parsed.sharding, parsed.sharding_mode) == (True, expected)
+
+    # In every scope the operator watches (the cluster, or each watched namespace's Role).
+    scopes = [m for m in manifests if m["kind"] == "ClusterRole"] + watch_rbac(manifests, "Role")
+    assert scopes
+    for scope in scopes:
+        granted: dict[str, set[str]] = {}
+        for rule in scope["rules"]:
+            for resource in rule["resources"]:
+                granted.setdefault(resource, set()).update(rule["verbs"])
+        assert {"get", "list", "watch", "patch"} <= granted["bucketsyncs"], scope["metadata"]
+        assert {"get", "list", "watch"} <= granted["secrets"], scope["metadata"]
+    ((role, rule),) = [(m, r) for m, r in rules_of(manifests) if "leases" in r["resources"]]
+    assert role["metadata"]["namespace"] == RELEASE_NS  # member Leases and <ring>-assigner
+    assert set(rule["verbs"]) == {"get", "create", "update", "list"}
 
 
 def test_hard_anti_affinity_and_explicit_affinity(render: Any) -> None:

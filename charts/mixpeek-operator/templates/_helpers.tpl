@@ -76,7 +76,10 @@ The operator's permissions, shared by the ClusterRole (cluster-wide) and each Ro
 access (kopf runs standalone with scanning disabled, so no peering objects either).
 */}}
 {{- define "mixpeek-operator.rbacRules" -}}
-# --- Framework: kopf's watches (one list + watch stream per kind and namespace) ---
+# --- Watches: kopf's (one list + watch stream per kind and namespace) or, under label shards
+# (sharding.mode labels), the operator's own: BucketSyncs with a label selector (its own
+# shard; the assigner: all of them), Secrets with a field selector (metadata.name=, one per
+# Secret its objects name). Selectors need no other verb than list and watch.
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs"]
   verbs: ["list", "watch"]
@@ -86,7 +89,9 @@ access (kopf runs standalone with scanning disabled, so no peering objects eithe
   verbs: ["list", "watch"]
 # --- Application: the reconcile engine's own calls ---
 # get: re-read an object before a conditional finalizer edit, and check that the owner a
-# remote sync's ownership marker names still exists; patch: add/remove our finalizer.
+# remote sync's ownership marker names still exists; patch: add/remove our finalizer and,
+# under label shards, the shard labels and annotation (shard.mixpeek.com/owner, drain-to,
+# drained-by: merge patches of metadata pinned to the resourceVersion read).
 - apiGroups: ["mixpeek.com"]
   resources: ["bucketsyncs"]
   verbs: ["get", "patch"]

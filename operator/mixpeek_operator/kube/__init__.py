@@ -17,7 +17,9 @@ Modules, in the order a request needs them:
 - `events`: `ObjectReference` and the core/v1 Event built about it.
 - `transport`: the HTTP session (HTTP/2 with an HTTP/1.1 fallback, credential refresh,
   retiring replaced pools).
-- `client`: `KubeClient`, the calls themselves.
+- `client`: `KubeClient`, the calls themselves (a watch is a stream of events).
+- `watch`: `ListWatch`, client-go's reflector loop with server-side selectors, keeping keys
+  only; `SecretWatches`, one refcounted field-selector watch per Secret in use.
 
 Everything the rest of the operator uses is re-exported here, and code outside this package
 imports from `mixpeek_operator.kube` only: the layout inside can change without touching its
@@ -25,7 +27,7 @@ twenty-odd importers, and the public surface is this one list, not whatever a su
 happens to define.
 """
 
-from mixpeek_operator.kube.client import FINALIZER_ATTEMPTS, KubeClient
+from mixpeek_operator.kube.client import FINALIZER_ATTEMPTS, WATCH_GRACE_SECONDS, KubeClient
 from mixpeek_operator.kube.config import (
     SERVICE_ACCOUNT_DIR,
     TOKEN_FILE_TTL_SECONDS,
@@ -40,6 +42,7 @@ from mixpeek_operator.kube.errors import (
     KubeConnectionError,
     KubeError,
     KubeForbidden,
+    KubeGone,
     KubeInvalid,
     KubeNotFound,
     KubeUnauthorized,
@@ -68,8 +71,17 @@ from mixpeek_operator.kube.transport import (
     ConnectionProvider,
     WriteHook,
 )
+from mixpeek_operator.kube.watch import (
+    BACKOFF_SECONDS,
+    EventHandler,
+    ListWatch,
+    SecretWatches,
+    Spawn,
+    WatchHandlerError,
+)
 
 __all__ = [
+    "BACKOFF_SECONDS",
     "BUCKETSYNCS",
     "CREDENTIAL_REFRESH_MARGIN_SECONDS",
     "DEFAULT_EVENT_COMPONENT",
@@ -83,7 +95,9 @@ __all__ = [
     "SECRETS",
     "SERVICE_ACCOUNT_DIR",
     "TOKEN_FILE_TTL_SECONDS",
+    "WATCH_GRACE_SECONDS",
     "ConnectionProvider",
+    "EventHandler",
     "EventType",
     "JsonObject",
     "JsonPatch",
@@ -94,11 +108,16 @@ __all__ = [
     "KubeConnectionError",
     "KubeError",
     "KubeForbidden",
+    "KubeGone",
     "KubeInvalid",
     "KubeNotFound",
     "KubeUnauthorized",
+    "ListWatch",
     "ObjectReference",
     "Resource",
+    "SecretWatches",
+    "Spawn",
+    "WatchHandlerError",
     "WriteHook",
     "default_connection",
     "is_kube_outage",

@@ -1,15 +1,15 @@
 """`KubeClient`: the Kubernetes API calls the operator makes, each on a `Resource`.
 
-Reads, status and merge patches, server-side apply, creates and replaces, finalizer edits
-that never drop someone else's finalizer, and Events. How a request travels (pools, the
-HTTP/1.1 fallback, credential refreshes) is transport.py's.
+Reads (lists page by page, watches), status and merge patches, server-side apply, creates and
+replaces, finalizer edits that never drop someone else's finalizer, and Events. How a request
+travels (pools, the HTTP/1.1 fallback, credential refreshes) is transport.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Final, Literal
 
 from mixpeek_operator.kube.errors import KubeConflict, KubeNotFound
@@ -18,6 +18,9 @@ from mixpeek_operator.kube.resources import EVENTS, SECRETS, JsonObject, JsonPat
 from mixpeek_operator.kube.transport import KubeTransport
 
 FINALIZER_ATTEMPTS: Final = 5
+# How much longer than its timeoutSeconds a watch stream may stay silent before we drop it: the
+# server ends it at timeoutSeconds, so silence beyond that is a lost connection.
+WATCH_GRACE_SECONDS: Final = 30
 _FINALIZER_RETRY_JITTER_SECONDS: Final = 0.05
 _PATCH_CONTENT_TYPES: Final[dict[str, str]] = {
     "merge": "application/merge-patch+json",
@@ -59,21 +62,65 @@ class KubeClient(KubeTransport):
     ) -> list[JsonObject]:
         """Every object of a kind (matching the selectors), in one namespace or cluster-wide,
         following continue tokens; `page_size=None` asks for everything in one response."""
-        path = resource.path(namespace)
         items: list[JsonObject] = []
-        base = {
-            **({"limit": str(page_size)} if page_size else {}),
-            **({"labelSelector": label_selector} if label_selector else {}),
-            **({"fieldSelector": field_selector} if field_selector else {}),
-        }
-        params = base
+        token: str | None = None
         while True:
-            page = await self._call("GET", path, params=params)
+            page = await self.list_page(
+                resource,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=page_size,
+                continue_token=token,
+            )
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
-            params = {**base, "continue": token}
+
+    async def list_page(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = 500,
+        continue_token: str | None = None,
+    ) -> JsonObject:
+        """One page of a LIST (the List object: `items`, `metadata.resourceVersion` and
+        `metadata.continue` while more remain). KubeGone (410) when `continue_token` expired."""
+        params = {
+            **_selector_params(label_selector, field_selector),
+            **({"limit": str(limit)} if limit else {}),
+            **({"continue": continue_token} if continue_token else {}),
+        }
+        return await self._call("GET", resource.path(namespace), params=params)
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncGenerator[JsonObject, None]:
+        """The watch events (`{"type", "object"}`) after `resource_version`, with bookmarks,
+        until the API server ends the stream after `timeout_seconds`. KubeGone (410) when the
+        version is too old; the server may also say so in an ERROR event. A stream silent for
+        longer than `timeout_seconds` + WATCH_GRACE_SECONDS raises KubeConnectionError. Close it
+        with `contextlib.aclosing`. kube/watch.py's ListWatch is the list-then-watch loop."""
+        params = {
+            **_selector_params(label_selector, field_selector),
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        read_timeout = timeout_seconds + WATCH_GRACE_SECONDS
+        return self._stream_lines(resource.path(namespace), params, read_timeout=read_timeout)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -219,3 +266,10 @@ class KubeClient(KubeTransport):
             f"finalizers kept changing; gave up after {FINALIZER_ATTEMPTS} attempts",
             f"PATCH {path}",
         )
+
+
+def _selector_params(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    return {
+        **({"labelSelector": label_selector} if label_selector else {}),
+        **({"fieldSelector": field_selector} if field_selector else {}),
+    }

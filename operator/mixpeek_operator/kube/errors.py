@@ -54,6 +54,10 @@ class KubeConflict(KubeError):
     """409: a stale resourceVersion, or the object already exists."""
 
 
+class KubeGone(KubeError):
+    """410: a resourceVersion or list continue token too old to serve (compacted): list again."""
+
+
 class KubeInvalid(KubeError):
     """422: the object or patch fails validation (OpenAPI, CEL, metadata rules)."""
 
@@ -68,6 +72,7 @@ _ERRORS_BY_STATUS: Final[dict[int, type[KubeError]]] = {
     403: KubeForbidden,
     404: KubeNotFound,
     409: KubeConflict,
+    410: KubeGone,
     422: KubeInvalid,
 }
 

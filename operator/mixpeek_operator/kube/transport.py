@@ -3,7 +3,8 @@
 It owns what a request needs before it has a meaning: the connection (resolved lazily, renewed
 before an exec credential expires and once after a 401), the HTTP/2 pool and its HTTP/1.1
 fallback, closing pools replaced by new credentials once no request can still use them, typed
-errors, and the write hook. `KubeClient` (client.py) adds the calls, each one `_call`.
+errors, and the write hook. `KubeClient` (client.py) adds the calls, each one `_call` (or,
+for a watch, `_stream_lines`: the same request, its answer read a line at a time).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Self
@@ -118,10 +119,60 @@ class KubeTransport:
     ) -> JsonObject:
         """One request. `resendable`: whether sending it twice is safe (default: by method,
         see _RESENDABLE_METHODS); only such a request is asked again after a protocol error."""
+        response = await self._request(
+            method,
+            path,
+            content=None if body is None else json.dumps(body).encode(),
+            content_type=content_type,
+            params=params,
+            write=write,
+            resendable=resendable,
+        )
+        return _as_object(response, f"{method} {path}")
+
+    async def _stream_lines(
+        self, path: str, params: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncGenerator[JsonObject, None]:
+        """A streamed GET answered with one JSON object a line (a watch), each as it arrives.
+        `read_timeout`: the longest silence before the stream counts as lost
+        (KubeConnectionError). Close the generator (`contextlib.aclosing`) to end the stream."""
+        request = f"GET {path}"
+        phases = httpx.Timeout(
+            connect=self._timeout.connect,
+            read=read_timeout,
+            write=self._timeout.write,
+            pool=self._timeout.pool,
+        )
+        response = await self._request("GET", path, params=params, stream=True, phases=phases)
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield _json_object(line, response.status_code, request)
+        except httpx.TransportError as exc:
+            raise KubeConnectionError(0, type(exc).__name__, str(exc) or repr(exc), request) from exc
+        finally:
+            await response.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+        write: str | None = None,
+        resendable: bool | None = None,
+        stream: bool = False,
+        phases: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send until answered: fresh credentials before they expire and once after a 401;
+        a non-2xx answer raises its KubeError. A `stream` response is the caller's to close.
+        `phases`: httpx's per-phase timeouts when not the session's."""
         request = f"{method} {path}"
         if resendable is None:
             resendable = method in _RESENDABLE_METHODS
-        content = None if body is None else json.dumps(body).encode()
+        call = _Send(method, path, content, params, stream, phases)
         retried = False
         while True:
             http, generation = await self._session()
@@ -130,17 +181,20 @@ class KubeTransport:
                 http, generation = await self._session()
             headers = self._headers(None if content is None else content_type)
             try:
-                response = await self._send(http, method, path, content, headers, params, resendable)
+                response = await self._send(http, call, headers, resendable)
             except httpx.TransportError as exc:
                 self._report_write(write, 0)
                 raise KubeConnectionError(0, type(exc).__name__, str(exc) or repr(exc), request) from exc
             self._report_write(write, response.status_code)
             if response.status_code == 401 and not retried and await self._refresh(generation):
+                await response.aclose()
                 retried = True
                 continue
             if response.is_error:
+                if stream:
+                    await response.aread()  # the Status body, for the error's reason and message
                 raise error_from_response(response, request)
-            return _as_object(response, request)
+            return response
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -153,30 +207,23 @@ class KubeTransport:
         return headers
 
     async def _send(
-        self,
-        http: httpx.AsyncClient,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-        resendable: bool,
+        self, http: httpx.AsyncClient, call: _Send, headers: dict[str, str], resendable: bool
     ) -> httpx.Response:
         try:
-            return await http.request(method, path, content=content, headers=headers, params=params)
+            return await call.on(http, headers)
         except httpx.RemoteProtocolError:
             # The API server answers an unauthenticated HTTP/2 request by closing the
             # connection (GOAWAY), which can swallow the 401 itself: ask once more over
-            # HTTP/1.1 to hear the real answer (a 401 then refreshes credentials in `_call`).
+            # HTTP/1.1 to hear the real answer (a 401 then refreshes credentials in `_request`).
             # The same error also comes from a connection lost after the server acted on
             # the request, so a request unsafe to send twice (a POST would create twice)
             # is not asked again: only whether our credentials are refused (a cheap GET
             # with them). A 401 means the request was refused before it was processed,
             # so it is sent again after the refresh; anything else is the caller's to retry.
             if resendable:
-                return await self._over_http1(method, path, content, headers, params)
+                return await call.on(self._fallback(), headers)
             probe = {key: value for key, value in headers.items() if key != "Content-Type"}
-            response = await self._over_http1("GET", "/version", None, probe, None)
+            response = await _Send("GET", "/version").on(self._fallback(), probe)
             if response.status_code != 401:
                 raise
             return response
@@ -207,18 +254,12 @@ class KubeTransport:
             headers={"User-Agent": self._user_agent},
         )
 
-    async def _over_http1(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: dict[str, str],
-        params: Mapping[str, str] | None,
-    ) -> httpx.Response:
+    def _fallback(self) -> httpx.AsyncClient:
+        """The HTTP/1.1 pool: one (and one TLS context) for the connection, built when first needed."""
         assert self._connection is not None
-        if self._http1 is None:  # one fallback pool (and one TLS context) for the connection
+        if self._http1 is None:
             self._http1 = self._build_http(self._connection, http2=False)
-        return await self._http1.request(method, path, content=content, headers=headers, params=params)
+        return self._http1
 
     def _expiring(self) -> bool:
         expires_at = self._connection.expires_at if self._connection is not None else None
@@ -278,6 +319,29 @@ class KubeTransport:
             logger.exception("Kubernetes write hook failed")
 
 
+@dataclass(frozen=True)
+class _Send:
+    """What one request sends, so it can be sent again (over HTTP/1.1, after a refresh)."""
+
+    method: str
+    path: str
+    content: bytes | None = None
+    params: Mapping[str, str] | None = None
+    stream: bool = False
+    phases: httpx.Timeout | None = None  # None: the session's
+
+    async def on(self, http: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+        request = http.build_request(
+            self.method,
+            self.path,
+            content=self.content,
+            headers=headers,
+            params=self.params,
+            timeout=self.phases if self.phases is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        return await http.send(request, stream=self.stream)
+
+
 def _transport_identity(connection: KubeConnection) -> KubeConnection:
     """The parts that need a new connection pool when they change (everything but the token)."""
     return replace(connection, token=None, token_path=None)
@@ -290,10 +354,14 @@ def _longest_request(timeout: httpx.Timeout) -> float:
 
 
 def _as_object(response: httpx.Response, request: str) -> JsonObject:
+    return _json_object(response.content, response.status_code, request)
+
+
+def _json_object(raw: str | bytes, status: int, request: str) -> JsonObject:
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise KubeError(response.status_code, "InvalidResponse", "expected a JSON object", request)
+        raise KubeError(status, "InvalidResponse", "expected a JSON object", request)
     return body

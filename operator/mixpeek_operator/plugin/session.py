@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -102,6 +102,21 @@ async def list_bucketsyncs(session: Session, selector: str | None = None) -> lis
     return await session.kube.list_objects(
         BUCKETSYNCS, session.scope(), label_selector=selector, page_size=None
     )
+
+
+async def bucketsync_pages(
+    session: Session, selector: str | None = None, page_size: int = 500
+) -> AsyncIterator[list[JsonObject]]:
+    """The same objects page by page, for views that keep counts, not objects."""
+    token: str | None = None
+    while True:
+        page = await session.kube.list_page(
+            BUCKETSYNCS, session.scope(), label_selector=selector, limit=page_size, continue_token=token
+        )
+        yield page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or None
+        if token is None:
+            return
 
 
 # --- credentials ------------------------------------------------------------------------------

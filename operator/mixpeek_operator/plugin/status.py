@@ -2,21 +2,26 @@
 
 The single view reads the object, its credentials Secret and its Events (three reads); the
 table is ONE LIST of BucketSyncs, not-Ready first. Exit 1 when any object shown is not Ready.
+Under label shards the table is followed by the shard map (shards.py), counted from the same
+LIST plus one LIST of the ring's Leases; `--shards` shows the map alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from mixpeek_operator.constants import SECRET_IN_USE_FINALIZER
 from mixpeek_operator.kube import EVENTS, JsonObject
+from mixpeek_operator.plugin import shards
 from mixpeek_operator.plugin.session import (
     ExitCode,
     PluginError,
     Session,
     age,
+    bucketsync_pages,
     conditions_of,
     dump,
     get_bucketsync,
@@ -26,6 +31,7 @@ from mixpeek_operator.plugin.session import (
 )
 
 EVENTS_SHOWN = 10
+SHARD_MAP_PAGE = 500
 CONDITION_ORDER = ("Ready", "Reconciling", "Stalled", "RemoteHealthy", "ReconcilePaused")
 
 
@@ -34,11 +40,25 @@ def configure_parser(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="a table of every BucketSync")
     parser.add_argument("-l", "--selector", help="label selector for the table")
     parser.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    parser.add_argument(
+        "--shards",
+        action="store_true",
+        help="only the shard map of label shards (members, assigner, objects per member); "
+        "exit 1 when an object has no live owner",
+    )
+    parser.add_argument("--ring", help="the shard ring (the chart's lease name); default: every ring found")
+    parser.add_argument(
+        "--ring-namespace", help="where the ring's Leases are (the release namespace); default: all"
+    )
 
 
 async def run(args: argparse.Namespace, session: Session) -> int:
     if args.names and args.all_namespaces:
         raise PluginError(ExitCode.ERROR, "give NAMEs or -A, not both")
+    if args.names and args.shards:
+        raise PluginError(ExitCode.ERROR, "give NAMEs or --shards, not both")
+    if args.shards:
+        return await run_shards(args, session)
     if args.names:
         reports = [await report(session, session.namespace, name) for name in args.names]
         ready = all(is_ready(r["object"]) for r in reports)
@@ -54,9 +74,48 @@ async def run(args: argparse.Namespace, session: Session) -> int:
                 sys.stdout.write(render_table(objects))
             else:
                 print("No BucketSyncs found.", file=sys.stderr)
+            for shard_map in await shard_maps(args, session, objects):
+                sys.stdout.write("\n" + shards.render(shard_map))
         else:
             sys.stdout.write(dump([_summary(obj) for obj in sort_not_ready_first(objects)], args.output))
     return ExitCode.OK if ready else ExitCode.CHANGES_OR_NOT_READY
+
+
+# --- the shard map ----------------------------------------------------------------------------
+
+
+async def shard_maps(
+    args: argparse.Namespace, session: Session, objects: list[JsonObject]
+) -> list[shards.ShardMap]:
+    """The map of every label-shard ring in view, counted over `objects` (the listed scope)."""
+    rings = await shards.read_rings(session, args.ring, args.ring_namespace)
+    scope = "all namespaces" if session.all_namespaces else f"namespace {session.namespace}"
+    if args.selector:
+        scope += f", selector {args.selector}"
+    now = datetime.now(UTC)
+    return [
+        shards.build(namespace, ring, members, assigner, objects, scope, now)
+        for namespace, ring, members, assigner in rings
+    ]
+
+
+async def run_shards(args: argparse.Namespace, session: Session) -> int:
+    maps = await shard_maps(args, session, [])
+    if not maps:
+        raise PluginError(
+            ExitCode.ERROR,
+            "no label-shard ring found (no Lease labelled mixpeek.com/shard-ring with a member"
+            " in label mode" + (f" named {args.ring}" if args.ring else "") + ")",
+        )
+    # Page by page, keeping counts only: the map alone is what one asks for at 100,000 objects.
+    async for page in bucketsync_pages(session, args.selector, SHARD_MAP_PAGE):
+        for shard_map in maps:
+            shards.count(shard_map, page)
+    if args.output == "table":
+        sys.stdout.write("\n".join(shards.render(m) for m in maps))
+    else:
+        sys.stdout.write(dump([shards.data(m) for m in maps], args.output))
+    return ExitCode.OK if all(m.healthy for m in maps) else ExitCode.CHANGES_OR_NOT_READY
 
 
 # --- the table --------------------------------------------------------------------------------

@@ -666,3 +666,56 @@ async def test_no_event_is_posted_after_the_work_was_cancelled(rig: Rig) -> None
         await worker
     await settle()
     assert rig.kube.events == [], "an Event was posted after the work was cancelled"
+
+
+# --- label shards: handing an object over -------------------------------------------------------
+
+
+async def test_a_drained_object_is_never_reconciled_here_again_and_leaves_nothing_behind(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.drain()
+    assert rig.engine.observer.listings  # its group is listed here
+    body = rig.kube.body()
+    body["spec"]["batchSize"] = 7
+    body["metadata"]["generation"] = 2
+    await rig.apply(body)  # queued...
+    assert await rig.engine.drain(KEY) is True  # ...and handed over before it ran
+    assert rig.engine.draining() == 1
+    assert await rig.drain() == []
+    await rig.apply(body)
+    rig.engine.queue.forget(KEY)
+    await rig.engine.stop_work()  # a restart of the work requeues every record...
+    assert await rig.drain() == [KEY]  # ...and the drained one is skipped, not reconciled
+    assert rig.kube.objects[KEY]["status"]["observedGeneration"] == 1
+    assert not rig.engine.observer.listings  # no listing kept polling for it
+    assert rig.engine.secrets.sizes()["secret_index.objects"] == 0
+    await rig.engine.moved_away(KEY)  # its label moved: the watch sent DELETED
+    assert KEY not in rig.engine.objects
+    assert rig.kube.writes.count("remove_finalizer") == 0
+
+
+async def test_a_drain_waits_for_the_reconcile_under_way(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    rig.kube.status_gate.clear()  # the status write hangs: the reconcile is in flight
+    worker = asyncio.create_task(rig.engine.step())
+    for _ in range(100):  # until the worker waits on the status write
+        await asyncio.sleep(0)
+    assert rig.kube.writes == ["add_finalizer"]
+    drained = asyncio.create_task(rig.engine.drain(KEY))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not drained.done()  # no acknowledgement while our write may still land
+    rig.kube.status_gate.set()
+    await worker
+    assert await drained is True
+    assert rig.condition("Ready")["status"] == "True"  # it finished, then stopped
+
+
+async def test_a_drain_called_off_resumes_the_object(rig: Rig) -> None:
+    await rig.apply(bucketsync())
+    await rig.engine.drain(KEY)
+    assert await rig.drain() == []
+    await rig.engine.resume(KEY)
+    assert rig.engine.draining() == 0
+    assert await rig.drain() == [KEY]
+    assert rig.condition("Ready")["status"] == "True"

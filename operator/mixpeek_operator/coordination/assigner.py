@@ -1,0 +1,344 @@
+"""The shard assigner: the one replica holding `<ring>-assigner` writes every owner label.
+
+It keeps no cache of the objects. It reads them in full only on a membership change (and every
+`resync_period`, to repair what a lost write left), one page at a time and keeping a few strings
+per object; between those, two label-selector watches bring it only what needs it: unlabelled
+objects (new ones, labelled at once) and objects being drained (to see acknowledgements). The
+rules it applies are assignment.py's; every write is a merge patch pinned to the
+resourceVersion the decision read, so a stale decision fails (409) and is taken again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from mixpeek_operator.coordination.assignment import (
+    DRAIN_LABEL,
+    LABEL_MODE,
+    MODE_LABEL,
+    OWNER_LABEL,
+    Action,
+    ActionKind,
+    Member,
+    Membership,
+    Placement,
+    member_label,
+    plan_all,
+    plan_group,
+)
+from mixpeek_operator.coordination.lease import LeaseRecord, LeaseTimings
+from mixpeek_operator.coordination.ring import RING_LABEL, MembershipView, shard_key_of
+from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.kube import (
+    BUCKETSYNCS,
+    LEASES,
+    KubeClient,
+    KubeConflict,
+    KubeError,
+    KubeNotFound,
+    ListWatch,
+)
+from mixpeek_operator.secret_index import SecretRef
+from mixpeek_operator.supervision import Supervisor
+
+log = logging.getLogger(__name__)
+
+WRITE_CONCURRENCY: Final = 32  # label patches in flight at once
+RESYNC_PERIOD: Final = 300.0
+
+
+def group_of(body: Mapping[str, Any], default_secret: SecretRef | None) -> str:
+    key = shard_key_of(body, default_secret)
+    return "\0".join(key) if key is not None else ""
+
+
+@dataclass
+class _MovingGroup:
+    """A group on its way to `target`: the objects still to move, the new ones held back."""
+
+    target: str
+    pending: set[ObjectKey] = field(default_factory=set)
+    held_back: set[ObjectKey] = field(default_factory=set)
+
+
+class Assigner:
+    """Runs while this replica holds the assigner Lease (`run` is cancelled when it stops)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        *,
+        lease_namespace: str,
+        ring: str,
+        namespaces: tuple[str, ...],
+        timings: LeaseTimings,
+        default_secret: SecretRef | None,
+        on_assignments: Callable[[ActionKind, int], None] = lambda kind, n: None,
+        on_watch_events: Callable[[int], None] = lambda n: None,
+        clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
+        resync_period: float = RESYNC_PERIOD,
+    ) -> None:
+        self.kube, self.lease_namespace, self.ring = kube, lease_namespace, ring
+        self.namespaces: tuple[str | None, ...] = namespaces or (None,)
+        self.timings, self.default_secret = timings, default_secret
+        self._on_assignments, self._on_watch_events = on_assignments, on_watch_events
+        self._clock = clock
+        self._supervisor = supervisor or Supervisor()
+        self.resync_period = resync_period
+        self.view = MembershipView()
+        self._live_since: dict[str, float] = {}
+        self._members: frozenset[tuple[str, bool]] = frozenset()
+        self._label_mode: set[str] = set()
+        self.membership = Membership((), clock(), timings.lease_duration)
+        self.moving: dict[str, _MovingGroup] = {}
+        self._resync_now = asyncio.Event()
+        self._todo: asyncio.Queue[Action] = asyncio.Queue()
+        self.placed = 0  # objects seen by the last resync
+        self._resyncing = True  # until the first plan: new objects wait for it
+        self._arrived: set[ObjectKey] = set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log.info("shard assigner of ring %s started", self.ring)
+        watches = [
+            ListWatch(
+                self.kube,
+                BUCKETSYNCS,
+                namespace=namespace,
+                label_selector=selector,
+                on_event=handler,
+                name=f"assigner {what} {namespace or 'all'}",
+            )
+            for namespace in self.namespaces
+            for selector, handler, what in (
+                (f"!{OWNER_LABEL}", self._unlabelled, "unlabelled"),
+                (DRAIN_LABEL, self._draining, "draining"),
+            )
+        ]
+        tasks = [self._supervisor.spawn(watch.name, watch.run, kind="assigner-watch") for watch in watches]
+        tasks += [
+            self._supervisor.spawn(f"assigner writer {index}", self._writer, kind="assigner-writer")
+            for index in range(WRITE_CONCURRENCY)
+        ]
+        try:
+            await self._refresh_members()
+            self._resync_now.set()
+            await asyncio.gather(self._watch_members(), self._resync_loop())
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log.info("shard assigner of ring %s stopped", self.ring)
+
+    async def _watch_members(self) -> None:
+        while True:
+            await asyncio.sleep(self.timings.retry_period)
+            if await self._refresh_members():
+                self._resync_now.set()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            # A mixed ring waits on join delays: look again once one may have passed.
+            period = self.timings.lease_duration if self.membership.mixed else self.resync_period
+            try:
+                async with asyncio.timeout(period):
+                    await self._resync_now.wait()
+            except TimeoutError:
+                pass
+            self._resync_now.clear()
+            try:
+                await self.resync()
+            except KubeError as exc:
+                log.warning("shard assigner could not list the objects: %s", exc)
+                await asyncio.sleep(self.timings.retry_period)
+                self._resync_now.set()
+
+    # --- membership ----------------------------------------------------------------------------
+
+    async def _refresh_members(self) -> bool:
+        """List the ring's member Leases; True when the live members (or their modes) changed."""
+        try:
+            items = await self.kube.list_objects(
+                LEASES, self.lease_namespace, label_selector=f"{RING_LABEL}={self.ring}"
+            )
+        except KubeError as exc:
+            log.warning("shard assigner cannot list ring %s: %s", self.ring, exc)
+            return False
+        now = self._clock()
+        self.view.observe({item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now)
+        label_mode = {
+            LeaseRecord.from_lease(item).holder
+            for item in items
+            if (item["metadata"].get("labels") or {}).get(MODE_LABEL) == LABEL_MODE
+        }
+        live = self.view.members(now)
+        for identity in live:
+            self._live_since.setdefault(identity, now)
+        for identity in set(self._live_since) - live:
+            del self._live_since[identity]
+        members = frozenset((identity, identity in label_mode) for identity in live)
+        self.membership = Membership(
+            (
+                Member(identity, member_label(identity), acks, self._live_since[identity])
+                for identity, acks in members
+            ),
+            now,
+            self.timings.lease_duration,
+        )
+        changed = members != self._members
+        if changed:
+            log.info("shard assigner: members of ring %s: %s", self.ring, sorted(live))
+        self._members = members
+        return changed
+
+    # --- full passes ---------------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Read every object (a page at a time, a few strings each) and apply the plan."""
+        self._resyncing = True
+        try:
+            placements: list[Placement] = []
+            for namespace in self.namespaces:
+                token: str | None = None
+                while True:
+                    page = await self.kube.list_page(BUCKETSYNCS, namespace, continue_token=token)
+                    placements.extend(self._placement(item) for item in page.get("items") or ())
+                    if not (token := (page.get("metadata") or {}).get("continue")):
+                        break
+        finally:
+            self._resyncing = False
+        self.placed = len(placements)
+        plan = plan_all(placements, self.membership)
+        # The groups still on their way, with the objects each waits for.
+        self.moving = {}
+        for placement in placements:
+            target = self.membership.target(placement.group)
+            if placement.group in plan.moving_groups and target is not None:
+                moving = self.moving.setdefault(placement.group, _MovingGroup(target.label))
+                if placement.owner != target.label:
+                    (moving.pending if placement.owner is not None else moving.held_back).add(_key(placement))
+        log.info(
+            "shard assigner: %d objects, %d writes, %d waiting, %d groups moving",
+            len(placements),
+            len(plan.actions),
+            plan.waiting,
+            len(self.moving),
+        )
+        # Unlabelled objects that arrived while the list ran, and that it may have missed.
+        arrived, self._arrived = self._arrived, set()
+        listed = {_key(placement) for placement in placements}
+        await self._apply_all(plan.actions)
+        await asyncio.gather(*(self._reconsider(key) for key in arrived - listed))
+
+    # --- watch events --------------------------------------------------------------------------
+
+    async def _unlabelled(self, event_type: str, body: Mapping[str, Any]) -> None:
+        self._on_watch_events(1)
+        if event_type != "DELETED":
+            await self._consider(self._placement(body))
+
+    async def _consider(self, placement: Placement) -> None:
+        """Label a new object now, or hold it back while its group moves or a plan is made."""
+        if placement.owner is None:
+            if self._resyncing:
+                self._arrived.add(_key(placement))
+                return
+            moving = self.moving.get(placement.group)
+            if moving is not None:
+                moving.held_back.add(_key(placement))
+                return
+        await self._apply_all(plan_group([placement], self.membership).actions)
+
+    async def _draining(self, event_type: str, body: Mapping[str, Any]) -> None:
+        self._on_watch_events(1)
+        placement = self._placement(body)
+        if event_type == "DELETED":  # moved (its drain label went with the move) or deleted
+            await self._settled(placement)
+            return
+        if placement.drained_by is not None and placement.drained_by == placement.owner:
+            await self._consider(placement)  # acknowledged: the move
+
+    async def _settled(self, placement: Placement) -> None:
+        """`placement` is at its target (or gone): release its group's held-back objects once none waits."""
+        moving = self.moving.get(placement.group)
+        if moving is None:
+            return
+        moving.pending.discard(_key(placement))
+        if moving.pending:
+            return
+        del self.moving[placement.group]
+        log.info(
+            "shard assigner: a group moved to %s; labelling %d new objects",
+            moving.target,
+            len(moving.held_back),
+        )
+        await asyncio.gather(*(self._reconsider(key) for key in moving.held_back))
+
+    async def _reconsider(self, key: ObjectKey) -> None:
+        """Decide again on an object from what it is now."""
+        body = await self._read(key)
+        if body is not None:
+            await self._consider(self._placement(body))
+
+    def _placement(self, body: Mapping[str, Any]) -> Placement:
+        return Placement.of(body, group_of(body, self.default_secret))
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def _apply_all(self, actions: Iterable[Action]) -> None:
+        """Queue the writes: `WRITE_CONCURRENCY` writers carry them out (a watch event never
+        waits for a write, and 40,000 labels are not 40,000 tasks)."""
+        for action in actions:
+            self._todo.put_nowait(action)
+
+    async def _writer(self) -> None:
+        while True:
+            action = await self._todo.get()
+            try:
+                await self._apply(action)
+            finally:
+                self._todo.task_done()
+
+    async def idle(self) -> None:
+        """Wait until every queued write was made (for tests)."""
+        await self._todo.join()
+
+    async def _apply(self, action: Action) -> None:
+        placement = action.placement
+        try:
+            await self.kube.merge_patch_object(
+                BUCKETSYNCS, placement.namespace, placement.name, action.patch(), write="metadata"
+            )
+        except KubeNotFound:
+            await self._settled(placement)
+            return
+        except KubeConflict:
+            # Changed since read (a status write, a spec edit): decide again on what it is now.
+            await self._reconsider(_key(placement))
+            return
+        except KubeError as exc:
+            log.warning("shard assigner could not label %s/%s: %s", placement.namespace, placement.name, exc)
+            self._resync_now.set()
+            return
+        self._on_assignments(action.kind, 1)
+        if action.kind == "move":
+            await self._settled(placement)
+
+    async def _read(self, key: ObjectKey) -> dict[str, Any] | None:
+        try:
+            return await self.kube.get_object(BUCKETSYNCS, key.namespace, key.name)
+        except KubeError as exc:
+            log.warning("shard assigner could not read %s: %s", key, exc)
+            self._resync_now.set()
+            return None
+
+
+def _key(placement: Placement) -> ObjectKey:
+    return ObjectKey(placement.namespace, placement.name)

@@ -1,0 +1,195 @@
+"""Label shards' pure rules: who owns an object, when it may move, and the assigner's plan.
+
+Each `BucketSync` carries its owner in a label (`OWNER_LABEL`); every replica watches only the
+objects labelled with its own name. One elected assigner writes the labels. Its plan for a
+listing group (credentials Secret x bucket: the ring's shard key, so a bucket is listed by one
+replica) follows these rules, and nothing here does I/O:
+
+- The target of a group is `ring.rendezvous_owner` over the live members: the same function
+  and key as rendezvous sharding, so replicas of both modes agree during a rolling upgrade.
+- An unlabelled object is labelled with its group's target at once, unless the group is
+  moving: then it waits, so the new owner never lists the group while the old one still works.
+- An object whose owner is a live label-mode member moves in three writes: the assigner sets
+  `DRAIN_LABEL` (the handshake's request), the owner stops all work on it and sets
+  `DRAINED_ANNOTATION` (the acknowledgement), and only then does the assigner move the owner
+  label (pinned to the resourceVersion it read). Never two writers.
+- An object whose owner is no longer a live member moves at once: that member's Lease expired
+  (it stopped working `lease_duration - renew_deadline` earlier, by its fencing) or was released
+  (after its work stopped).
+- A rendezvous-mode member (an old replica mid-upgrade, its Lease lacks `MODE_LABEL`)
+  ignores labels and never acknowledges; it drops a key as soon as it sees the key's new owner
+  among the members. So objects move from it, and while any is live objects are labelled, to a
+  label-mode member only once that member has been live for the join delay (the lease
+  duration): by then every old replica has seen it and let go, or stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from mixpeek_operator.coordination.ring import rendezvous_owner
+
+OWNER_LABEL: Final = "shard.mixpeek.com/owner"
+DRAIN_LABEL: Final = "shard.mixpeek.com/drain-to"
+DRAINED_ANNOTATION: Final = "shard.mixpeek.com/drained-by"
+MODE_LABEL: Final = "shard.mixpeek.com/mode"  # on a member Lease: a label-mode replica
+LABEL_MODE: Final = "labels"
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def member_label(identity: str) -> str:
+    """The label value naming a member: its identity when that is a valid label value (a pod
+    name of at most 63 characters), else a digest of it."""
+    if len(identity) <= 63 and _LABEL_VALUE.match(identity):
+        return identity
+    return "m-" + hashlib.blake2b(identity.encode(), digest_size=10).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    identity: str
+    label: str
+    acknowledges: bool  # label mode; False for a rendezvous-mode replica
+    live_since: float  # the assigner's clock when it first saw this member live
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """What the assigner reads of one object: its key, group and shard labels, nothing else."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    group: str
+    owner: str | None
+    drain_to: str | None
+    drained_by: str | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], group: str) -> Placement:
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        return cls(
+            namespace=meta.get("namespace", ""),
+            name=meta.get("name", ""),
+            resource_version=str(meta.get("resourceVersion", "")),
+            group=group,
+            owner=labels.get(OWNER_LABEL),
+            drain_to=labels.get(DRAIN_LABEL),
+            drained_by=annotations.get(DRAINED_ANNOTATION),
+        )
+
+
+ActionKind = Literal["label", "drain", "move"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One label write of the assigner, pinned to the resourceVersion the plan read."""
+
+    kind: ActionKind
+    placement: Placement
+    to: str
+
+    def patch(self) -> dict[str, Any]:
+        """The merge patch: `resourceVersion` makes it fail (409) if the object changed since."""
+        meta: dict[str, Any] = {"resourceVersion": self.placement.resource_version}
+        if self.kind == "drain":
+            meta["labels"] = {DRAIN_LABEL: self.to}
+        else:  # label, move: the owner, and no handshake marks left over
+            meta["labels"] = {OWNER_LABEL: self.to, DRAIN_LABEL: None}
+            if self.placement.drained_by is not None:
+                meta["annotations"] = {DRAINED_ANNOTATION: None}
+        return {"metadata": meta}
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    waiting: int = 0  # objects that must wait (an acknowledgement, a join delay, a moving group)
+    moving_groups: set[str] = field(default_factory=set)
+
+
+class Membership:
+    """The live members as the assigner sees them, and the targets they give."""
+
+    def __init__(self, members: Iterable[Member], now: float, join_delay: float) -> None:
+        self.by_label = {member.label: member for member in members}
+        self._identities = {member.identity: member for member in self.by_label.values()}
+        self.now, self.join_delay = now, join_delay
+        self.mixed = any(not member.acknowledges for member in self.by_label.values())
+
+    def target(self, group: str) -> Member | None:
+        identity = rendezvous_owner(group, self._identities)
+        return self._identities[identity] if identity is not None else None
+
+    def settled(self, member: Member) -> bool:
+        """Whether every rendezvous-mode replica has let go of `member`'s keys by now."""
+        return member.live_since + self.join_delay <= self.now
+
+
+def plan_group(placements: list[Placement], membership: Membership) -> Plan:
+    """The label writes that move one listing group toward its target, as far as is safe now."""
+    plan = Plan()
+    target = membership.target(placements[0].group) if placements else None
+    if target is None:
+        plan.waiting = len(placements)
+        return plan
+    # Objects labelled for a live member other than the target: the group is on its way.
+    moving = any(
+        p.owner is not None and p.owner != target.label and p.owner in membership.by_label for p in placements
+    )
+    if moving:
+        plan.moving_groups.add(placements[0].group)
+    for placement in placements:
+        action = _next_step(placement, target, membership, moving)
+        if action is None:
+            if placement.owner != target.label or placement.drain_to is not None:
+                plan.waiting += 1
+        else:
+            plan.actions.append(action)
+    return plan
+
+
+def _next_step(placement: Placement, target: Member, membership: Membership, moving: bool) -> Action | None:
+    owner = membership.by_label.get(placement.owner) if placement.owner is not None else None
+    safe_for_target = target.acknowledges is False or not membership.mixed or membership.settled(target)
+    if placement.owner == target.label:
+        # At the target already; a drain called off (the target came back) is cleared.
+        stale = placement.drain_to is not None or placement.drained_by is not None
+        return Action("move", placement, target.label) if stale else None
+    if placement.owner is None:
+        if moving or not safe_for_target:
+            return None
+        return Action("label", placement, target.label)
+    if owner is None:
+        # The owner is gone: fenced, or it released its Lease after stopping.
+        return Action("move", placement, target.label) if safe_for_target else None
+    if not owner.acknowledges:
+        # A rendezvous-mode replica lets go by itself once it sees the target among the members.
+        return Action("move", placement, target.label) if membership.settled(target) else None
+    if placement.drained_by == owner.label:
+        return Action("move", placement, target.label)
+    if placement.drain_to != target.label:
+        return Action("drain", placement, target.label)
+    return None  # asked; waiting for the owner's acknowledgement
+
+
+def plan_all(placements: Iterable[Placement], membership: Membership) -> Plan:
+    """The plan for every group."""
+    groups: dict[str, list[Placement]] = {}
+    for placement in placements:
+        groups.setdefault(placement.group, []).append(placement)
+    total = Plan()
+    for members in groups.values():
+        part = plan_group(members, membership)
+        total.actions.extend(part.actions)
+        total.waiting += part.waiting
+        total.moving_groups |= part.moving_groups
+    return total

@@ -1,0 +1,269 @@
+"""Label shards with `mixpeek-operator run --sharding` processes (the real entry point), the real
+API server and an emulator seeded with 30 buckets (30 listing groups).
+
+What is checked here, at a small size (`make bench-shards` measures 40,000 objects):
+- assignment: every object carries a live member's name in `shard.mixpeek.com/owner`, a bucket's
+  objects one name, written by the elected assigner;
+- the filtered watch: each replica caches exactly the objects labelled with its name, and the
+  watch events it receives follow its share, not the fleet's;
+- the handshake: a replica added to a running fleet gets only the groups it wins, each object
+  drained and acknowledged by its old owner before its label moved;
+- chaos: replicas killed and added during a bulk create and during churn, with the emulator
+  counting remote writes per sync and per replica: no duplicate create, and no sync written by
+  two replicas at overlapping times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+
+from mixpeek_operator.coordination.assignment import DRAIN_LABEL, DRAINED_ANNOTATION, OWNER_LABEL
+from tests.support.operator_support import (
+    EmulatorProcess,
+    Objects,
+    OperatorFactory,
+    OperatorProcess,
+    wait_for,
+)
+from tests.support.shard_support import (
+    BUCKETS,
+    LEASE,
+    all_ready,
+    create_fleet,
+    list_objects,
+    overlapping_writers,
+    remote_owners,
+    ring,
+    ring_emulator,
+    start_shard,
+    successful_creates,
+)
+
+pytestmark = pytest.mark.usefixtures("crd_installed")
+__all__ = ["ring", "ring_emulator"]  # fixtures, used by name
+
+
+def owners(objects: Objects) -> dict[str, str | None]:
+    return {
+        item["metadata"]["name"]: (item["metadata"].get("labels") or {}).get(OWNER_LABEL)
+        for item in list_objects(objects)
+    }
+
+
+def handshake_marks(objects: Objects) -> int:
+    """Objects still carrying a drain request or an acknowledgement."""
+    return sum(
+        1
+        for item in list_objects(objects)
+        if DRAIN_LABEL in (item["metadata"].get("labels") or {})
+        or DRAINED_ANNOTATION in (item["metadata"].get("annotations") or {})
+    )
+
+
+def settled(objects: Objects, names: list[str], members: set[str]) -> bool:
+    """Every object Ready, labelled for a live member, no handshake under way."""
+    labels = owners(objects)
+    return (
+        all(labels.get(name) in members for name in names)
+        and handshake_marks(objects) == 0
+        and all_ready(objects, names)
+    )
+
+
+def by_bucket(objects: Objects) -> dict[str, set[str | None]]:
+    groups: dict[str, set[str | None]] = {}
+    for item in list_objects(objects):
+        groups.setdefault(item["spec"]["bucketId"], set()).add(
+            (item["metadata"].get("labels") or {}).get(OWNER_LABEL)
+        )
+    return groups
+
+
+def watch_events(shard: OperatorProcess) -> float:
+    return shard.metric("mixpeek_operator_watch_events_total", resource="bucketsyncs")
+
+
+class EventCounter:
+    """Counts what a watch of every BucketSync of the namespace receives (an unfiltered watcher)."""
+
+    def __init__(self, api_client: k8s.ApiClient, namespace: str) -> None:
+        self.count = 0
+        self._watch = k8s_watch.Watch()
+        api = k8s.CustomObjectsApi(api_client)
+
+        def run() -> None:
+            stream = self._watch.stream(
+                api.list_namespaced_custom_object,
+                "mixpeek.com",
+                "v1alpha1",
+                namespace,
+                "bucketsyncs",
+                timeout_seconds=600,
+            )
+            with contextlib.suppress(Exception):  # the control plane stops before the stream ends
+                for _ in stream:
+                    self.count += 1
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._watch.stop()
+
+
+@pytest.fixture
+def shards(start_operator: OperatorFactory, objects: Objects) -> Iterator[dict[str, OperatorProcess]]:
+    started: dict[str, OperatorProcess] = {}
+    yield started
+    for shard in started.values():
+        if shard.alive():
+            shard.stop()
+
+
+def add_shard(
+    shards: dict[str, OperatorProcess], start_operator: OperatorFactory, namespace: str, name: str
+) -> OperatorProcess:
+    shards[name] = start_shard(start_operator, namespace, name)
+    return shards[name]
+
+
+def handovers_out(shards: dict[str, OperatorProcess]) -> float:
+    return sum(
+        shard.metric("mixpeek_operator_shard_object_handovers_total", direction="out")
+        for shard in shards.values()
+        if shard.alive()
+    )
+
+
+def live(shards: dict[str, OperatorProcess]) -> set[str]:
+    return {name for name, shard in shards.items() if shard.alive()}
+
+
+def test_objects_are_labelled_by_group_and_each_replica_watches_only_its_own(
+    objects: Objects,
+    ring: EmulatorProcess,
+    start_operator: OperatorFactory,
+    shards: dict[str, OperatorProcess],
+    api_client: k8s.ApiClient,
+) -> None:
+    counter = EventCounter(api_client, objects.namespace)
+    for name in ("shard-a", "shard-b", "shard-c"):
+        add_shard(shards, start_operator, objects.namespace, name)
+    names, uids = create_fleet(objects, 300)
+    wait_for(lambda: settled(objects, names, live(shards)), 240, interval=1.0, what="300 objects Ready")
+    time.sleep(2 * LEASE / 4)  # the last status writes and their events land
+    counter.stop()
+
+    groups = by_bucket(objects)
+    assert set(groups) == set(BUCKETS)
+    assert all(len(labels) == 1 for labels in groups.values()), groups  # a bucket stays together
+    labels = Counter(owners(objects).values())
+    print(f"\nobjects per replica: {dict(labels)}; unfiltered watcher: {counter.count} events")
+    assert set(labels) == set(shards)
+    remote = remote_owners(ring, uids)
+    assert len(remote) == len(set(remote)) == 300
+    assert successful_creates(ring) == 300
+
+    total_events = sum(watch_events(shard) for shard in shards.values())
+    for name, shard in shards.items():
+        owned = shard.metric("mixpeek_operator_shard_owned_objects")
+        events = watch_events(shard)
+        share = labels[name] / 300
+        print(f"{name}: owns {owned:.0f}, labelled {labels[name]}, {events:.0f} watch events ({share:.0%})")
+        assert owned == labels[name]  # its cache holds exactly its own objects
+        # Its events follow its share of the fleet's, not the fleet's (an unfiltered watch
+        # would receive every object's events: the counter's figure).
+        assert events <= counter.count * share * 1.3 + 10
+    assert total_events <= counter.count * 1.3
+    assert sum(shard.metric("mixpeek_operator_shard_assigner") for shard in shards.values()) == 1
+
+
+def test_a_joining_replica_gets_only_the_groups_it_wins_each_after_a_drain(
+    objects: Objects,
+    ring: EmulatorProcess,
+    start_operator: OperatorFactory,
+    shards: dict[str, OperatorProcess],
+) -> None:
+    for name in ("shard-a", "shard-b"):
+        add_shard(shards, start_operator, objects.namespace, name)
+    names, uids = create_fleet(objects, 240)
+    wait_for(lambda: settled(objects, names, live(shards)), 240, interval=1.0, what="240 objects Ready")
+    before = owners(objects)
+    ring.admin.clear_requests()
+    handed_over = handovers_out(shards)
+
+    add_shard(shards, start_operator, objects.namespace, "shard-c")
+    joined = time.monotonic()
+    for name in names[::4]:  # churn during the join: spec edits reach Mixpeek as updates
+        objects.patch(name, {"spec": {"batchSize": 7}})
+    wait_for(
+        lambda: "shard-c" in owners(objects).values() and settled(objects, names, live(shards)),
+        180,
+        interval=1.0,
+        what="the third replica's groups moved and all Ready",
+    )
+    after = owners(objects)
+    moved = {name for name in names if before[name] != after[name]}
+    print(f"\njoin: {len(moved)} of {len(names)} objects moved in {time.monotonic() - joined:.1f}s")
+    assert moved
+    assert all(after[name] == "shard-c" for name in moved)  # only to the joiner
+    assert len(moved) <= len(names) * 0.6
+    # Every move was a drain its old owner acknowledged, then saw leave its watch.
+    assert handovers_out(shards) - handed_over == len(moved)
+    drains = sum(
+        shard.metric("mixpeek_operator_shard_assignments_total", action="drain") for shard in shards.values()
+    )
+    assert drains >= len(moved)
+    assert overlapping_writers(ring.admin.request_log()) == []
+    remote = remote_owners(ring, uids)
+    assert len(remote) == len(set(remote)) == 240
+
+
+def test_replicas_killed_and_added_during_a_bulk_create_and_churn_never_write_one_sync_twice(
+    objects: Objects,
+    ring: EmulatorProcess,
+    start_operator: OperatorFactory,
+    shards: dict[str, OperatorProcess],
+) -> None:
+    ring.admin.add_fault(endpoint="create", latency_ms=50, response_delay_seconds=0.2)
+    for name in ("shard-a", "shard-b", "shard-c"):
+        add_shard(shards, start_operator, objects.namespace, name)
+    done = threading.Event()
+    created: dict[str, set[str]] = {}
+
+    def bulk_create() -> None:
+        created["names"], created["uids"] = (set(x) for x in create_fleet(objects, 300))
+        done.set()
+
+    creator = threading.Thread(target=bulk_create)
+    creator.start()
+    wait_for(lambda: ring.admin.request_counts()["endpoints"]["create"] >= 60, 120, what="60 remote creates")
+    shards["shard-b"].kill()  # mid-create: its objects move once its Lease expires
+    add_shard(shards, start_operator, objects.namespace, "shard-d")  # and a joiner takes groups
+    creator.join(timeout=300)
+    assert done.is_set()
+    names = sorted(created["names"])
+    for name in names[::3]:  # churn while the fleet rebalances
+        objects.patch(name, {"spec": {"batchSize": 9}})
+    shards["shard-c"].kill()
+    add_shard(shards, start_operator, objects.namespace, "shard-e")
+    wait_for(lambda: settled(objects, names, live(shards)), 300, interval=1.0, what="300 objects Ready")
+
+    remote = remote_owners(ring, created["uids"])
+    duplicates = len(remote) - len(set(remote))
+    overlaps = overlapping_writers(ring.admin.request_log())
+    print(f"\nremote syncs {len(remote)}, successful creates {successful_creates(ring)}, overlaps {overlaps}")
+    assert duplicates == 0
+    assert len(remote) == 300
+    assert successful_creates(ring) == 300
+    assert overlaps == []
+    labels = Counter(owners(objects).values())
+    assert set(labels) <= {"shard-a", "shard-d", "shard-e"}
