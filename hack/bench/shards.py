@@ -78,13 +78,11 @@ from hack.bench.procs import Operator
 from hack.bench.scenarios import Bench, Settings, pool
 from hack.localcluster import REPO_ROOT, ControlPlane, running_control_plane
 from mixpeek_operator.constants import OWNER_UID_KEY
+from mixpeek_operator.coordination.assignment import DRAIN_LABEL, OWNER_LABEL
 
 NAMESPACE = "bench-shards"
 RING = "bench-shards"
 EMPTY_NAMESPACE = "bench-shards-empty"
-# The label-shard contract (issue 21 design; mixpeek_operator.coordination.assignment).
-OWNER_LABEL = "shard.mixpeek.com/owner"
-DRAIN_LABEL = "shard.mixpeek.com/drain-to"
 RSS_RATIO_TARGET = 0.35
 JOIN_MOVED_TARGET = 0.25
 REQUEST_LOG_SIZE = 200_000  # the join window's every request, with room to spare
