@@ -15,7 +15,7 @@ CLUSTER_DIR := .local/cluster
 NODE_DIR := .local/node
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries control-plane node-deps lint docs test unit packaging tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-soak bench-buckets clean
+.PHONY: help venv binaries control-plane node-deps lint docs test unit packaging tools integration e2e cluster cluster-down node node-down image demo demo-down crd bench bench-quick bench-huge bench-shards bench-soak bench-buckets clean
 
 help:
 	@echo "make demo          local control plane + emulator + operator + sample BucketSyncs (the main job)"
@@ -42,6 +42,7 @@ help:
 	@echo "make bench         benchmarks at N=1000"
 	@echo "make bench-quick   benchmarks at N=100"
 	@echo "make bench-huge    benchmarks at 1k and 10k objects"
+	@echo "make bench-shards  label shards: 40,000 objects over 4 replicas vs one; a 5th joins, one is killed"
 	@echo "make bench-soak    months of churn compressed: RSS and every internal map per wave"
 	@echo "make bench-buckets 5,000 objects in one bucket vs over fifty: create and delete times"
 	@echo "make clean         stop everything above and remove .venv, .local and the caches in the repo"
@@ -151,6 +152,9 @@ bench-quick: binaries
 
 bench-huge: binaries
 	$(BIN)/python -m hack.bench --size huge
+
+bench-shards: binaries
+	$(BIN)/python -m hack.bench.shards
 
 # In process against the emulator (no control plane needed); see hack/bench/soak.py.
 bench-soak: $(STAMP)

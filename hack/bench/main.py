@@ -537,7 +537,7 @@ def _by_key(values: dict[str, float], *, short: bool = False, digits: int = 2) -
     return ", ".join(parts)
 
 
-def _environment(settings: Settings) -> dict[str, Any]:
+def environment(settings: Settings) -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -554,7 +554,9 @@ def _environment(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _write(result: dict[str, Any], output_dir: Path, size: str, stamp: str, standard: bool) -> list[Path]:
+def write_results(
+    result: dict[str, Any], output_dir: Path, size: str, stamp: str, standard: bool
+) -> list[Path]:
     """`<size>-<stamp>.json`, and `latest-<size>.json` for a standard run (not an experiment)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, sort_keys=False, default=str) + "\n"
@@ -568,7 +570,7 @@ def _write(result: dict[str, Any], output_dir: Path, size: str, stamp: str, stan
     return paths
 
 
-def _check_no_leftovers(workdir: Path, pids: list[int]) -> None:
+def check_no_leftovers(workdir: Path, pids: list[int]) -> None:
     assert_no_leftovers(str(workdir))
     alive = []
     for pid in pids:
@@ -674,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             runner = run_huge(settings, plane, workdir, pids, log) if args.size == "huge" else None
             scenarios = asyncio.run(runner or run_scenarios(settings, plane, workdir, pids))
     finally:
-        _check_no_leftovers(workdir, pids)
+        check_no_leftovers(workdir, pids)
         log("every process stopped")
     duration = time.monotonic() - began
     targets, rows = evaluate(settings, scenarios)
@@ -684,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp,
         "duration_seconds": round(duration, 1),
         "settings": settings.to_json(),
-        "environment": _environment(settings),
+        "environment": environment(settings),
         "notes": [
             "Every figure comes from one run against the same kube-apiserver, etcd and emulator.",
             "The operator's client-side Mixpeek rate limiter is set out of the way "
@@ -710,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         and not args.repeat
         and args.workers == 32
     )
-    paths = _write(result, args.output_dir, args.size, stamp, standard)
+    paths = write_results(result, args.output_dir, args.size, stamp, standard)
     table = stats.markdown_table(rows)
     result_paths = ", ".join(
         str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p) for p in paths

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class Emulator:
     log: Path
 
     @classmethod
-    def start(cls, workdir: Path, buckets: int) -> Emulator:
+    def start(cls, workdir: Path, buckets: int, extra_args: Sequence[str] = ()) -> Emulator:
         seed = {
             "api_keys": [{"key": API_KEY, "user_id": "usr_bench", "internal_id": "org_bench"}],
             "namespaces": [
@@ -75,7 +76,7 @@ class Emulator:
                 }
             ],
         }
-        proc, url = spawn_emulator(workdir, seed, "--log-level", "warning")
+        proc, url = spawn_emulator(workdir, seed, "--log-level", "warning", *extra_args)
         return cls(proc=proc, url=url, admin=EmulatorAdmin(url, timeout=60), log=workdir / "emulator.log")
 
     def stop(self) -> None:
@@ -104,6 +105,7 @@ class Operator:
         rate_limit: float,
         rate_burst: int,
         env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> Operator:
         log = workdir / f"operator-{label}.log"
         launch = spawn_operator(
@@ -122,6 +124,7 @@ class Operator:
             "INFO",
             "--log-format",
             "json",
+            *extra_args,
             env=env,
         )
         proc = launch.proc

@@ -68,6 +68,7 @@ class Settings:
     huge_n: int = 0  # size huge: the second stage's N (the first is `n`)
     restart_observe_interval: float = 300.0  # longer than a restart may take: one list pass
     quiet_wait: float = 180.0  # how long a timed scenario waits for the machine to go quiet
+    emulator_args: tuple[str, ...] = ()  # extra flags of the emulator (shards: a longer request log)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -101,6 +102,11 @@ class Admin:
     async def log(self, limit: int | None = None) -> list[dict[str, Any]]:
         params = {"limit": limit} if limit else None
         rows: list[dict[str, Any]] = (await self._call("GET", "/requests", params=params))["requests"]
+        return rows
+
+    async def syncs(self) -> list[dict[str, Any]]:
+        """Every remote sync, across namespaces and buckets."""
+        rows: list[dict[str, Any]] = (await self._call("GET", "/syncs"))["results"]
         return rows
 
     async def bump(self, sync_id: str, **increments: int) -> None:
@@ -158,7 +164,7 @@ class Bench:
     @classmethod
     def start(cls, settings: Settings, plane: ControlPlane, workdir: Path, pids: list[int]) -> Bench:
         """A bench on `plane` with a fresh emulator (its pid appended to `pids`) and CPU meters."""
-        emulator = Emulator.start(workdir, settings.buckets)
+        emulator = Emulator.start(workdir, settings.buckets, settings.emulator_args)
         pids.append(emulator.proc.pid)
         pki = plane.pki
         kube = Kube(plane.server, str(pki.ca_cert), str(pki.admin_cert), str(pki.admin_key))

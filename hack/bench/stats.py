@@ -264,3 +264,116 @@ def markdown_table(rows: Sequence[Row]) -> str:
         cells = (row.scenario, row.metric, row.operator, row.floor, row.ratio, row.target, row.result)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+# --- shards (hack/bench/shards.py) ----------------------------------------------------------------
+
+# The remote endpoints that change a sync: two replicas must never do these to one sync at once.
+WRITE_ENDPOINTS = frozenset({"create", "update", "delete", "pause", "resume", "trigger"})
+_REPLICA = re.compile(r"^mixpeek-operator/\S+ \((?P<replica>[^()]*)\)$")
+
+
+def replica_of(user_agent: str | None) -> str | None:
+    """The replica the operator's User-Agent names (`mixpeek-operator/<version> (<identity>)`)."""
+    match = _REPLICA.match(user_agent or "")
+    return match["replica"] if match else None
+
+
+def moves(before: Mapping[str, str | None], after: Mapping[str, str | None]) -> dict[str, tuple[str, str]]:
+    """Objects whose owner changed between two snapshots: name -> (old owner, new owner).
+
+    Only objects owned in both count: a first label (None -> owner) or an object created or
+    deleted in between is not a move.
+    """
+    moved: dict[str, tuple[str, str]] = {}
+    for name, old in before.items():
+        new = after.get(name)
+        if old is not None and new is not None and new != old:
+            moved[name] = (old, new)
+    return moved
+
+
+@dataclass(frozen=True)
+class RemoteWrite:
+    sync_id: str
+    replica: str  # "" when the User-Agent names none
+    started: float  # epoch seconds: when the emulator received it
+    ended: float  # when it answered
+
+
+def remote_writes(log: Iterable[Mapping[str, Any]]) -> list[RemoteWrite]:
+    """The write requests of an emulator request log that name a sync (`sync_id`)."""
+    writes = []
+    for entry in log:
+        sync_id = entry.get("sync_id")
+        if entry.get("endpoint") not in WRITE_ENDPOINTS or not sync_id:
+            continue
+        writes.append(
+            RemoteWrite(
+                sync_id=str(sync_id),
+                replica=replica_of(entry.get("user_agent")) or "",
+                started=datetime.fromisoformat(entry["started_at"]).timestamp(),
+                ended=datetime.fromisoformat(entry["at"]).timestamp(),
+            )
+        )
+    return writes
+
+
+@dataclass(frozen=True)
+class WriteConflicts:
+    """Who wrote each sync in a window, and where two replicas did so inside one handover."""
+
+    writes: int
+    syncs: int  # syncs written at least once
+    handed_over: tuple[str, ...]  # syncs written by more than one replica (a handover with writes)
+    overlapping: tuple[str, ...]  # two replicas' writes in flight at the same time
+    interleaved: tuple[str, ...]  # writers went A, B, A: the old owner wrote after the new one
+    unattributed: int  # writes whose User-Agent named no replica
+
+    @property
+    def double_writes(self) -> int:
+        return len(set(self.overlapping) | set(self.interleaved))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "writes": self.writes,
+            "syncs_written": self.syncs,
+            "syncs_handed_over_with_writes": len(self.handed_over),
+            "double_writes": self.double_writes,
+            "overlapping": list(self.overlapping),
+            "interleaved": list(self.interleaved),
+            "unattributed_writes": self.unattributed,
+        }
+
+
+def write_conflicts(writes: Iterable[RemoteWrite]) -> WriteConflicts:
+    """Per sync, in arrival order: do two replicas' writes overlap in time, or does a replica
+    write again after another one did (A, B, A)? Either is a double write."""
+    by_sync: dict[str, list[RemoteWrite]] = {}
+    count = unattributed = 0
+    for write in writes:
+        by_sync.setdefault(write.sync_id, []).append(write)
+        count += 1
+        unattributed += not write.replica
+    handed_over, overlapping, interleaved = [], [], []
+    for sync_id, history in sorted(by_sync.items()):
+        history.sort(key=lambda w: (w.started, w.ended))
+        if len({w.replica for w in history}) > 1:
+            handed_over.append(sync_id)
+        if any(
+            a.replica != b.replica and b.started < a.ended
+            for i, a in enumerate(history)
+            for b in history[i + 1 :]
+        ):
+            overlapping.append(sync_id)
+        runs = [replica for replica, _ in itertools.groupby(w.replica for w in history)]
+        if len(runs) != len(set(runs)):
+            interleaved.append(sync_id)
+    return WriteConflicts(
+        writes=count,
+        syncs=len(by_sync),
+        handed_over=tuple(handed_over),
+        overlapping=tuple(overlapping),
+        interleaved=tuple(interleaved),
+        unattributed=unattributed,
+    )
