@@ -106,6 +106,7 @@ class Operator:
         rate_burst: int,
         env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        wait_healthy: bool = True,
     ) -> Operator:
         log = workdir / f"operator-{label}.log"
         launch = spawn_operator(
@@ -131,12 +132,16 @@ class Operator:
         operator = cls(
             proc=proc, log=log, metrics_url=launch.metrics_url, health_url=launch.health_url, args=launch.args
         )
-        try:
-            _wait_for(lambda: _http_ok(operator.health_url), 60, f"operator {label}", proc, log)
-        except BaseException:
-            terminate(proc)
-            raise
+        if wait_healthy:
+            operator.wait_healthy()
         return operator
+
+    def wait_healthy(self) -> None:
+        try:
+            _wait_for(lambda: _http_ok(self.health_url), 60, f"operator {self.log.stem}", self.proc, self.log)
+        except BaseException:
+            terminate(self.proc)
+            raise
 
     @property
     def pid(self) -> int:

@@ -132,7 +132,7 @@ class Assigner:
             for index in range(WRITE_CONCURRENCY)
         ]
         try:
-            await self._refresh_members()
+            await self._members_settled()
             self._resync_now.set()
             await asyncio.gather(self._watch_members(), self._resync_loop())
         finally:
@@ -140,6 +140,17 @@ class Assigner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("shard assigner of ring %s stopped", self.ring)
+
+    async def _members_settled(self) -> None:
+        """Before the first plan, wait until the members stop changing (two retry periods, at most
+        a lease duration): replicas of a new Deployment start seconds apart, and a plan made on
+        the first of them would give it everything, to be drained away again a moment later."""
+        started = self._clock()
+        await self._refresh_members()
+        quiet = 0
+        while quiet < 2 and self._clock() - started < self.timings.lease_duration:
+            await asyncio.sleep(self.timings.retry_period)
+            quiet = 0 if await self._refresh_members() else quiet + 1
 
     async def _watch_members(self) -> None:
         while True:
