@@ -50,7 +50,9 @@ from mixpeek_operator.supervision import Supervisor
 log = logging.getLogger(__name__)
 
 WRITE_CONCURRENCY: Final = 32  # label patches in flight at once
-RESYNC_PERIOD: Final = 300.0
+# A full pass repairs what a lost write left; events and membership changes do the rest, so it
+# is rare: at 40,000 objects each pass reads every object once.
+RESYNC_PERIOD: Final = 1800.0
 
 
 def group_of(body: Mapping[str, Any], default_secret: SecretRef | None) -> str:
@@ -102,9 +104,14 @@ class Assigner:
         self.moving: dict[str, _MovingGroup] = {}
         self._resync_now = asyncio.Event()
         self._todo: asyncio.Queue[ObjectKey] = asyncio.Queue()
-        self._pending: dict[ObjectKey, Action] = {}  # the write waiting for each queued object
+        # The write waiting for each queued object, with the membership version it was decided in.
+        self._pending: dict[ObjectKey, tuple[Action, int]] = {}
         self.placed = 0  # objects seen by the last resync
         self._resyncing = True  # until the first plan: new objects wait for it
+        self._departed: set[str] = set()  # members gone since the last plan (their labels)
+        self._records: dict[str, LeaseRecord] = {}  # the member Leases last listed, by holder
+        self._version = 0  # the membership's: a write decided under an older one is decided again
+        self._full_resync = True
         self._arrived: set[ObjectKey] = set()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -142,19 +149,32 @@ class Assigner:
             log.info("shard assigner of ring %s stopped", self.ring)
 
     async def _members_settled(self) -> None:
-        """Before the first plan, wait until the members stop changing (two retry periods, at most
-        a lease duration): replicas of a new Deployment start seconds apart, and a plan made on
-        the first of them would give it everything, to be drained away again a moment later."""
+        """Before the first plan, wait until the members stop changing (two retry periods) and
+        each was seen renewing its Lease (at most a lease duration): the replicas of a new
+        Deployment start seconds apart, and a plan made on the first of them would give it
+        everything, to be drained away again a moment later; and a replica killed just before
+        leaves a Lease that looks live to a new observer until it expires."""
         started = self._clock()
         await self._refresh_members()
+        first = dict(self._records)
         quiet = 0
-        while quiet < 2 and self._clock() - started < self.timings.lease_duration:
+        while self._clock() - started < self.timings.lease_duration + self.timings.retry_period:
+            live = self.view.members(self._clock())
+            unconfirmed = [holder for holder in live if first.get(holder) == self._records.get(holder)]
+            if quiet >= 2 and not unconfirmed:
+                return
             await asyncio.sleep(self.timings.retry_period)
             quiet = 0 if await self._refresh_members() else quiet + 1
 
     async def _watch_members(self) -> None:
         while True:
-            await asyncio.sleep(self.timings.retry_period)
+            # Every retry period, and at the moment a member's Lease would expire: a killed
+            # replica's objects move a lease duration after its last renewal, not a period later.
+            expiry, now = self.view.next_expiry(self._clock()), self._clock()
+            wait = (
+                self.timings.retry_period if expiry is None else min(self.timings.retry_period, expiry - now)
+            )
+            await asyncio.sleep(max(0.05, wait))
             if await self._refresh_members():
                 self._resync_now.set()
 
@@ -168,9 +188,15 @@ class Assigner:
             except TimeoutError:
                 pass
             self._resync_now.clear()
+            departed, self._departed = self._departed, set()
+            full, self._full_resync = self._full_resync or not departed, False
             try:
-                await self.resync()
+                if full:
+                    await self.resync()
+                else:
+                    await self.resync(owners=departed)
             except KubeError as exc:
+                self._full_resync = True
                 log.warning("shard assigner could not list the objects: %s", exc)
                 await asyncio.sleep(self.timings.retry_period)
                 self._resync_now.set()
@@ -187,7 +213,9 @@ class Assigner:
             log.warning("shard assigner cannot list ring %s: %s", self.ring, exc)
             return False
         now = self._clock()
-        self.view.observe({item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}, now)
+        records = {item["metadata"]["name"]: LeaseRecord.from_lease(item) for item in items}
+        self.view.observe(records, now)
+        self._records = {record.holder: record for record in records.values() if record.holder}
         label_mode = {
             LeaseRecord.from_lease(item).holder
             for item in items
@@ -208,26 +236,30 @@ class Assigner:
             self.timings.lease_duration,
         )
         changed = members != self._members
+        before = {member_label(identity) for identity, _ in self._members}
+        after = {member_label(identity) for identity, _ in members}
+        self._departed |= before - after
+        # A member joined or changed mode: groups may move anywhere, so the plan reads everything;
+        # members that only left moved nothing but their own objects, read by their label alone.
+        self._full_resync = self._full_resync or bool(after - before) or (changed and before == after)
         if changed:
             log.info("shard assigner: members of ring %s: %s", self.ring, sorted(live))
             self._on_members(len(live))
         self._members = members
+        self._version += changed
         return changed
 
     # --- full passes ---------------------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Read every object (a page at a time, a few strings each) and apply the plan."""
+    async def resync(self, owners: set[str] | None = None) -> None:
+        """Read every object (a page at a time, a few strings each) and apply the plan; with
+        `owners`, only the objects labelled for those (departed) members."""
+        if owners is not None:
+            await self._resync_departed(owners)
+            return
         self._resyncing = True
         try:
-            placements: list[Placement] = []
-            for namespace in self.namespaces:
-                token: str | None = None
-                while True:
-                    page = await self.kube.list_page(BUCKETSYNCS, namespace, continue_token=token)
-                    placements.extend(self._placement(item) for item in page.get("items") or ())
-                    if not (token := (page.get("metadata") or {}).get("continue")):
-                        break
+            placements = await self._placements()
         finally:
             self._resyncing = False
         self.placed = len(placements)
@@ -253,6 +285,33 @@ class Assigner:
         self._supersede(placements)
         await self._apply_all(plan.actions)
         await asyncio.gather(*(self._reconsider(key) for key in arrived - listed))
+
+    async def _resync_departed(self, owners: set[str]) -> None:
+        """Move the objects of members that left: a Lease released (after its work stopped) or
+        expired (its holder fenced itself). Nothing else moves when a member leaves."""
+        placements = await self._placements(f"{OWNER_LABEL} in ({','.join(sorted(owners))})")
+        self._supersede(placements)
+        plan = plan_all(placements, self.membership)
+        log.info(
+            "shard assigner: %d objects of departed members %s, %d writes",
+            len(placements),
+            sorted(owners),
+            len(plan.actions),
+        )
+        await self._apply_all(plan.actions)
+
+    async def _placements(self, label_selector: str | None = None) -> list[Placement]:
+        placements: list[Placement] = []
+        for namespace in self.namespaces:
+            token: str | None = None
+            while True:
+                page = await self.kube.list_page(
+                    BUCKETSYNCS, namespace, label_selector=label_selector, continue_token=token
+                )
+                placements.extend(self._placement(item) for item in page.get("items") or ())
+                if not (token := (page.get("metadata") or {}).get("continue")):
+                    break
+        return placements
 
     # --- watch events --------------------------------------------------------------------------
 
@@ -318,23 +377,28 @@ class Assigner:
             waiting = self._pending.get(key)
             if waiting is None:
                 self._todo.put_nowait(key)
-            elif _read_later(waiting.placement, action.placement):
+            elif _read_later(waiting[0].placement, action.placement):
                 continue
-            self._pending[key] = action
+            self._pending[key] = (action, self._version)
 
     def _supersede(self, placements: Iterable[Placement]) -> None:
         """Drop waiting writes decided on reads older than `placements` (a new plan's list)."""
         for placement in placements:
             waiting = self._pending.get(_key(placement))
-            if waiting is not None and not _read_later(waiting.placement, placement):
+            if waiting is not None and not _read_later(waiting[0].placement, placement):
                 del self._pending[_key(placement)]
 
     async def _writer(self) -> None:
         while True:
             key = await self._todo.get()
             try:
-                action = self._pending.pop(key, None)
-                if action is not None:
+                waiting = self._pending.pop(key, None)
+                if waiting is None:
+                    continue
+                action, version = waiting
+                if version != self._version:
+                    await self._consider(action.placement)  # the members changed: decide again
+                else:
                     await self._apply(action)
             finally:
                 self._todo.task_done()
@@ -368,7 +432,11 @@ class Assigner:
             self._resync_now.set()
             return
         self._on_assignments(action.kind, 1)
-        if action.kind == "move":
+        if action.to not in self.membership.by_label:
+            # Its new owner left while the write was on its way (a departed member's objects
+            # are read once, and may have been read before this landed): decide again.
+            await self._reconsider(_key(placement))
+        elif action.kind == "move":
             await self._settled(placement)
 
     async def _read(self, key: ObjectKey) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -76,15 +77,21 @@ class Placement:
         meta = body.get("metadata") or {}
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
+        # Interned: a plan holds one Placement per object (40,000 and more), and namespaces,
+        # groups and member names repeat across them.
         return cls(
-            namespace=meta.get("namespace", ""),
+            namespace=sys.intern(meta.get("namespace", "")),
             name=meta.get("name", ""),
             resource_version=str(meta.get("resourceVersion", "")),
-            group=group,
-            owner=labels.get(OWNER_LABEL),
-            drain_to=labels.get(DRAIN_LABEL),
-            drained_by=annotations.get(DRAINED_ANNOTATION),
+            group=sys.intern(group),
+            owner=_shared(labels.get(OWNER_LABEL)),
+            drain_to=_shared(labels.get(DRAIN_LABEL)),
+            drained_by=_shared(annotations.get(DRAINED_ANNOTATION)),
         )
+
+
+def _shared(value: str | None) -> str | None:
+    return sys.intern(value) if value is not None else None
 
 
 ActionKind = Literal["label", "drain", "move"]

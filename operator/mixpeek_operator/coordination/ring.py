@@ -86,6 +86,15 @@ class MembershipView:
             if seen is None or seen.record != record:
                 self._seen[name] = _Seen(record, now)
 
+    def next_expiry(self, now: float) -> float | None:
+        """When (our clock) the first live member's Lease expires unless renewed, or None."""
+        expiries = [
+            seen.since + seen.record.duration_seconds
+            for seen in self._seen.values()
+            if seen.record.holder and seen.since + seen.record.duration_seconds > now
+        ]
+        return min(expiries, default=None)
+
     def members(self, now: float) -> set[str]:
         return {
             seen.record.holder

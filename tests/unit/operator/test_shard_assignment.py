@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, cast
 
+from mixpeek_operator.coordination.assigner import Assigner
 from mixpeek_operator.coordination.assignment import (
     OWNER_LABEL,
+    Action,
     Member,
     Membership,
     Placement,
@@ -13,6 +16,7 @@ from mixpeek_operator.coordination.assignment import (
     plan_all,
     plan_group,
 )
+from mixpeek_operator.coordination.lease import LeaseTimings
 from mixpeek_operator.coordination.ring import rendezvous_owner
 
 JOIN_DELAY = 15.0
@@ -167,3 +171,29 @@ def test_mid_upgrade_objects_leave_a_rendezvous_replica_only_after_the_join_dela
     # Labelling for the old replica itself needs no delay: it owns the key by its own rule too.
     group_old = next(g for g in (f"g{i}" for i in range(50)) if early.target(g).label == "old")  # type: ignore[union-attr]
     assert [a.kind for a in plan_group([placement("v", group_old)], early).actions] == ["label"]
+
+
+# --- the assigner's write queue: one write per object, the freshest decision wins -------------
+
+
+async def test_a_queued_write_is_replaced_by_one_decided_on_a_fresher_read_and_never_duplicated() -> None:
+    assigner = Assigner(
+        cast(Any, None),
+        lease_namespace="ops",
+        ring="r",
+        namespaces=(),
+        timings=LeaseTimings(),
+        default_secret=None,
+    )
+    old = Action("drain", placement("x", "g", owner="a", rv="10"), "b")
+    newer = Action("move", placement("x", "g", owner="a", drained_by="a", rv="12"), "b")
+    await assigner._apply_all([old])
+    await assigner._apply_all([newer])
+    await assigner._apply_all([old])  # a plan from an older list comes late: it loses
+    assert assigner._todo.qsize() == 1
+    assert assigner._pending[next(iter(assigner._pending))][0] is newer
+    # A full plan's list supersedes what was decided on older reads (here: nothing newer).
+    assigner._supersede([placement("x", "g", owner="a", rv="11")])
+    assert len(assigner._pending) == 1
+    assigner._supersede([placement("x", "g", owner="b", rv="13")])
+    assert assigner._pending == {}
