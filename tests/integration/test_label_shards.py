@@ -15,7 +15,6 @@ What is checked here, at a small size (`make bench-shards` measures 40,000 objec
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
@@ -92,31 +91,41 @@ def watch_events(shard: OperatorProcess) -> float:
 
 
 class EventCounter:
-    """Counts what a watch of every BucketSync of the namespace receives (an unfiltered watcher)."""
+    """Counts what a watch of every BucketSync of the namespace receives (an unfiltered watcher),
+    watching again from the last resourceVersion whenever a stream ends."""
 
     def __init__(self, api_client: k8s.ApiClient, namespace: str) -> None:
         self.count = 0
-        self._watch = k8s_watch.Watch()
+        self.errors: list[str] = []
+        self._stopped = threading.Event()
         api = k8s.CustomObjectsApi(api_client)
+        listed = api.list_namespaced_custom_object("mixpeek.com", "v1alpha1", namespace, "bucketsyncs")
+        self._version = listed["metadata"]["resourceVersion"]
 
         def run() -> None:
-            stream = self._watch.stream(
-                api.list_namespaced_custom_object,
-                "mixpeek.com",
-                "v1alpha1",
-                namespace,
-                "bucketsyncs",
-                timeout_seconds=600,
-            )
-            with contextlib.suppress(Exception):  # the control plane stops before the stream ends
-                for _ in stream:
-                    self.count += 1
+            while not self._stopped.is_set():
+                watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                try:
+                    for event in watch.stream(  # type: ignore[no-untyped-call]
+                        api.list_namespaced_custom_object,
+                        "mixpeek.com",
+                        "v1alpha1",
+                        namespace,
+                        "bucketsyncs",
+                        resource_version=self._version,
+                        timeout_seconds=5,
+                    ):
+                        self.count += 1
+                        self._version = event["object"]["metadata"]["resourceVersion"]
+                except Exception as exc:  # the control plane stops before the last stream ends
+                    self.errors.append(repr(exc))
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._watch.stop()
+        self._stopped.set()
+        self._thread.join(timeout=15)
 
 
 @pytest.fixture
