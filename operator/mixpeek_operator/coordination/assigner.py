@@ -234,6 +234,7 @@ class Assigner:
             ),
             now,
             self.timings.lease_duration,
+            previous=self.membership,
         )
         changed = members != self._members
         before = {member_label(identity) for identity, _ in self._members}

@@ -28,11 +28,12 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from mixpeek_operator.coordination.ring import rendezvous_owner
+from mixpeek_operator.coordination.ring import rendezvous_ranking
 
 OWNER_LABEL: Final = "shard.mixpeek.com/owner"
 DRAIN_LABEL: Final = "shard.mixpeek.com/drain-to"
@@ -40,6 +41,7 @@ DRAINED_ANNOTATION: Final = "shard.mixpeek.com/drained-by"
 MODE_LABEL: Final = "shard.mixpeek.com/mode"  # on a member Lease: a label-mode replica
 LABEL_MODE: Final = "labels"
 ASSIGNER_SUFFIX: Final = "-assigner"  # the assigner's Lease: `<ring>-assigner`, not a member
+HEADROOM: Final = 0.1  # a member's load may exceed its share by this fraction
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -148,27 +150,117 @@ class Plan:
 
 
 class Membership:
-    """The live members as the assigner sees them, and the targets they give."""
+    """The live members as the assigner sees them, and the target each group gets.
 
-    def __init__(self, members: Iterable[Member], now: float, join_delay: float) -> None:
+    Targets are balanced by objects, not by groups: a group (a bucket's objects) cannot be
+    split, and with tens of groups plain rendezvous hashing leaves one replica twice another's
+    share (40 groups over 4 replicas: 5, 8, 10 and 17), which would undo what label shards are
+    for, memory divided by replicas. `balance` gives each group a target with these rules:
+
+    - sticky: a group stays with its live owner, so a member that leaves moves only its own
+      groups, and a plan made again (a new assigner, the periodic pass) moves nothing;
+    - a member holding nothing (a joiner) takes groups up to its share, those that rank it
+      first (rendezvous) before others, from owners that stay near their share;
+    - groups with no live owner (new ones, a departed member's) go, largest first, to the
+      first member in their rendezvous ranking with room below `(1 + HEADROOM)` x the share.
+
+    With a rendezvous-mode replica among the members (mid-upgrade) the targets are plain
+    rendezvous: the old replicas compute it themselves and must agree.
+    """
+
+    def __init__(
+        self,
+        members: Iterable[Member],
+        now: float,
+        join_delay: float,
+        previous: Membership | None = None,
+    ) -> None:
         self.by_label = {member.label: member for member in members}
         self._identities = {member.identity: member for member in self.by_label.values()}
         self.now, self.join_delay = now, join_delay
         self.mixed = any(not member.acknowledges for member in self.by_label.values())
+        # The balanced targets, and the objects each group holds, as of the last plan.
+        self.targets: dict[str, str] = {}
+        self.sizes: dict[str, int] = dict(previous.sizes) if previous is not None else {}
+        if previous is not None and not self.mixed:
+            self.targets = {g: m for g, m in previous.targets.items() if m in self.by_label}
 
-    def target(self, group: str) -> Member | None:
-        identity = rendezvous_owner(group, self._identities)
-        return self._identities[identity] if identity is not None else None
+    def ranking(self, group: str) -> list[Member]:
+        return [self._identities[identity] for identity in rendezvous_ranking(group, self._identities)]
+
+    def target(self, group: str, objects: int = 1) -> Member | None:
+        """The group's target; a group without one is placed now (a new group's first objects)."""
+        if not self.by_label:
+            return None
+        if self.mixed:
+            return self.ranking(group)[0]
+        label = self.targets.get(group)
+        if label is None:
+            self.sizes[group] = max(self.sizes.get(group, 0), objects)
+            label = self._place(group, self._loads())
+        return self.by_label[label]
 
     def settled(self, member: Member) -> bool:
         """Whether every rendezvous-mode replica has let go of `member`'s keys by now."""
         return member.live_since + self.join_delay <= self.now
 
+    # --- balancing --------------------------------------------------------------------------
+
+    def balance(self, sizes: Mapping[str, int], owners: Mapping[str, str | None]) -> None:
+        """Targets for every group of a full read: `sizes` (objects per group) and `owners` (the
+        live member holding most of each group's objects, or None)."""
+        self.sizes = dict(sizes)
+        self.targets = {}
+        if self.mixed or not self.by_label:
+            return
+        share = sum(sizes.values()) / len(self.by_label)
+        loads = dict.fromkeys(self.by_label, 0)
+        for group in sorted(sizes):  # sticky
+            owner = owners.get(group)
+            if owner in self.by_label:
+                self.targets[group] = owner
+                loads[owner] += sizes[group]
+        # A member holding nothing (a joiner) takes groups up to its share: those that rank it
+        # first, then second, and so on, from owners that keep at least (1 - HEADROOM) of theirs.
+        # Members already holding objects never take any: a member leaving moves only its own.
+        floor = share * (1 - HEADROOM)
+        rankings = {group: [m.label for m in self.ranking(group)] for group in self.targets}
+        for member in sorted(label for label, load in loads.items() if load == 0):
+            for group in sorted(self.targets, key=lambda g: (rankings[g].index(member), g)):
+                giver, size = self.targets[group], sizes[group]
+                if loads[member] + size / 2 > share:
+                    break
+                if giver != member and loads[giver] - size >= floor:
+                    self.targets[group] = member
+                    loads[giver] -= size
+                    loads[member] += size
+        for group in sorted((g for g in sizes if g not in self.targets), key=lambda g: (-sizes[g], g)):
+            self._place(group, loads)
+
+    def _loads(self) -> dict[str, int]:
+        loads = dict.fromkeys(self.by_label, 0)
+        for group, label in self.targets.items():
+            loads[label] += self.sizes.get(group, 0)
+        return loads
+
+    def _place(self, group: str, loads: dict[str, int]) -> str:
+        """The first member in the group's ranking with room for it, else the least loaded."""
+        size = self.sizes.get(group, 1)
+        room = (sum(loads.values()) + size) / len(self.by_label) * (1 + HEADROOM)
+        ranking = [member.label for member in self.ranking(group)]
+        label = next(
+            (m for m in ranking if loads[m] + size <= max(room, size)),
+            min(ranking, key=lambda m: (loads[m], m)),
+        )
+        self.targets[group] = label
+        loads[label] += size
+        return label
+
 
 def plan_group(placements: list[Placement], membership: Membership) -> Plan:
     """The label writes that move one listing group toward its target, as far as is safe now."""
     plan = Plan()
-    target = membership.target(placements[0].group) if placements else None
+    target = membership.target(placements[0].group, len(placements)) if placements else None
     if target is None:
         plan.waiting = len(placements)
         return plan
@@ -213,10 +305,13 @@ def _next_step(placement: Placement, target: Member, membership: Membership, mov
 
 
 def plan_all(placements: Iterable[Placement], membership: Membership) -> Plan:
-    """The plan for every group."""
+    """The plan for every group, after balancing the targets over all of them."""
     groups: dict[str, list[Placement]] = {}
     for placement in placements:
         groups.setdefault(placement.group, []).append(placement)
+    membership.balance(
+        {g: len(ps) for g, ps in groups.items()}, {g: _holder(ps, membership) for g, ps in groups.items()}
+    )
     total = Plan()
     for members in groups.values():
         part = plan_group(members, membership)
@@ -224,3 +319,9 @@ def plan_all(placements: Iterable[Placement], membership: Membership) -> Plan:
         total.waiting += part.waiting
         total.moving_groups |= part.moving_groups
     return total
+
+
+def _holder(placements: list[Placement], membership: Membership) -> str | None:
+    """The live member holding most of a group's objects (a group mid-move has two)."""
+    held = Counter(p.owner for p in placements if p.owner in membership.by_label)
+    return held.most_common(1)[0][0] if held else None

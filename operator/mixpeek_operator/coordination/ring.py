@@ -42,11 +42,19 @@ def rendezvous_owner(key: str, members: Iterable[str]) -> str | None:
     """The member with the highest hash of (member, key); None when there is no member."""
     best: tuple[int, str] | None = None
     for member in members:
-        digest = hashlib.blake2b(f"{member}\0{key}".encode(), digest_size=8).digest()
-        score = (int.from_bytes(digest, "big"), member)
+        score = (_score(member, key), member)
         if best is None or score > best:
             best = score
     return best[1] if best is not None else None
+
+
+def rendezvous_ranking(key: str, members: Iterable[str]) -> list[str]:
+    """The members by their hash of (member, key), highest first: `rendezvous_owner` is the first."""
+    return sorted(members, key=lambda member: (_score(member, key), member), reverse=True)
+
+
+def _score(member: str, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{member}\0{key}".encode(), digest_size=8).digest(), "big")
 
 
 def shard_key_of(body: Mapping[str, Any], default_secret: tuple[str, str] | None) -> ShardKey | None:
