@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -39,7 +40,7 @@ from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-ACK_ATTEMPTS: Final = 5
+ACK_RETRY_CAP: Final = 30.0  # seconds between attempts to acknowledge, at most
 
 
 class _Record(Protocol):
@@ -104,6 +105,7 @@ class LabelShardMember:
         self._watches: list[asyncio.Task[None]] = []
         self._acks: dict[ObjectKey, asyncio.Task[None]] = {}
         self._working = False
+        self._starting: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one start/stop of the work at a time
         self.lease = LeaseHolder(
             kube,
@@ -144,14 +146,23 @@ class LabelShardMember:
         await self.secrets.stop()
 
     async def _acquired(self) -> None:
+        # In a task of its own: the first list of 10,000 objects takes seconds, and the Lease
+        # is renewed only once this callback returns.
+        log.info("joined label shards as %s (label %s)", self.identity, self.label)
+        self._starting = self._supervisor.spawn(f"shard start {self.label}", self._begin, kind="shard-start")
+
+    async def _begin(self) -> None:
         async with self._lock:
-            log.info("joined label shards as %s (label %s)", self.identity, self.label)
             await self._start_watches()
             self._working = True
             self.engine.start()
             self._on_active(True)
 
     async def _lost(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
+            self._starting = None
         async with self._lock:
             self._working = False
             self._on_active(False)
@@ -210,9 +221,8 @@ class LabelShardMember:
         if drain_to is not None and drain_to != self.label:
             if key not in self.engine.objects:
                 await self.engine.on_object_event(event_type, body)  # held, so drain() knows it
-            if (meta.get("annotations") or {}).get(
-                DRAINED_ANNOTATION
-            ) != self.label and key not in self._acks:
+            acknowledged = (meta.get("annotations") or {}).get(DRAINED_ANNOTATION) == self.label
+            if not acknowledged and key not in self._acks:
                 self._acks[key] = self._supervisor.spawn(
                     f"drain {key}", lambda: self._drain(key), kind="shard-drain"
                 )
@@ -229,7 +239,7 @@ class LabelShardMember:
         try:
             await self.engine.drain(key)
             patch = {"metadata": {"annotations": {DRAINED_ANNOTATION: self.label}}}
-            for attempt in range(ACK_ATTEMPTS):
+            for attempt in itertools.count():
                 try:
                     await self.kube.merge_patch_object(
                         BUCKETSYNCS, key.namespace, key.name, patch, write="metadata"
@@ -237,9 +247,9 @@ class LabelShardMember:
                     return
                 except KubeNotFound:
                     return
-                except KubeError as exc:
+                except KubeError as exc:  # until it lands: the object waits for it
                     log.warning("could not acknowledge the drain of %s: %s", key, exc)
-                    await asyncio.sleep(2**attempt)
+                    await asyncio.sleep(min(ACK_RETRY_CAP, 2**attempt))
         finally:
             self._acks.pop(key, None)
 
