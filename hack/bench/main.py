@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -570,6 +572,30 @@ def write_results(
     return paths
 
 
+@contextlib.contextmanager
+def bench_session(workdir: Path, title: str) -> Iterator[tuple[ControlPlane, list[int]]]:
+    """A benchmark's control plane with the CRD established, and the pids of what it starts
+    (each checked gone at the end); SIGTERM ends the run through the same clean-up."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    pids: list[int] = []
+    log(f"{title}; logs in {workdir}")
+    try:
+        with running_control_plane(workdir / "cluster") as plane:
+            plane.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+            plane.kubectl(
+                "wait", "--for=condition=Established", "crd/bucketsyncs.mixpeek.com", "--timeout=60s"
+            )
+            yield plane, pids
+    finally:
+        check_no_leftovers(workdir, pids)
+        log("every process stopped")
+
+
 def check_no_leftovers(workdir: Path, pids: list[int]) -> None:
     assert_no_leftovers(str(workdir))
     alive = []
@@ -658,26 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = (args.workdir / f"{args.size}-{stamp}").resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
     began = time.monotonic()
-    pids: list[int] = []
-    log(f"size {args.size}: N={settings.n}; logs in {workdir}")
-    try:
-        with running_control_plane(workdir / "cluster") as plane:
-            plane.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-            plane.kubectl(
-                "wait", "--for=condition=Established", "crd/bucketsyncs.mixpeek.com", "--timeout=60s"
-            )
-            runner = run_huge(settings, plane, workdir, pids, log) if args.size == "huge" else None
-            scenarios = asyncio.run(runner or run_scenarios(settings, plane, workdir, pids))
-    finally:
-        check_no_leftovers(workdir, pids)
-        log("every process stopped")
+    with bench_session(workdir, f"size {args.size}: N={settings.n}") as (plane, pids):
+        runner = run_huge(settings, plane, workdir, pids, log) if args.size == "huge" else None
+        scenarios = asyncio.run(runner or run_scenarios(settings, plane, workdir, pids))
     duration = time.monotonic() - began
     targets, rows = evaluate(settings, scenarios)
     result = {

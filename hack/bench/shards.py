@@ -74,10 +74,10 @@ import psutil
 
 from hack.bench import policy, stats
 from hack.bench.kube import Watcher, bucketsyncs_path
-from hack.bench.main import Judge, check_no_leftovers, environment, log, write_results
+from hack.bench.main import Judge, bench_session, environment, log, write_results
 from hack.bench.procs import Operator
 from hack.bench.scenarios import Bench, Settings, pool
-from hack.localcluster import REPO_ROOT, ControlPlane, running_control_plane
+from hack.localcluster import REPO_ROOT, ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY
 from mixpeek_operator.coordination.assignment import DRAIN_LABEL, OWNER_LABEL
 
@@ -518,16 +518,20 @@ def evaluate(s: ShardSettings, results: dict[str, Any]) -> tuple[list[dict[str, 
             f"caught up in {stats.format_seconds(results['baseline']['seconds_to_caught_up'])}",
         )
     )
+    fleet_events = sum(f["watch_events"] for f in results["shards"]["replicas"].values())
     for identity, figures in results["shards"]["replicas"].items():
         rss_ratio = stats.ratio(figures["rss_bytes"], base["rss_bytes"])
         events = stats.ratio(figures["watch_events"], share)
+        # An unfiltered watch would receive every replica's events: the fleet's sum.
+        event_share = figures["watch_events"] / fleet_events if fleet_events else 0.0
         rows.append(
             stats.Row(
                 f"{replicas} shards",
                 f"{identity}{' (assigner)' if figures['assigner'] else ''}: RSS / baseline; "
-                f"owned {figures['owned_objects']:.0f}; watch events / (N/{replicas}) "
+                f"owned {figures['owned_objects']:.0f} ({figures['owned_objects'] / n:.1%}); watch events, "
+                f"their share of the fleet's {fleet_events:,.0f}, / (N/{replicas}) "
                 f"(baseline: {stats.format_ratio(stats.ratio(base['watch_events'], n))} of N); CPU",
-                f"{figures['rss_mb']:.0f} MB; {figures['watch_events']:,.0f} events "
+                f"{figures['rss_mb']:.0f} MB; {figures['watch_events']:,.0f} events, {event_share:.1%} "
                 f"({stats.format_ratio(events)}); {figures['cpu_seconds']:.0f} CPU-s",
                 f"{base['rss_mb']:.0f} MB",
                 stats.format_ratio(rss_ratio),
@@ -666,27 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = (args.workdir / f"shards-{stamp}").resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
     began = time.monotonic()
-    pids: list[int] = []
-    log(
-        f"shards: N={settings.objects} over {settings.replicas} replicas ({settings.mode}); logs in {workdir}"
-    )
-    try:
-        with running_control_plane(workdir / "cluster") as plane:
-            plane.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-            plane.kubectl(
-                "wait", "--for=condition=Established", "crd/bucketsyncs.mixpeek.com", "--timeout=60s"
-            )
-            results = asyncio.run(run(settings, plane, workdir, pids))
-    finally:
-        check_no_leftovers(workdir, pids)
-        log("every process stopped")
+    title = f"shards: N={settings.objects} over {settings.replicas} replicas ({settings.mode})"
+    with bench_session(workdir, title) as (plane, pids):
+        results = asyncio.run(run(settings, plane, workdir, pids))
     duration = time.monotonic() - began
     targets, rows = evaluate(settings, results)
     result = {
