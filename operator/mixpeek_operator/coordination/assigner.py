@@ -49,7 +49,9 @@ from mixpeek_operator.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-WRITE_CONCURRENCY: Final = 32  # label patches in flight at once
+# Label patches in flight at once: few, so the assigner's bulk labelling (40,000 objects on a
+# first plan) leaves the API server's queue to the members' reconciles and Lease renewals.
+WRITE_CONCURRENCY: Final = 8
 # A full pass repairs what a lost write left; events and membership changes do the rest, so it
 # is rare: at 40,000 objects each pass reads every object once.
 RESYNC_PERIOD: Final = 1800.0
