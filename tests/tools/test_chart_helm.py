@@ -464,7 +464,7 @@ def test_sharding_replaces_leader_election_and_may_list_the_ring(
     config = run_cli.leader_election_config(Settings.from_args(cli_args_from_env(monkeypatch, env)))
     assert config is not None
     assert (config.mode, config.namespace, config.lease_name) == (
-        "shards",
+        "labels",  # sharding.mode's default: label shards
         RELEASE_NS,
         "rel-mixpeek-operator",
     )
