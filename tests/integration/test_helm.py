@@ -27,6 +27,7 @@ from hack.gotools import argocd_health
 from hack.k8sbuild import build_helm
 from hack.localcluster import ControlPlane, write_kubeconfig
 from mixpeek_operator.constants import CRD_NAME, FINALIZER
+from mixpeek_operator.coordination import ASSIGNER_SUFFIX
 from tests.support.operator_support import (
     EMULATOR_API_KEY,
     EmulatorProcess,
@@ -420,11 +421,22 @@ def test_two_replicas_coordinate_on_leases_under_the_charts_rbac(
         "items"
     ]
     holders = sorted(lease["spec"].get("holderIdentity") for lease in leases)
+    pods = [f"{release.fullname}-pod-a", f"{release.fullname}-pod-b"]
     if sharding:
-        assert holders == [f"{release.fullname}-pod-a", f"{release.fullname}-pod-b"]
+        # A member Lease each, and (label shards) the assigner's, held by one of them.
+        members = sorted(
+            lease["spec"].get("holderIdentity")
+            for lease in leases
+            if not lease["metadata"]["name"].endswith(ASSIGNER_SUFFIX)
+        )
+        assert members == pods
+        assigner = [
+            lease for lease in leases if lease["metadata"]["name"] == release.fullname + ASSIGNER_SUFFIX
+        ]
+        assert [lease["spec"].get("holderIdentity") in pods for lease in assigner] == [True]
     else:
         assert [lease["metadata"]["name"] for lease in leases] == [release.fullname]
-        assert holders[0] in (f"{release.fullname}-pod-a", f"{release.fullname}-pod-b")
+        assert holders[0] in pods
     for replica in replicas:
         assert_no_permission_errors(replica)
 

@@ -229,6 +229,7 @@ class Assigner:
         for identity in set(self._live_since) - live:
             del self._live_since[identity]
         members = frozenset((identity, identity in label_mode) for identity in live)
+        previous_mixed = self.membership.mixed
         self.membership = Membership(
             (
                 Member(identity, member_label(identity), acks, self._live_since[identity])
@@ -244,7 +245,14 @@ class Assigner:
         self._departed |= before - after
         # A member joined or changed mode: groups may move anywhere, so the plan reads everything;
         # members that only left moved nothing but their own objects, read by their label alone.
-        self._full_resync = self._full_resync or bool(after - before) or (changed and before == after)
+        # So did the end of an upgrade (the last rendezvous-mode replica gone): the targets are
+        # balanced from then on.
+        self._full_resync = (
+            self._full_resync
+            or bool(after - before)
+            or (changed and before == after)
+            or (previous_mixed and not self.membership.mixed)
+        )
         if changed:
             log.info("shard assigner: members of ring %s: %s", self.ring, sorted(live))
             self._on_members(len(live))
@@ -294,7 +302,7 @@ class Assigner:
         expired (its holder fenced itself). Nothing else moves when a member leaves."""
         placements = await self._placements(f"{OWNER_LABEL} in ({','.join(sorted(owners))})")
         self._supersede(placements)
-        plan = plan_all(placements, self.membership)
+        plan = plan_all(placements, self.membership, every_object=False)
         log.info(
             "shard assigner: %d objects of departed members %s, %d writes",
             len(placements),

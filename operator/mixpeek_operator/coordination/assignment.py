@@ -260,6 +260,12 @@ class Membership:
 def plan_group(placements: list[Placement], membership: Membership) -> Plan:
     """The label writes that move one listing group toward its target, as far as is safe now."""
     plan = Plan()
+    if placements and not membership.mixed and placements[0].group not in membership.targets:
+        # Sticky when no plan placed the group yet (a new assigner, the end of an upgrade): its
+        # live owner keeps it.
+        holder = _holder(placements, membership)
+        if holder is not None:
+            membership.targets[placements[0].group] = holder
     target = membership.target(placements[0].group, len(placements)) if placements else None
     if target is None:
         plan.waiting = len(placements)
@@ -304,14 +310,16 @@ def _next_step(placement: Placement, target: Member, membership: Membership, mov
     return None  # asked; waiting for the owner's acknowledgement
 
 
-def plan_all(placements: Iterable[Placement], membership: Membership) -> Plan:
-    """The plan for every group, after balancing the targets over all of them."""
+def plan_all(placements: Iterable[Placement], membership: Membership, *, every_object: bool = True) -> Plan:
+    """The plan for every group; `every_object` (a full read) balances the targets over all of
+    them first, while a partial read (a departed member's objects) keeps the others' targets."""
     groups: dict[str, list[Placement]] = {}
     for placement in placements:
         groups.setdefault(placement.group, []).append(placement)
-    membership.balance(
-        {g: len(ps) for g, ps in groups.items()}, {g: _holder(ps, membership) for g, ps in groups.items()}
-    )
+    if every_object:
+        membership.balance(
+            {g: len(ps) for g, ps in groups.items()}, {g: _holder(ps, membership) for g, ps in groups.items()}
+        )
     total = Plan()
     for members in groups.values():
         part = plan_group(members, membership)
