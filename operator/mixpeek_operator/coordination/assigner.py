@@ -101,14 +101,12 @@ class Assigner:
         self.view = MembershipView()
         self._live_since: dict[str, float] = {}
         self._members: frozenset[tuple[str, bool]] = frozenset()
-        self._label_mode: set[str] = set()
         self.membership = Membership((), clock(), timings.lease_duration)
         self.moving: dict[str, _MovingGroup] = {}
         self._resync_now = asyncio.Event()
         self._todo: asyncio.Queue[ObjectKey] = asyncio.Queue()
         # The write waiting for each queued object, with the membership version it was decided in.
         self._pending: dict[ObjectKey, tuple[Action, int]] = {}
-        self.placed = 0  # objects seen by the last resync
         self._resyncing = True  # until the first plan: new objects wait for it
         self._departed: set[str] = set()  # members gone since the last plan (their labels)
         self._records: dict[str, LeaseRecord] = {}  # the member Leases last listed, by holder
@@ -273,7 +271,6 @@ class Assigner:
             placements = await self._placements()
         finally:
             self._resyncing = False
-        self.placed = len(placements)
         plan = plan_all(placements, self.membership)
         # The groups still on their way, with the objects each waits for.
         self.moving = {}
@@ -413,10 +410,6 @@ class Assigner:
                     await self._apply(action)
             finally:
                 self._todo.task_done()
-
-    async def idle(self) -> None:
-        """Wait until every queued write was made (for tests)."""
-        await self._todo.join()
 
     async def _apply(self, action: Action) -> None:
         placement = action.placement
