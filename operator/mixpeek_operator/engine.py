@@ -30,11 +30,11 @@ import httpx
 
 from mixpeek_operator.client_pool import MixpeekClientPool
 from mixpeek_operator.credentials import CredentialStore
-from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.keys import ObjectKey, key_of
 from mixpeek_operator.kube import KubeError, is_kube_outage
 from mixpeek_operator.metrics import OperatorMetrics, ReconcileResult
 from mixpeek_operator.mixpeek import RateLimiterRegistry
-from mixpeek_operator.object_cache import ObjectCache, key_of, uid_of
+from mixpeek_operator.object_cache import ObjectCache, uid_of
 from mixpeek_operator.observer import Observer, ObserverSettings
 from mixpeek_operator.reconcile import ObjectState, Outcome, ReconcileContext, reconcile
 from mixpeek_operator.secret_guard import SecretUseGuard

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 
 class ObjectKey(NamedTuple):
@@ -13,6 +14,12 @@ class ObjectKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def key_of(body: Mapping[str, Any]) -> ObjectKey:
+    """The key of an object's body (its namespace and name)."""
+    meta = body.get("metadata") or {}
+    return ObjectKey(meta.get("namespace", ""), meta.get("name", ""))
 
 
 class ListingScope(NamedTuple):

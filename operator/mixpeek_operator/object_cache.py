@@ -13,13 +13,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from mixpeek_operator.constants import FINALIZER, ConditionType
-from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.keys import ObjectKey, key_of
 from mixpeek_operator.leancache import READ_ANNOTATIONS, lean_body
-
-
-def key_of(body: Mapping[str, Any]) -> ObjectKey:
-    meta = body.get("metadata") or {}
-    return ObjectKey(meta.get("namespace", ""), meta.get("name", ""))
 
 
 def _resource_version(body: Mapping[str, Any]) -> int | None:

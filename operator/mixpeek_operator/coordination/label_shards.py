@@ -33,7 +33,7 @@ from mixpeek_operator.coordination.assignment import (
 from mixpeek_operator.coordination.holder import Clock, LeaseHolder, LeaseHook
 from mixpeek_operator.coordination.lease import LeaseTimings
 from mixpeek_operator.coordination.ring import RING_LABEL, lease_name_for, shard_key_of
-from mixpeek_operator.keys import ObjectKey
+from mixpeek_operator.keys import ObjectKey, key_of
 from mixpeek_operator.kube import BUCKETSYNCS, KubeClient, KubeError, KubeNotFound, ListWatch, SecretWatches
 from mixpeek_operator.secret_index import SecretRef, named_secret_of
 from mixpeek_operator.supervision import Supervisor
@@ -61,11 +61,6 @@ class ShardEngine(Protocol):
     async def drain(self, key: ObjectKey) -> bool: ...
     async def resume(self, key: ObjectKey) -> None: ...
     async def moved_away(self, key: ObjectKey) -> None: ...
-
-
-def _key_of(body: Mapping[str, Any]) -> ObjectKey:
-    meta = body.get("metadata") or {}
-    return ObjectKey(meta.get("namespace", ""), meta.get("name", ""))
 
 
 class LabelShardMember:
@@ -205,7 +200,7 @@ class LabelShardMember:
 
     async def _object_event(self, event_type: str, body: Mapping[str, Any]) -> None:
         self._on_watch_events("bucketsyncs", 1)
-        key = _key_of(body)
+        key = key_of(body)
         if event_type == "DELETED":
             record = self.engine.objects.get(key)
             if record is not None and record.draining:
