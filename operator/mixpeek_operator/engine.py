@@ -126,6 +126,9 @@ class Engine:
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._kube_outage: set[ObjectKey] = set()  # objects whose last reconcile hit an outage
+        # Taken from the queue but not reconciled because not owned then: stop_work (ownership
+        # changed) or pause (a label shard's Lease lapsed) queues them again.
+        self._skipped: set[ObjectKey] = set()
         self.context = ReconcileContext(
             writer=ObjectWriter(kube, self.objects, metrics),
             credentials=credentials,
@@ -141,6 +144,7 @@ class Engine:
         """Start reconciling (and with it remote calls and writes); events only fill the queue before."""
         if self._workers:
             return
+        self.observer.resume()
         for index in range(self.settings.workers):
             self._workers.append(
                 self.supervisor.spawn(f"reconcile-worker-{index}", self._worker, kind="reconcile-worker")
@@ -161,6 +165,31 @@ class Engine:
         Every remote listing is dropped: a group this replica owns again is listed anew after it
         acquired it. A listing from before could miss a sync the previous owner created, and a
         create deduplicated against it would make a second one."""
+        await self._cancel_workers()
+        await self.observer.close()
+        self._skipped.clear()
+        for key, record in list(self.objects.items()):
+            record.handled = None
+            await self.queue.add(key)
+
+    async def pause(self) -> None:
+        """Stop reconciling for a while (a label shard whose Lease lapsed), keeping what stays
+        true: the objects are still ours unless the watch says otherwise, so only the
+        reconciles cut short (and those skipped while not owning) are queued again, and the
+        remote listings are suspended, then made afresh by `start`, which enqueues only the
+        objects whose sync changed. After `stop_work` every object is reconciled again; after
+        `pause` a lapse of a replica holding 10,000 objects costs what changed, not 10,000."""
+        interrupted = self.queue.active()
+        await self._cancel_workers()
+        await self.observer.suspend()
+        skipped, self._skipped = self._skipped | interrupted, set()
+        for key in skipped:
+            record = self.objects.get(key)
+            if record is not None:
+                record.handled = None
+                await self.queue.add(key)
+
+    async def _cancel_workers(self) -> None:
         workers, self._workers = self._workers, []
         while workers:
             for task in workers:
@@ -169,10 +198,6 @@ class Engine:
             # can drop a cancellation, and no reconcile may outlive this call.
             _, pending = await asyncio.wait(workers, timeout=1.0)
             workers = list(pending)
-        await self.observer.close()
-        for key, record in list(self.objects.items()):
-            record.handled = None
-            await self.queue.add(key)
 
     async def stop(self) -> None:
         await self.stop_work()
@@ -221,12 +246,14 @@ class Engine:
         self.objects.pop(key, None)
         self._forget_registrations(key)
         await self.queue.discard(key)
+        self._skipped.discard(key)
 
     async def _drop(self, key: ObjectKey) -> None:
         """The object is gone: its record, listing membership, Secret dependency and queue entry."""
         record = self.objects.pop(key, None)
         self._forget_registrations(key)
         await self.queue.discard(key)
+        self._skipped.discard(key)
         self._kube_outage.discard(key)
         if record is not None:
             self.context.create_attempts.discard(uid_of(record.body))
@@ -316,8 +343,12 @@ class Engine:
         if record is None:
             self.queue.forget(key)  # deleted while a failed reconcile was requeued: no count kept
             return
-        if record.draining or not self.owns(record.body):
-            return  # another replica's; requeued when ownership changes (stop_work)
+        if record.draining:
+            return
+        if not self.owns(record.body):
+            # Another replica's, or ours while a label shard's Lease lapses (see _skipped).
+            self._skipped.add(key)
+            return
         record.mark_handled()
         try:
             if self.secret_guard is not None:  # before any remote create

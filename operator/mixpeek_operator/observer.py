@@ -167,6 +167,7 @@ class Observer:
         self._supervisor = supervisor or Supervisor(clock=clock, sleep=sleep)
         self.listings: dict[ListingScope, Listing] = {}
         self._membership: dict[ObjectKey, ListingScope] = {}
+        self._suspended = False  # between suspend() and resume(): members kept, nothing listed
 
     def sizes(self) -> dict[str, int]:
         """How many entries each internal map holds (the soak benchmark checks they stay bounded)."""
@@ -189,14 +190,19 @@ class Observer:
         listing = self.listings.get(scope)
         if listing is None:
             listing = self.listings[scope] = Listing(scope=scope, client=client)
-            listing.task = self._supervisor.spawn(
-                f"observe {scope.mixpeek_namespace}/{scope.bucket}",
-                lambda: self._poll(listing),
-                kind="observer",
-            )
+            if not self._suspended:
+                self._start_polling(listing)
         listing.client = client
         listing.members.setdefault(obj, _Member())
         self._membership[obj] = scope
+
+    def _start_polling(self, listing: Listing) -> None:
+        scope = listing.scope
+        listing.task = self._supervisor.spawn(
+            f"observe {scope.mixpeek_namespace}/{scope.bucket}",
+            lambda: self._poll(listing),
+            kind="observer",
+        )
 
     def leave(self, obj: ObjectKey) -> None:
         scope = self._membership.pop(obj, None)
@@ -344,9 +350,34 @@ class Observer:
         listing.primed.set()
 
     async def close(self) -> None:
+        await self._cancel_polling()
+        self.listings.clear()
+        self._membership.clear()
+        self._suspended = False
+
+    async def suspend(self) -> None:
+        """Stop listing (no remote call until `resume`) but keep who is a member of which scope
+        and what each last saw. The cached syncs are dropped: the listing that `resume` starts
+        is made afresh, so a sync another replica created meanwhile cannot be missed, and the
+        first pass enqueues only the members whose sync changed."""
+        await self._cancel_polling()
+        for listing in self.listings.values():
+            listing.syncs, listing.owners, listing.projections, listing.touched = {}, {}, {}, {}
+            listing.fetched_at, listing.error, listing.failures = None, None, 0
+            listing.primed = asyncio.Event()
+        self._suspended = True
+
+    def resume(self) -> None:
+        """List every scope that still has members again (after `suspend`; a no-op otherwise)."""
+        self._suspended = False
+        for listing in self.listings.values():
+            if listing.task is None:
+                self._start_polling(listing)
+
+    async def _cancel_polling(self) -> None:
         tasks = [listing.task for listing in self.listings.values() if listing.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.listings.clear()
-        self._membership.clear()
+        for listing in self.listings.values():
+            listing.task = None

@@ -147,6 +147,10 @@ class WorkQueue(Generic[K]):
                 self._push(key, due)
             self._changed.notify_all()
 
+    def active(self) -> frozenset[K]:
+        """The keys workers hold right now."""
+        return frozenset(self._active)
+
     async def wait_idle(self, key: K) -> None:
         """Return once no worker holds `key` (its reconcile, if one runs, has finished)."""
         async with self._changed:

@@ -10,11 +10,15 @@ What is checked here, at a small size (`make bench-shards` measures 40,000 objec
   drained and acknowledged by its old owner before its label moved;
 - chaos: replicas killed and added during a bulk create and during churn, with the emulator
   counting remote writes per sync and per replica: no duplicate create, and no sync written by
-  two replicas at overlapping times.
+  two replicas at overlapping times;
+- a lapse: a replica frozen past its renew deadline (a starved node) pauses, then resumes without
+  listing its objects again or reconciling those that did not change.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -34,6 +38,7 @@ from tests.support.operator_support import (
 )
 from tests.support.shard_support import (
     BUCKETS,
+    INTERVAL,
     LEASE,
     all_ready,
     create_fleet,
@@ -193,6 +198,56 @@ def test_objects_are_labelled_by_group_and_each_replica_watches_only_its_own(
         assert events <= counter.count * share * 1.3 + 10
     assert total_events <= counter.count * 1.3
     assert sum(shard.metric("mixpeek_operator_shard_assigner") for shard in shards.values()) == 1
+
+
+def test_a_replica_whose_lease_lapsed_resumes_without_relisting_or_reconciling_what_did_not_change(
+    objects: Objects,
+    ring: EmulatorProcess,
+    start_operator: OperatorFactory,
+    shards: dict[str, OperatorProcess],
+) -> None:
+    # A Lease of 20 s with a renew deadline of 6 s: frozen for 9 s, the replica misses its
+    # deadline (it must stop working) but its Lease has not expired, so nothing moves.
+    timings = ("--leader-election-lease-duration", "20", "--leader-election-renew-deadline", "6")
+    for name in ("shard-a", "shard-b"):
+        shards[name] = start_shard(start_operator, objects.namespace, name, *timings)
+    names, _ = create_fleet(objects, 100)
+    wait_for(lambda: settled(objects, names, live(shards)), 180, interval=1.0, what="100 objects Ready")
+    name = next(n for n, shard in shards.items() if shard.metric("mixpeek_operator_shard_assigner") == 0)
+    frozen = shards[name]
+    mine = [n for n, owner in owners(objects).items() if owner == name]
+    events, reconciles = watch_events(frozen), frozen.metric("bucketsync_reconcile_total")
+
+    os.killpg(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(9)
+        objects.patch(mine[0], {"spec": {"batchSize": 7}})  # an edit while it cannot act
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+    wait_for(
+        lambda: (
+            "paused work as shard member" in frozen.logs()
+            and frozen.metric("mixpeek_operator_lease_held") >= 1
+            and ((objects.get(mine[0]) or {}).get("status") or {}).get("observedGeneration") == 2
+            and settled(objects, names, live(shards))
+        ),
+        60,
+        interval=0.5,
+        what="the frozen replica paused, held its Lease again and applied the edit",
+    )
+    time.sleep(2 * INTERVAL)  # a listing pass after the resume
+    assert [n for n, owner in owners(objects).items() if owner == name] == mine  # nothing moved
+    assert handovers_out(shards) == 0
+    extra_events = watch_events(frozen) - events
+    extra_reconciles = frozen.metric("bucketsync_reconcile_total") - reconciles
+    print(
+        f"\nlapse of {name} ({len(mine)} objects): {extra_events:.0f} watch events, "
+        f"{extra_reconciles:.0f} reconciles after it"
+    )
+    # Before, a lapse listed its objects again (one event each) and reconciled every one.
+    assert extra_events < len(mine) / 2
+    assert 1 <= extra_reconciles < len(mine) / 2
+    assert overlapping_writers(ring.admin.request_log()) == []
 
 
 def test_a_joining_replica_gets_only_the_groups_it_wins_each_after_a_drain(

@@ -9,8 +9,10 @@
 - The handshake: an object of ours marked `DRAIN_LABEL` is drained (no new reconcile, the one
   under way finishes, its registrations are forgotten) and then acknowledged with
   `DRAINED_ANNOTATION`; the assigner moves the label only after that.
-- After the Lease was lost, the watch starts again from a fresh list before any work: what
-  moved away in the meantime (the assigner moves a lapsed member's objects) is dropped first.
+- A lapse of the Lease (renewals late under load) pauses the work and nothing else: the watch
+  keeps running, so what moved away in the meantime (the assigner moves an expired member's
+  objects) leaves as it does at any time, and regaining the Lease costs no list, no replayed
+  event and no reconcile of an object that did not change (Engine.pause).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ShardEngine(Protocol):
     def objects(self) -> MutableMapping[ObjectKey, Any]: ...
 
     def start(self) -> None: ...
-    async def stop_work(self) -> None: ...
+    async def pause(self) -> None: ...
     async def on_object_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
     async def on_secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
     async def drain(self, key: ObjectKey) -> bool: ...
@@ -97,7 +99,8 @@ class LabelShardMember:
         )
         if default_secret is not None:
             self.secrets.pin(default_secret)
-        self._watches: list[asyncio.Task[None]] = []
+        self._watches: list[ListWatch] = []
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._acks: dict[ObjectKey, asyncio.Task[None]] = {}
         self._working = False
         self._starting: asyncio.Task[None] | None = None
@@ -161,14 +164,28 @@ class LabelShardMember:
         async with self._lock:
             self._working = False
             self._on_active(False)
-            await self.engine.stop_work()
-            # Objects may move away while we cannot renew: the next start lists them afresh.
-            await self._stop_watches()
-            log.warning("stopped working as shard member %s", self.identity)
+            await self.engine.pause()
+            log.warning("paused work as shard member %s until the Lease is held again", self.identity)
 
     async def _start_watches(self) -> None:
-        """Watch our objects and wait for the first full list; drop what is no longer ours."""
-        watches = [
+        """Watch our objects (once: the watches outlive a lapse of the Lease) and wait until they
+        have listed; drop what they do not hold."""
+        if not self._watches:
+            self._watches = self._new_watches()
+            self._watch_tasks = [
+                self._supervisor.spawn(watch.name, watch.run, kind="shard-watch") for watch in self._watches
+            ]
+        watches = self._watches
+        await asyncio.gather(*(watch.synced.wait() for watch in watches))
+        listed = set().union(*(watch.keys() for watch in watches))
+        for key in [key for key in self.engine.objects if key not in listed]:
+            # Not in our watch's cache (a safety net: its events keep the engine in step).
+            body = self.engine.objects[key].body
+            await self.engine.on_object_event("DELETED", body)
+            self.secrets.forget(key)
+
+    def _new_watches(self) -> list[ListWatch]:
+        return [
             ListWatch(
                 self.kube,
                 BUCKETSYNCS,
@@ -179,22 +196,12 @@ class LabelShardMember:
             )
             for namespace in self.namespaces
         ]
-        self._watches = [
-            self._supervisor.spawn(watch.name, watch.run, kind="shard-watch") for watch in watches
-        ]
-        await asyncio.gather(*(watch.synced.wait() for watch in watches))
-        listed = set().union(*(watch.keys() for watch in watches))
-        for key in [key for key in self.engine.objects if key not in listed]:
-            # Gone while we were not watching: moved away, or deleted (the Secret guard checks).
-            body = self.engine.objects[key].body
-            await self.engine.on_object_event("DELETED", body)
-            self.secrets.forget(key)
 
     async def _stop_watches(self) -> None:
-        watches, self._watches = self._watches, []
-        for task in watches:
+        tasks, self._watch_tasks, self._watches = self._watch_tasks, [], []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*watches, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- events ----------------------------------------------------------------------------------
 

@@ -444,6 +444,40 @@ async def test_stopping_work_requeues_every_cached_object_for_the_next_leader_te
     assert rig.kube.writes == writes  # the object was already converged: nothing to write
 
 
+async def test_a_pause_requeues_only_what_it_cut_short_and_then_lists_afresh(rig: Rig) -> None:
+    idle, interrupted = ObjectKey("team", "idle"), ObjectKey("team", "busy")
+    for key in (KEY, idle, interrupted):
+        await rig.apply(bucketsync(key.name))
+    assert sorted(await rig.drain()) == sorted([KEY, idle, interrupted])
+    for key in (KEY, idle, interrupted):
+        await rig.echo(key)
+    assert await rig.drain() == []
+    changed_sync = rig.kube.objects[KEY]["status"]["syncConfigId"]
+    body = rig.kube.body(interrupted)
+    body["spec"]["batchSize"], body["metadata"]["generation"] = 7, 2
+    rig.kube.status_gate.clear()
+    await rig.apply(body)
+    rig.engine.start()
+    for _ in range(200):  # until the worker waits on the status write
+        await asyncio.sleep(0)
+    assert rig.engine.queue.active() == {interrupted}
+    # The label shard's Lease lapsed: work pauses, the cache and the queue stay.
+    await rig.engine.pause()
+    assert rig.engine.queue.active() == frozenset()
+    (listing,) = rig.engine.observer.listings.values()
+    assert listing.task is None
+    assert listing.syncs == {}
+    rig.emulator.admin_patch(changed_sync, {"batch_size": 99})  # someone changed it meanwhile
+    rig.kube.status_gate.set()
+    rig.engine.observer.resume()  # what start() does first (its workers would race drain())
+    await listing.primed.wait()
+    await rig.engine.wait_background()
+    # The cut-short reconcile runs again and the remote change is seen; the idle object is left be.
+    assert sorted(await rig.drain()) == sorted([KEY, interrupted])
+    assert rig.kube.objects[interrupted]["status"]["observedGeneration"] == 2
+    assert rig.emulator.find(changed_sync).config.batch_size == 50
+
+
 # --- nothing grows without bound -------------------------------------------------------------
 
 

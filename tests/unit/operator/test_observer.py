@@ -132,6 +132,35 @@ async def test_only_members_whose_remote_sync_changed_are_enqueued(rig: Rig) -> 
     assert rig.enqueued == [A, B]  # s2 vanished
 
 
+async def test_a_suspended_observer_lists_nothing_and_resumes_afresh_enqueuing_only_changes(
+    rig: Rig,
+) -> None:
+    rig.lister.syncs = [sync("s1"), sync("s2")]
+    await rig.joined(A)
+    await rig.joined(B)
+    rig.observer.settle(A, SCOPE, "s1")
+    rig.observer.settle(B, SCOPE, "s2")
+    await rig.observer.suspend()  # a label shard's Lease lapsed
+    listing = rig.observer.listings[SCOPE]
+    assert listing.task is None
+    assert listing.syncs == {}
+    assert not listing.primed.is_set()
+    assert await rig.observer.owned(SCOPE, "uid", "ref") is None  # nothing cached to trust
+    rig.observer.join(A, OTHER_SCOPE, rig.lister)  # joins while suspended start no listing
+    assert rig.observer.listings[OTHER_SCOPE].task is None
+    rig.observer.leave(A)  # members still come and go
+    calls = len(rig.lister.calls)
+    rig.lister.syncs = [sync("s1"), sync("s2", batch_size=99)]  # changed while suspended
+    rig.observer.resume()
+    await listing.primed.wait()
+    await asyncio.sleep(0)
+    assert len(rig.lister.calls) == calls + 1  # listed afresh once, after the resume
+    assert rig.enqueued == [B]  # only the member whose sync changed
+    assert SCOPE in rig.observer.listings
+    assert set(listing.members) == {B}
+    assert OTHER_SCOPE not in rig.observer.listings  # its only member left while suspended
+
+
 async def test_a_write_during_a_listing_is_not_rolled_back_by_it(rig: Rig) -> None:
     await rig.joined(A)
     listing = rig.observer.listings[SCOPE]
