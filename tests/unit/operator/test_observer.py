@@ -68,6 +68,14 @@ class Rig:
         await self.observer.listings[scope].primed.wait()
         await asyncio.sleep(0)
 
+    async def two_settled_members(self) -> None:
+        """A and B in SCOPE, reconciled against syncs s1 and s2."""
+        self.lister.syncs = [sync("s1"), sync("s2")]
+        await self.joined(A)
+        await self.joined(B)
+        self.observer.settle(A, SCOPE, "s1")
+        self.observer.settle(B, SCOPE, "s2")
+
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
@@ -116,11 +124,7 @@ async def test_a_fresh_listing_answers_lookups_and_a_stale_one_does_not(rig: Rig
 
 
 async def test_only_members_whose_remote_sync_changed_are_enqueued(rig: Rig) -> None:
-    rig.lister.syncs = [sync("s1"), sync("s2")]
-    await rig.joined(A)
-    await rig.joined(B)
-    rig.observer.settle(A, SCOPE, "s1")
-    rig.observer.settle(B, SCOPE, "s2")
+    await rig.two_settled_members()
     listing = rig.observer.listings[SCOPE]
     await rig.observer.refresh(listing)
     assert rig.enqueued == []  # nothing changed since the reconciles
@@ -135,11 +139,7 @@ async def test_only_members_whose_remote_sync_changed_are_enqueued(rig: Rig) -> 
 async def test_a_suspended_observer_lists_nothing_and_resumes_afresh_enqueuing_only_changes(
     rig: Rig,
 ) -> None:
-    rig.lister.syncs = [sync("s1"), sync("s2")]
-    await rig.joined(A)
-    await rig.joined(B)
-    rig.observer.settle(A, SCOPE, "s1")
-    rig.observer.settle(B, SCOPE, "s2")
+    await rig.two_settled_members()
     await rig.observer.suspend()  # a label shard's Lease lapsed
     listing = rig.observer.listings[SCOPE]
     assert listing.task is None
@@ -250,11 +250,7 @@ async def test_a_failing_listing_backs_off_and_leaves_creates_to_list_themselves
 async def test_an_unchanged_sync_is_not_hashed_again_on_every_pass(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig.lister.syncs = [sync("s1"), sync("s2")]
-    await rig.joined(A)
-    await rig.joined(B)
-    rig.observer.settle(A, SCOPE, "s1")
-    rig.observer.settle(B, SCOPE, "s2")
+    await rig.two_settled_members()
     hashed: list[str | None] = []
     real_digest = observer_module._digest
 
