@@ -3,9 +3,10 @@
 kopf provides the watches (with their reconnects and bookmarks), the operator life
 cycle, signal handling and the liveness endpoint; with label shards, only the last three
 (`operator_registry`: each replica then watches its own objects, kube/watch.py). Each watch
-event is handed to the engine, which decides whether the object needs a reconcile; the reconcile itself and
-its finalizer, status writes, retries and Events are ours (engine.py, reconcile.py),
-so one object costs the minimum of Kubernetes writes and kopf keeps nothing in status.
+event is handed to the engine, which decides whether the object needs a reconcile; the
+reconcile itself and its finalizer, status writes, retries and Events are ours (engine.py,
+reconcile.py), so one object costs the minimum of Kubernetes writes and kopf keeps nothing in
+status.
 """
 
 from __future__ import annotations

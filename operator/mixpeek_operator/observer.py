@@ -361,10 +361,10 @@ class Observer:
         is made afresh, so a sync another replica created meanwhile cannot be missed, and the
         first pass enqueues only the members whose sync changed."""
         await self._cancel_polling()
-        for listing in self.listings.values():
-            listing.syncs, listing.owners, listing.projections, listing.touched = {}, {}, {}, {}
-            listing.fetched_at, listing.error, listing.failures = None, None, 0
-            listing.primed = asyncio.Event()
+        self.listings = {
+            scope: Listing(scope=scope, client=listing.client, members=listing.members)
+            for scope, listing in self.listings.items()
+        }
         self._suspended = True
 
     def resume(self) -> None:
