@@ -1,8 +1,9 @@
 """kopf wiring — the only module that imports kopf. Handlers are thin adapters.
 
 kopf provides the watches (with their reconnects and bookmarks), the operator life
-cycle, signal handling and the liveness endpoint; with label shards, only the last three
-(`operator_registry`: each replica then watches its own objects, kube/watch.py). Each watch
+cycle, signal handling and the liveness endpoint. Label shards run without kopf (lifecycle.py):
+each replica there watches only its own objects, with a server-side label selector kopf's watch
+does not have, which leaves kopf only the life cycle, for 22 MB per replica. Each watch
 event is handed to the engine, which decides whether the object needs a reconcile; the
 reconcile itself and its finalizer, status writes, retries and Events are ours (engine.py,
 reconcile.py), so one object costs the minimum of Kubernetes writes and kopf keeps nothing in
@@ -20,7 +21,7 @@ import kopf
 from mixpeek_operator.constants import GROUP
 from mixpeek_operator.coordination import operator_identity
 from mixpeek_operator.kube import BUCKETSYNCS, SECRETS, KubeConnection, load_default_connection
-from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime
+from mixpeek_operator.runtime import OperatorConfig, OperatorRuntime, Unhealthy
 
 log = logging.getLogger("mixpeek_operator.handlers")
 
@@ -100,27 +101,23 @@ async def secret_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 def engine_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     """The liveness endpoint's body; raising fails /healthz (HTTP 500), so the kubelet restarts us."""
     runtime: OperatorRuntime = memo["runtime"]
-    if not runtime.supervisor.healthy():
-        failed = ", ".join(f"{name} ({error})" for name, error in sorted(runtime.supervisor.failed.items()))
-        raise kopf.PermanentError(f"background tasks that could not be restarted: {failed}")
-    engine = runtime.engine
-    return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
+    try:
+        return runtime.health()
+    except Unhealthy as exc:
+        raise kopf.PermanentError(str(exc)) from exc
 
 
-def operator_registry(*, watch_resources: bool) -> kopf.OperatorRegistry:
-    """The handlers kopf runs. With label shards kopf watches nothing of ours (`watch_resources`
-    False): each replica watches only its own objects, with a server-side label selector kopf's
-    watch does not have (coordination/label_shards.py), and only the Secrets they name."""
+def operator_registry() -> kopf.OperatorRegistry:
+    """The handlers kopf runs."""
     registry = kopf.OperatorRegistry()
     kopf.on.startup(registry=registry)(startup)
     kopf.on.login(registry=registry)(login)
     kopf.on.cleanup(registry=registry)(cleanup)
     kopf.on.probe(id="engine", registry=registry)(engine_probe)
-    if watch_resources:
-        kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural, registry=registry)(
-            bucketsync_event
-        )
-        kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural, registry=registry)(secret_event)
+    kopf.on.event(BUCKETSYNCS.group, BUCKETSYNCS.version, BUCKETSYNCS.plural, registry=registry)(
+        bucketsync_event
+    )
+    kopf.on.event(SECRETS.group, SECRETS.version, SECRETS.plural, registry=registry)(secret_event)
     return registry
 
 
@@ -142,6 +139,6 @@ def run_operator(config: OperatorConfig, runtime: OperatorRuntime) -> None:
             namespaces=namespaces,
             liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
             memo=memo,
-            registry=operator_registry(watch_resources=not (election and election.mode == "labels")),
+            registry=operator_registry(),
         )
     )

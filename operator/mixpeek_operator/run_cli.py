@@ -25,14 +25,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixpeek_operator.handlers import run_operator
     from mixpeek_operator.logging_setup import SecretRegistry, configure_logging
     from mixpeek_operator.runtime import OperatorRuntime
 
     config = operator_config(Settings.from_args(args))
     secrets = SecretRegistry()
     configure_logging(config.log_level, config.log_format, secrets)
-    run_operator(config, OperatorRuntime(config, secrets))
+    runtime = OperatorRuntime(config, secrets)
+    if config.leader_election is not None and config.leader_election.mode == "labels":
+        # kopf would only run the life cycle here, and is never imported (lifecycle.py says why).
+        from mixpeek_operator.lifecycle import run_until_signalled
+
+        run_until_signalled(runtime, config.health_port)
+    else:
+        from mixpeek_operator.handlers import run_operator
+
+        run_operator(config, runtime)
     return 0
 
 

@@ -61,6 +61,10 @@ class OperatorConfig:
     leader_election: LeaderElectionConfig | None = None
 
 
+class Unhealthy(Exception):
+    """A background task could not be restarted: the liveness endpoint answers 500."""
+
+
 class OperatorRuntime:
     def __init__(self, config: OperatorConfig, secrets: SecretRegistry) -> None:
         self.config = config
@@ -279,6 +283,15 @@ class OperatorRuntime:
             self.metrics.count_handovers(gained + lost)
         self._owned = owned
         self.metrics.set_active(self.shards.active())
+
+    def health(self) -> dict[str, int]:
+        """The liveness endpoint's body; raises `Unhealthy` once a background task could not be
+        restarted, so the kubelet restarts the pod."""
+        if not self.supervisor.healthy():
+            failed = ", ".join(f"{name} ({error})" for name, error in sorted(self.supervisor.failed.items()))
+            raise Unhealthy(f"background tasks that could not be restarted: {failed}")
+        engine = self.engine
+        return {"objects": len(engine.objects), "queued": len(engine.queue)} if engine else {}
 
     async def _read_secret(self, namespace: str, name: str) -> dict[str, object] | None:
         assert self.kube is not None

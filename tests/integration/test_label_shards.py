@@ -29,6 +29,8 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from mixpeek_operator.coordination.assignment import DRAIN_LABEL, DRAINED_ANNOTATION, OWNER_LABEL
+from mixpeek_operator.coordination.ring import lease_name_for
+from mixpeek_operator.settings import DEFAULTS
 from tests.support.operator_support import (
     EmulatorProcess,
     Objects,
@@ -198,6 +200,30 @@ def test_objects_are_labelled_by_group_and_each_replica_watches_only_its_own(
         assert events <= counter.count * share * 1.3 + 10
     assert total_events <= counter.count * 1.3
     assert sum(shard.metric("mixpeek_operator_shard_assigner") for shard in shards.values()) == 1
+
+    # Label replicas run without kopf (lifecycle.py): neither it nor aiohttp is ever loaded.
+    for shard in shards.values():
+        assert mapped_files(shard, "pydantic_core")  # its C extensions are visible here
+        assert mapped_files(shard, "aiohttp") == []
+    # SIGTERM: the replica exits 0 having released its member Lease, and its objects move.
+    assert shards["shard-c"].stop() == 0
+    lease = k8s.CoordinationV1Api(api_client).read_namespaced_lease(
+        lease_name_for(DEFAULTS.leader_election_id, "shard-c"), objects.namespace
+    )
+    assert not lease.spec.holder_identity
+    wait_for(
+        lambda: settled(objects, names, {"shard-a", "shard-b"}),
+        120,
+        interval=1.0,
+        what="shard-c's objects moved",
+    )
+
+
+def mapped_files(shard: OperatorProcess, fragment: str) -> list[str]:
+    """The files the operator process has mapped (its shared libraries: a C extension once its
+    Python package is imported) whose path contains `fragment`."""
+    with open(f"/proc/{shard.proc.pid}/maps") as maps:
+        return sorted({line.split()[-1] for line in maps if fragment in line})
 
 
 def test_a_replica_whose_lease_lapsed_resumes_without_relisting_or_reconciling_what_did_not_change(

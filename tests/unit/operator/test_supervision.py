@@ -326,7 +326,7 @@ async def healthz(runtime: OperatorRuntime) -> httpx.Response:
             f"http://127.0.0.1:{port}/healthz",
             memo=kopf.Memo(runtime=runtime),
             indices={},
-            registry=handlers.operator_registry(watch_resources=True),
+            registry=handlers.operator_registry(),
             settings=kopf.OperatorSettings(),
             ready_flag=ready,
         )
