@@ -17,25 +17,48 @@ What is checked here, at a small size (`make bench-shards` measures 40,000 objec
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
-from mixpeek_operator.coordination.assignment import DRAIN_LABEL, DRAINED_ANNOTATION, OWNER_LABEL
-from mixpeek_operator.coordination.ring import lease_name_for
+from hack.localcluster import ControlPlane
+from mixpeek_operator.coordination.assigner import Assigner
+from mixpeek_operator.coordination.assignment import (
+    DRAIN_LABEL,
+    DRAINED_ANNOTATION,
+    LABEL_MODE,
+    MODE_LABEL,
+    OWNER_LABEL,
+)
+from mixpeek_operator.coordination.lease import LeaseTimings, micro_time
+from mixpeek_operator.coordination.ring import RING_LABEL, lease_name_for
+from mixpeek_operator.kube import (
+    BUCKETSYNCS,
+    LEASES,
+    JsonObject,
+    JsonPatch,
+    KubeClient,
+    KubeConnection,
+    KubeError,
+    Resource,
+)
 from mixpeek_operator.settings import DEFAULTS
 from tests.support.operator_support import (
     EmulatorProcess,
     Objects,
     OperatorFactory,
     OperatorProcess,
+    bucketsync,
     wait_for,
 )
 from tests.support.shard_support import (
@@ -388,3 +411,110 @@ def test_a_rolling_upgrade_from_rendezvous_mode_never_writes_one_sync_twice(
     assert len(remote) == len(set(remote)) == 180
     assert overlapping_writers(ring.admin.request_log()) == []
     assert Counter(owners(objects).values()).keys() == {"new-a", "new-b"}
+
+
+async def until(predicate: Callable[[], bool], what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+class RecordingKube(KubeClient):
+    """The real client, noting the assigner's reads by owner label and its JSON patches (with
+    their HTTP status) in the order they were made."""
+
+    def __init__(self, connection: KubeConnection) -> None:
+        super().__init__(connection)
+        self.calls: list[tuple[str, str, int]] = []
+
+    async def list_page(self, resource: Resource, namespace: str | None = None, **kwargs: Any) -> JsonObject:
+        selector = kwargs.get("label_selector") or ""
+        if resource is BUCKETSYNCS and selector.startswith(f"{OWNER_LABEL} in"):
+            self.calls.append(("list", selector, 0))
+        return await super().list_page(resource, namespace, **kwargs)
+
+    async def json_patch_object(
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonPatch, *, write: str
+    ) -> JsonObject:
+        try:
+            patched = await super().json_patch_object(resource, namespace, name, patch, write=write)
+        except KubeError as exc:
+            self.calls.append(("json", name, exc.status))
+            raise
+        self.calls.append(("json", name, 200))
+        return patched
+
+
+async def test_a_killed_member_s_objects_are_moved_from_the_assigner_s_index_before_any_read(
+    cluster: ControlPlane, objects: Objects, namespace: str
+) -> None:
+    """The real assigner (in this process, short Leases) and the real API server's JSON patch:
+    after a member's Lease expires, its objects move from the index without a read; one mid-drain
+    (a mark the index does not hold) fails its index move (422), is read and moved with its marks
+    cleared; then one read by the member's label."""
+    timings = LeaseTimings(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+    names = [f"x-{index}" for index in range(4)]
+    for name in names:
+        body = bucketsync(name, bucketId=BUCKETS[0])
+        body["metadata"]["labels"] = {OWNER_LABEL: "pod-b"}
+        objects.create(body)
+    async with RecordingKube(KubeConnection.from_kubeconfig(cluster.kubeconfig)) as kube:
+        renewing = {"pod-a", "pod-b"}
+        for holder in renewing:
+            lease = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": f"ring-{holder}",
+                    "labels": {RING_LABEL: "ring", MODE_LABEL: LABEL_MODE},
+                },
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3},
+            }
+            await kube.create_object(LEASES, namespace, lease, write="lease")
+
+        async def renew() -> None:
+            while True:
+                for holder in sorted(renewing):
+                    patch = {"spec": {"renewTime": micro_time(datetime.now(UTC))}}
+                    await kube.merge_patch_object(LEASES, namespace, f"ring-{holder}", patch, write="lease")
+                await asyncio.sleep(0.3)
+
+        assigner = Assigner(
+            kube,
+            lease_namespace=namespace,
+            ring="ring",
+            namespaces=(namespace,),
+            timings=timings,
+            default_secret=None,
+        )
+        tasks = [asyncio.create_task(renew()), asyncio.create_task(assigner.run())]
+        try:
+            await until(lambda: assigner.index is not None and len(assigner.index) == len(names), "the index")
+            # Behind the assigner's back: x-0 asked to drain (no acknowledgement, so the
+            # assigner's drain watch leaves it be).
+            drain = {"metadata": {"labels": {DRAIN_LABEL: "pod-c"}}}
+            await kube.merge_patch_object(BUCKETSYNCS, namespace, "x-0", drain, write="test")
+            renewing.discard("pod-b")  # SIGKILLed: its Lease expires
+            await until(
+                lambda: (
+                    any(kind == "list" for kind, _, _ in kube.calls)
+                    and all(owner == "pod-a" for owner in owners(objects).values())
+                ),
+                "pod-b's objects moved, and read once",
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    calls = kube.calls
+    assert calls[0][0] == "json"  # no read before the first move
+    read = calls.index(("list", f"{OWNER_LABEL} in (pod-b)", 0))
+    first_moves: dict[str, int] = {}
+    for kind, name, status in calls[:read]:
+        if kind == "json":
+            first_moves.setdefault(name, status)
+    # The API server's `test` of a missing drain label (value null) passes: a move each, at once.
+    assert first_moves == {"x-0": 422, "x-1": 200, "x-2": 200, "x-3": 200}
+    assert ("json", "x-0", 200) in calls
+    assert handshake_marks(objects) == 0

@@ -1,17 +1,34 @@
 """The shard assigner: the one replica holding `<ring>-assigner` writes every owner label.
 
-It keeps no cache of the objects. It reads them in full only on a membership change (and every
-`resync_period`, to repair what a lost write left), one page at a time and keeping a few strings
-per object; between those, two label-selector watches bring it only what needs it: unlabelled
-objects (new ones, labelled at once) and objects being drained (to see acknowledgements). The
-rules it applies are assignment.py's; every write is a merge patch pinned to the
-resourceVersion the decision read, so a stale decision fails (409) and is taken again.
+It reads the objects in full only on a membership change that is not just a departure (and
+every `resync_period`, to repair what a lost write left), one page at a time and keeping a few
+strings per object; between those, two label-selector watches bring it only what needs it:
+unlabelled objects (new ones, labelled at once) and objects being drained (to see
+acknowledgements). The rules it applies are assignment.py's; every write is conditional on
+what its decision read (a merge patch pinned to the resourceVersion, or a JSON patch testing the
+shard marks), so a stale decision fails (409, 422) and is taken again on a fresh read.
+
+Its one cache is `OwnerIndex`: the names each owner label holds, by namespace, with their group
+(no bodies, no marks, no resourceVersions; about 80-100 bytes an object). It is built from each
+full read and kept current by the assigner's own successful writes and single-object reads, so
+a departed member's objects are moved without reading them first: the first move goes out at
+once, where the read by owner label took 15 s at 40,000 objects on a loaded API server (which
+scans every object to serve a label selector). The index is not exact, and need not be: the
+assigner watches no labelled object, so it misses deletions and labels written by anyone else
+until the next full read (every member join and every `resync_period`) rebuilds it. A stale
+name costs one 404; a stale owner, or drain marks the index cannot know, one refused move (the
+patch tests the owner label and the absence of a drain label: 422) and a read of that object.
+So a departure still reads the departed members' objects by their label once, after the
+index's moves are written, and moves what the index missed. Until a full read has completed (a
+new assigner, a full read that failed) there is no index, and a departure is read first as
+before; the index is dropped when the assigner stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +77,61 @@ RESYNC_PERIOD: Final = 1800.0
 def group_of(body: Mapping[str, Any], default_secret: SecretRef | None) -> str:
     key = shard_key_of(body, default_secret)
     return "\0".join(key) if key is not None else ""
+
+
+# An index move also tests that the object carries no drain label (a JSON patch `test` for null
+# passes on a missing label): the index knows no handshake marks, and a move that left a
+# `drain-to` behind would be wrong. An object mid-drain fails (422) and is read and decided again.
+_NO_DRAIN: Final = {
+    "op": "test",
+    "path": "/metadata/labels/" + DRAIN_LABEL.replace("~", "~0").replace("/", "~1"),
+    "value": None,
+}
+
+
+class OwnerIndex:
+    """The objects each owner label holds: owner -> namespace -> name -> group.
+
+    Compact on purpose (it lives in a replica whose memory is its share): nothing but the names,
+    which are the strings a full read parsed (shared with its Placements while the plan runs);
+    namespaces, groups and owners are interned, and the groups are the strings the membership
+    keeps anyway (`Membership.sizes`). One dict per owner and namespace, so an object costs the
+    same whatever the groups: measured with tracemalloc, 3.1 MB for 40,000 objects named like
+    `bs-00001`, 4.2 MB with 34-character names."""
+
+    __slots__ = ("_owners",)
+
+    def __init__(self, placements: Iterable[Placement] = ()) -> None:
+        self._owners: dict[str, dict[str, dict[str, str]]] = {}
+        for placement in placements:
+            if placement.owner is not None:
+                names = self._owners.setdefault(placement.owner, {}).setdefault(placement.namespace, {})
+                names[placement.name] = placement.group
+
+    def __len__(self) -> int:
+        return sum(len(names) for namespaces in self._owners.values() for names in namespaces.values())
+
+    def record(self, key: ObjectKey, group: str, owner: str | None) -> None:
+        """`key` (of `group`) is held by `owner` now; None: by no one (unlabelled, or deleted)."""
+        for label, namespaces in list(self._owners.items()):  # a handful of members
+            names = namespaces.get(key.namespace)
+            if label != owner and names is not None and names.pop(key.name, None) is not None:
+                if not names:
+                    del namespaces[key.namespace]
+                if not namespaces:
+                    del self._owners[label]
+        if owner is not None:
+            namespaces = self._owners.setdefault(sys.intern(owner), {})
+            namespaces.setdefault(sys.intern(key.namespace), {})[key.name] = sys.intern(group)
+
+    def held_by(self, owners: Iterable[str]) -> list[Placement]:
+        """What the index says `owners` hold, as Placements without a resourceVersion or marks."""
+        return [
+            Placement(namespace, name, "", group, owner, None, None)
+            for owner in owners
+            for namespace, names in self._owners.get(owner, {}).items()
+            for name, group in names.items()
+        ]
 
 
 @dataclass
@@ -113,6 +185,12 @@ class Assigner:
         self._version = 0  # the membership's: a write decided under an older one is decided again
         self._full_resync = True
         self._arrived: set[ObjectKey] = set()
+        # Who holds what, as of the last full read and this assigner's writes since; None until a
+        # full read completed (a departure then reads the departed members' objects first).
+        self.index: OwnerIndex | None = None
+        # The moves a departure queued from the index, until each was written (or failed).
+        self._index_moves: set[ObjectKey] = set()
+        self._index_moves_done = asyncio.Event()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -143,6 +221,7 @@ class Assigner:
             self._resync_now.set()
             await asyncio.gather(self._watch_members(), self._resync_loop())
         finally:
+            self.index = None  # the memory, while this replica runs no assigner (or a new one)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -267,10 +346,12 @@ class Assigner:
             await self._resync_departed(owners)
             return
         self._resyncing = True
+        self.index = None  # complete again only once this read is
         try:
             placements = await self._placements()
         finally:
             self._resyncing = False
+        self.index = OwnerIndex(placements)
         plan = plan_all(placements, self.membership)
         # The groups still on their way, with the objects each waits for.
         self.moving = {}
@@ -296,7 +377,15 @@ class Assigner:
 
     async def _resync_departed(self, owners: set[str]) -> None:
         """Move the objects of members that left: a Lease released (after its work stopped) or
-        expired (its holder fenced itself). Nothing else moves when a member leaves."""
+        expired (its holder fenced itself). Nothing else moves when a member leaves.
+
+        With an index, the objects it lists for them are moved first, without a read; once those
+        writes are done, one read by their label moves what the index did not know (its
+        decisions replace any index move still waiting: `_supersede`)."""
+        if self.index is not None and await self._move_from_index(owners):
+            written = await self._index_moved()
+            if not written and self._full_resync:
+                return  # a member joined meanwhile: the full read that comes next reads these too
         placements = await self._placements(f"{OWNER_LABEL} in ({','.join(sorted(owners))})")
         self._supersede(placements)
         plan = plan_all(placements, self.membership, every_object=False)
@@ -307,6 +396,44 @@ class Assigner:
             len(plan.actions),
         )
         await self._apply_all(plan.actions)
+
+    async def _move_from_index(self, owners: set[str]) -> int:
+        """Queue the moves of what the index says `owners` held; the number queued.
+
+        Left to the read: groups moving (their objects may be mid-drain, with marks the move
+        must clear) and objects with a write waiting (decided on a read, and decided again
+        since the members changed)."""
+        assert self.index is not None
+        placements = [
+            placement
+            for placement in self.index.held_by(owners)
+            if placement.group not in self.moving and _key(placement) not in self._pending
+        ]
+        plan = plan_all(placements, self.membership, every_object=False)
+        log.info(
+            "shard assigner: %d objects of departed members %s in the index, %d writes",
+            len(placements),
+            sorted(owners),
+            len(plan.actions),
+        )
+        self._index_moves = {_key(action.placement) for action in plan.actions}
+        if not self._index_moves:
+            return 0
+        self._index_moves_done.clear()
+        await self._apply_all(plan.actions)
+        return len(self._index_moves)
+
+    async def _index_moved(self) -> bool:
+        """Wait until the index's moves are written; False if another pass is asked for first
+        (a member joined or left again, a write failed): then the read comes at once."""
+        written = asyncio.ensure_future(self._index_moves_done.wait())
+        asked = asyncio.ensure_future(self._resync_now.wait())
+        try:
+            await asyncio.wait((written, asked), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            written.cancel()
+            asked.cancel()
+        return self._index_moves_done.is_set()
 
     async def _placements(self, label_selector: str | None = None) -> list[Placement]:
         placements: list[Placement] = []
@@ -367,9 +494,20 @@ class Assigner:
 
     async def _reconsider(self, key: ObjectKey) -> None:
         """Decide again on an object from what it is now."""
-        body = await self._read(key)
-        if body is not None:
-            await self._consider(self._placement(body))
+        try:
+            body = await self.kube.get_object(BUCKETSYNCS, key.namespace, key.name)
+        except KubeError as exc:
+            log.warning("shard assigner could not read %s: %s", key, exc)
+            self._resync_now.set()
+            return
+        if body is None:  # deleted
+            if self.index is not None:
+                self.index.record(key, "", None)
+            return
+        placement = self._placement(body)
+        if self.index is not None:
+            self.index.record(key, placement.group, placement.owner)
+        await self._consider(placement)
 
     def _placement(self, body: Mapping[str, Any]) -> Placement:
         return Placement.of(body, group_of(body, self.default_secret))
@@ -410,10 +548,16 @@ class Assigner:
                     await self._apply(action)
             finally:
                 self._todo.task_done()
+                if key in self._index_moves:
+                    self._index_moves.discard(key)
+                    if not self._index_moves:
+                        self._index_moves_done.set()
 
     async def _apply(self, action: Action) -> None:
         placement = action.placement
         kind, patch = action.patch()
+        if kind == "json" and not placement.resource_version:  # a move from the index: see _NO_DRAIN
+            patch = [_NO_DRAIN, *patch]
         try:
             if kind == "merge":
                 await self.kube.merge_patch_object(
@@ -424,6 +568,8 @@ class Assigner:
                     BUCKETSYNCS, placement.namespace, placement.name, patch, write="metadata"
                 )
         except KubeNotFound:
+            if self.index is not None:
+                self.index.record(_key(placement), placement.group, None)
             await self._settled(placement)
             return
         except (KubeConflict, KubeInvalid):
@@ -436,20 +582,14 @@ class Assigner:
             self._resync_now.set()
             return
         self._on_assignments(action.kind, 1)
+        if self.index is not None and action.kind != "drain":
+            self.index.record(_key(placement), placement.group, action.to)
         if action.to not in self.membership.by_label:
             # Its new owner left while the write was on its way (a departed member's objects
             # are read once, and may have been read before this landed): decide again.
             await self._reconsider(_key(placement))
         elif action.kind == "move":
             await self._settled(placement)
-
-    async def _read(self, key: ObjectKey) -> dict[str, Any] | None:
-        try:
-            return await self.kube.get_object(BUCKETSYNCS, key.namespace, key.name)
-        except KubeError as exc:
-            log.warning("shard assigner could not read %s: %s", key, exc)
-            self._resync_now.set()
-            return None
 
 
 def _key(placement: Placement) -> ObjectKey:
