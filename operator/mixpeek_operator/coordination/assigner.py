@@ -180,6 +180,7 @@ class Assigner:
         # The write waiting for each queued object, with the membership version it was decided in.
         self._pending: dict[ObjectKey, tuple[Action, int]] = {}
         self._resyncing = True  # until the first plan: new objects wait for it
+        self._reading_all = False  # a full read's list is under way
         self._departed: set[str] = set()  # members gone since the last plan (their labels)
         self._records: dict[str, LeaseRecord] = {}  # the member Leases last listed, by holder
         self._version = 0  # the membership's: a write decided under an older one is decided again
@@ -345,12 +346,12 @@ class Assigner:
         if owners is not None:
             await self._resync_departed(owners)
             return
-        self._resyncing = True
+        self._resyncing = self._reading_all = True
         self.index = None  # complete again only once this read is
         try:
             placements = await self._placements()
         finally:
-            self._resyncing = False
+            self._resyncing = self._reading_all = False
         self.index = OwnerIndex(placements)
         plan = plan_all(placements, self.membership)
         # The groups still on their way, with the objects each waits for.
@@ -370,10 +371,11 @@ class Assigner:
         )
         # Unlabelled objects that arrived while the list ran, and that it may have missed.
         arrived, self._arrived = self._arrived, set()
-        listed = {_key(placement) for placement in placements}
         self._supersede(placements)
         await self._apply_all(plan.actions)
-        await asyncio.gather(*(self._reconsider(key) for key in arrived - listed))
+        if arrived:
+            arrived -= {_key(placement) for placement in placements}
+            await asyncio.gather(*(self._reconsider(key) for key in arrived))
 
     async def _resync_departed(self, owners: set[str]) -> None:
         """Move the objects of members that left: a Lease released (after its work stopped) or
@@ -459,7 +461,11 @@ class Assigner:
         """Label a new object now, or hold it back while its group moves or a plan is made."""
         if placement.owner is None:
             if self._resyncing:
-                self._arrived.add(_key(placement))
+                # Only what arrives while the list runs may be missed by it; what arrived before
+                # it began is listed by it. (At startup the unlabelled watch delivers every
+                # unlabelled object before the first read: 40,000 keys not kept twice.)
+                if self._reading_all:
+                    self._arrived.add(_key(placement))
                 return
             moving = self.moving.get(placement.group)
             if moving is not None:
@@ -539,6 +545,8 @@ class Assigner:
             key = await self._todo.get()
             try:
                 waiting = self._pending.pop(key, None)
+                if not self._pending:
+                    self._pending = {}  # a dict keeps its largest table (a first plan's 40,000)
                 if waiting is None:
                     continue
                 action, version = waiting
