@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 # Label patches in flight at once: few, so the assigner's bulk labelling (40,000 objects on a
 # first plan) leaves the API server's queue to the members' reconciles and Lease renewals.
 WRITE_CONCURRENCY: Final = 8
+# The assigner's reads come in pages of 100, not the 500 a replica's own watch uses: they parse
+# every object of the fleet (twice at startup: the unlabelled watch's list, then the first plan's),
+# and a parsed page of 500 is about 10 MB held at once in a process whose memory is its share.
+PAGE_SIZE: Final = 100
 # A full pass repairs what a lost write left; events and membership changes do the rest, so it
 # is rare: at 40,000 objects each pass reads every object once.
 RESYNC_PERIOD: Final = 1800.0
@@ -204,6 +208,7 @@ class Assigner:
                 namespace=namespace,
                 label_selector=selector,
                 on_event=handler,
+                page_size=PAGE_SIZE,
                 name=f"assigner {what} {namespace or 'all'}",
             )
             for namespace in self.namespaces
@@ -443,7 +448,11 @@ class Assigner:
             token: str | None = None
             while True:
                 page = await self.kube.list_page(
-                    BUCKETSYNCS, namespace, label_selector=label_selector, continue_token=token
+                    BUCKETSYNCS,
+                    namespace,
+                    label_selector=label_selector,
+                    continue_token=token,
+                    limit=PAGE_SIZE,
                 )
                 placements.extend(self._placement(item) for item in page.get("items") or ())
                 if not (token := (page.get("metadata") or {}).get("continue")):
