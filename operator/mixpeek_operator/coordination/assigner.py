@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 # Label patches in flight at once: few, so the assigner's bulk labelling (40,000 objects on a
 # first plan) leaves the API server's queue to the members' reconciles and Lease renewals.
 WRITE_CONCURRENCY: Final = 8
+# The assigner's reads come in pages of 100, not the 500 a replica's own watch uses: they parse
+# every object of the fleet (twice at startup: the unlabelled watch's list, then the first plan's),
+# and a parsed page of 500 is about 10 MB held at once in a process whose memory is its share.
+PAGE_SIZE: Final = 100
 # A full pass repairs what a lost write left; events and membership changes do the rest, so it
 # is rare: at 40,000 objects each pass reads every object once.
 RESYNC_PERIOD: Final = 1800.0
@@ -180,6 +184,7 @@ class Assigner:
         # The write waiting for each queued object, with the membership version it was decided in.
         self._pending: dict[ObjectKey, tuple[Action, int]] = {}
         self._resyncing = True  # until the first plan: new objects wait for it
+        self._reading_all = False  # a full read's list is under way
         self._departed: set[str] = set()  # members gone since the last plan (their labels)
         self._records: dict[str, LeaseRecord] = {}  # the member Leases last listed, by holder
         self._version = 0  # the membership's: a write decided under an older one is decided again
@@ -203,6 +208,7 @@ class Assigner:
                 namespace=namespace,
                 label_selector=selector,
                 on_event=handler,
+                page_size=PAGE_SIZE,
                 name=f"assigner {what} {namespace or 'all'}",
             )
             for namespace in self.namespaces
@@ -345,12 +351,12 @@ class Assigner:
         if owners is not None:
             await self._resync_departed(owners)
             return
-        self._resyncing = True
+        self._resyncing = self._reading_all = True
         self.index = None  # complete again only once this read is
         try:
             placements = await self._placements()
         finally:
-            self._resyncing = False
+            self._resyncing = self._reading_all = False
         self.index = OwnerIndex(placements)
         plan = plan_all(placements, self.membership)
         # The groups still on their way, with the objects each waits for.
@@ -370,10 +376,11 @@ class Assigner:
         )
         # Unlabelled objects that arrived while the list ran, and that it may have missed.
         arrived, self._arrived = self._arrived, set()
-        listed = {_key(placement) for placement in placements}
         self._supersede(placements)
         await self._apply_all(plan.actions)
-        await asyncio.gather(*(self._reconsider(key) for key in arrived - listed))
+        if arrived:
+            arrived -= {_key(placement) for placement in placements}
+            await asyncio.gather(*(self._reconsider(key) for key in arrived))
 
     async def _resync_departed(self, owners: set[str]) -> None:
         """Move the objects of members that left: a Lease released (after its work stopped) or
@@ -441,7 +448,11 @@ class Assigner:
             token: str | None = None
             while True:
                 page = await self.kube.list_page(
-                    BUCKETSYNCS, namespace, label_selector=label_selector, continue_token=token
+                    BUCKETSYNCS,
+                    namespace,
+                    label_selector=label_selector,
+                    continue_token=token,
+                    limit=PAGE_SIZE,
                 )
                 placements.extend(self._placement(item) for item in page.get("items") or ())
                 if not (token := (page.get("metadata") or {}).get("continue")):
@@ -459,7 +470,11 @@ class Assigner:
         """Label a new object now, or hold it back while its group moves or a plan is made."""
         if placement.owner is None:
             if self._resyncing:
-                self._arrived.add(_key(placement))
+                # Only what arrives while the list runs may be missed by it; what arrived before
+                # it began is listed by it. (At startup the unlabelled watch delivers every
+                # unlabelled object before the first read: 40,000 keys not kept twice.)
+                if self._reading_all:
+                    self._arrived.add(_key(placement))
                 return
             moving = self.moving.get(placement.group)
             if moving is not None:
@@ -539,6 +554,8 @@ class Assigner:
             key = await self._todo.get()
             try:
                 waiting = self._pending.pop(key, None)
+                if not self._pending:
+                    self._pending = {}  # a dict keeps its largest table (a first plan's 40,000)
                 if waiting is None:
                     continue
                 action, version = waiting

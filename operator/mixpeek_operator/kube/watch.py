@@ -239,6 +239,10 @@ class ListWatch:
             await self._deliver(kind, obj)
             if kind == "DELETED":
                 self._keys.discard(_key(obj))
+                if not self._keys:
+                    # A set keeps the table of its largest size: the assigner's watch of
+                    # unlabelled objects held 40,000 keys at startup and holds none after.
+                    self._keys = set()
             else:
                 self._keys.add(_key(obj))
         elif kind != "BOOKMARK":

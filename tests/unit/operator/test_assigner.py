@@ -415,3 +415,33 @@ def test_the_index_costs_about_a_hundred_bytes_an_object() -> None:
     index.record(ObjectKey("team-1", "bs-00001"), "team-1\0creds\0bkt_1", None)
     assert len(index) == 39_999
     assert [p.name for p in index.held_by(["pod-3"]) if p.name == "bs-00000"] == ["bs-00000"]
+
+
+async def test_new_objects_before_the_first_read_are_left_to_it_and_one_the_read_missed_is_labelled() -> None:
+    """At startup the unlabelled watch delivers every unlabelled object before the first read:
+    none is kept (the read lists them; 40,000 keys at 40,000 objects). One created while the read
+    runs, behind the page that would have held it, is labelled after the plan."""
+    kube = FakeKube([bucketsync(f"n-{i}", f"g{i % 2}", None) for i in range(6)], ["a", "b"])
+    ring = Ring(kube)
+    assigner = ring.assigner
+    for body in list(kube.objects.values()):
+        await assigner._unlabelled("ADDED", copy.deepcopy(body))
+    assert assigner._arrived == set()
+
+    late = bucketsync("late", "g0", None)
+    listing = kube.list_page
+
+    async def list_missing_the_late_one(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        page = await listing(*args, **kwargs)
+        await assigner._unlabelled("ADDED", copy.deepcopy(late))  # arrives while the list runs
+        kube.objects["late"] = late
+        return page
+
+    kube.list_page = list_missing_the_late_one  # type: ignore[method-assign]
+    try:
+        await ring.start()
+        await until(lambda: all(kube.owner(name) in ("a", "b") for name in kube.objects))
+        assert ("get", "late") in kube.calls  # read once, and decided on what it is now
+        assert kube.owner("late") == kube.owner("n-0")  # with its group
+    finally:
+        await ring.stop()

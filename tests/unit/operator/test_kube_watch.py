@@ -9,6 +9,7 @@ import asyncio
 import functools
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -364,3 +365,15 @@ async def test_secret_watches_are_refcounted_and_leave_no_task_behind(harness: H
     await secrets.stop()
     assert secret_tasks() == set()
     assert supervisor.healthy()
+
+
+async def test_a_watch_emptied_by_deletions_gives_back_its_grown_key_table(harness: Harness) -> None:
+    """The assigner's watch of unlabelled objects holds every object at startup and none once
+    they are labelled: an emptied key set is replaced, not kept at its largest table."""
+    many = [obj(f"o-{index}", str(index + 1)) for index in range(5000)]
+    harness.api.lists.append(page(many, "6000"))
+    harness.api.watches.append(stream(*(("DELETED", item) for item in many)))
+    watch = harness.list_watch(page_size=5000)
+    await harness.run_until(watch, lambda: len(harness.delivered) == 10000)
+    assert watch.sizes() == {"watch.keys": 0}
+    assert sys.getsizeof(watch._keys) == sys.getsizeof(set())
