@@ -108,6 +108,8 @@ class ShardSettings:
     workers: int = 8
     ready_timeout: float = 3600.0
     seed: int = 21
+    # False (--no-handovers): stages 0-2 and the baseline only, memory and watch events.
+    handovers: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -384,8 +386,9 @@ async def run(s: ShardSettings, plane: ControlPlane, workdir: Path, pids: list[i
         }
         log(f"2. shards: all Ready after {results['shards']['seconds_to_all_ready']:.1f}s")
 
-        results["join"] = await join(s, bench, fleet, watcher, uids, f"shard-{replicas}")
-        results["kill"] = await kill(s, fleet, watcher)
+        if s.handovers:
+            results["join"] = await join(s, bench, fleet, watcher, uids, f"shard-{replicas}")
+            results["kill"] = await kill(s, fleet, watcher)
 
         # Last, so its moves happen once: every object moves to it in one write (its owners
         # are gone), where a baseline between the shards would move them all twice more.
@@ -559,89 +562,93 @@ def evaluate(s: ShardSettings, results: dict[str, Any]) -> tuple[list[dict[str, 
             f"{stats.format_seconds(results['shards']['seconds_to_all_ready'])}",
         )
     )
-    join = results["join"]
-    fraction = join["moved_fraction"]
-    rows.append(
-        stats.Row(
-            "Join",
-            f"{join['newcomer']} joins: objects whose owner changed (ideal {1 / (replicas + 1):.2f}); "
-            f"{join['moved_to_newcomer']} to it, {join['moved_twice_or_more']} moved twice",
-            f"{join['moved_objects']:,} ({stats.format_number(fraction, 3)})",
-            "",
-            "",
-            f"≤ {JOIN_MOVED_TARGET}",
-            judge(
-                "join_moved_fraction",
-                fraction,
-                f"<= {JOIN_MOVED_TARGET}",
-                None if fraction is None else fraction <= JOIN_MOVED_TARGET,
-            ),
+    if "join" in results:  # absent with --no-handovers
+        join = results["join"]
+        fraction = join["moved_fraction"]
+        rows.append(
+            stats.Row(
+                "Join",
+                f"{join['newcomer']} joins: objects whose owner changed (ideal {1 / (replicas + 1):.2f}); "
+                f"{join['moved_to_newcomer']} to it, {join['moved_twice_or_more']} moved twice",
+                f"{join['moved_objects']:,} ({stats.format_number(fraction, 3)})",
+                "",
+                "",
+                f"≤ {JOIN_MOVED_TARGET}",
+                judge(
+                    "join_moved_fraction",
+                    fraction,
+                    f"<= {JOIN_MOVED_TARGET}",
+                    None if fraction is None else fraction <= JOIN_MOVED_TARGET,
+                ),
+            )
         )
-    )
-    remote = join["remote"]
-    doubles = remote["double_writes"] + join["owners_with_two_or_more"]
-    rows.append(
-        stats.Row(
-            "Join",
-            f"double writes: syncs written by two replicas at once or A-B-A "
-            f"({remote['writes']} writes to {remote['syncs_written']} syncs, "
-            f"{remote['syncs_handed_over_with_writes']} written on both sides of a handover, "
-            f"log complete: {join['request_log_complete']}); objects with two remote syncs",
-            f"{remote['double_writes']}; {join['owners_with_two_or_more']}",
-            "",
-            "",
-            "0",
-            judge("join_double_writes", doubles, "== 0", doubles == 0),
+        remote = join["remote"]
+        doubles = remote["double_writes"] + join["owners_with_two_or_more"]
+        rows.append(
+            stats.Row(
+                "Join",
+                f"double writes: syncs written by two replicas at once or A-B-A "
+                f"({remote['writes']} writes to {remote['syncs_written']} syncs, "
+                f"{remote['syncs_handed_over_with_writes']} written on both sides of a handover, "
+                f"log complete: {join['request_log_complete']}); objects with two remote syncs",
+                f"{remote['double_writes']}; {join['owners_with_two_or_more']}",
+                "",
+                "",
+                "0",
+                judge("join_double_writes", doubles, "== 0", doubles == 0),
+            )
         )
-    )
-    rows.append(
-        stats.Row(
-            "Join",
-            f"start → moves finished; → converged, all Ready ({join['edited_objects']} objects edited "
-            f"meanwhile, Ready at their generation: {join['edits_ready_at_their_generation']})",
-            f"{stats.format_seconds(join['seconds_to_moves_finished'])}; "
-            f"{stats.format_seconds(join['seconds_to_converged'])}",
+        rows.append(
+            stats.Row(
+                "Join",
+                f"start → moves finished; → converged, all Ready ({join['edited_objects']} objects edited "
+                f"meanwhile, Ready at their generation: {join['edits_ready_at_their_generation']})",
+                f"{stats.format_seconds(join['seconds_to_moves_finished'])}; "
+                f"{stats.format_seconds(join['seconds_to_converged'])}",
+            )
         )
-    )
-    k = results["kill"]
-    exact = k["moved_only_the_victim_s"] if s.labels else None
-    rows.append(
-        stats.Row(
-            "Kill",
-            f"SIGKILL {k['victim']} ({k['victim_owned_objects']:.0f} objects): moved; of the survivors'",
-            f"{k['moved_objects']:,} ({stats.format_number(k['moved_fraction'], 3)}, "
-            f"victim's share {k['victim_fraction']:.3f}); {k['survivors_objects_moved']}",
-            "",
-            "",
-            "only the victim's",
-            judge("kill_moved_only_the_victims", k["moved_objects"], "== victim's objects", exact),
+    if "kill" in results:
+        k = results["kill"]
+        exact = k["moved_only_the_victim_s"] if s.labels else None
+        rows.append(
+            stats.Row(
+                "Kill",
+                f"SIGKILL {k['victim']} ({k['victim_owned_objects']:.0f} objects): moved; of the survivors'",
+                f"{k['moved_objects']:,} ({stats.format_number(k['moved_fraction'], 3)}, "
+                f"victim's share {k['victim_fraction']:.3f}); {k['survivors_objects_moved']}",
+                "",
+                "",
+                "only the victim's",
+                judge("kill_moved_only_the_victims", k["moved_objects"], "== victim's objects", exact),
+            )
         )
-    )
-    # The lease duration, one retry period (how often Leases are read: leader election's
-    # detection granularity too) and the time the moved objects take: moving their labels and
-    # reconciling them.
-    bound = (
-        k["lease_duration_seconds"] + k["retry_period_seconds"] + (k["seconds_handling_moved_objects"] or 0.0)
-    )
-    rows.append(
-        stats.Row(
-            "Kill",
-            "kill → first label moved; → last; → converged (survivors ran "
-            f"{k['reconciles_by_survivors']:.0f} reconciles); lease + retry period + handling time",
-            f"{stats.format_seconds(k['seconds_to_first_move'])}; "
-            f"{stats.format_seconds(k['seconds_to_labels_moved'])}; "
-            f"{stats.format_seconds(k['seconds_to_converged'])}",
-            "",
-            "",
-            f"≤ {stats.format_seconds(bound)}",
-            judge(
-                "kill_seconds_to_converged",
-                k["seconds_to_converged"],
-                f"<= lease {k['lease_duration_seconds']:g} s + reconcile",
-                k["seconds_to_converged"] <= bound + STABLE_POLLS if s.labels else None,
-            ),
+        # The lease duration, one retry period (how often Leases are read: leader election's
+        # detection granularity too) and the time the moved objects take: moving their labels and
+        # reconciling them.
+        bound = (
+            k["lease_duration_seconds"]
+            + k["retry_period_seconds"]
+            + (k["seconds_handling_moved_objects"] or 0.0)
         )
-    )
+        rows.append(
+            stats.Row(
+                "Kill",
+                "kill → first label moved; → last; → converged (survivors ran "
+                f"{k['reconciles_by_survivors']:.0f} reconciles); lease + retry period + handling time",
+                f"{stats.format_seconds(k['seconds_to_first_move'])}; "
+                f"{stats.format_seconds(k['seconds_to_labels_moved'])}; "
+                f"{stats.format_seconds(k['seconds_to_converged'])}",
+                "",
+                "",
+                f"≤ {stats.format_seconds(bound)}",
+                judge(
+                    "kill_seconds_to_converged",
+                    k["seconds_to_converged"],
+                    f"<= lease {k['lease_duration_seconds']:g} s + reconcile",
+                    k["seconds_to_converged"] <= bound + STABLE_POLLS if s.labels else None,
+                ),
+            )
+        )
     empty = results["empty_replica_rss_bytes"]
     slope = (base["rss_bytes"] - empty) / n
     rows.append(
@@ -665,6 +672,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease-duration", type=float, default=defaults.lease_duration)
     parser.add_argument("--sharding-mode", choices=("labels", "rendezvous"), default=defaults.mode)
     parser.add_argument("--churn-objects", type=int, default=defaults.churn_objects)
+    parser.add_argument(
+        "--no-handovers",
+        dest="handovers",
+        action="store_false",
+        help="skip the join and kill stages (memory and watch events only; about 20 min less at 40,000)",
+    )
     parser.add_argument("--output-dir", type=Path, default=REPO_ROOT / "bench-results")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".local" / "bench", help="logs go here")
     args = parser.parse_args(argv)
@@ -675,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         lease_duration=args.lease_duration,
         mode=args.sharding_mode,
         churn_objects=args.churn_objects,
+        handovers=args.handovers,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = (args.workdir / f"shards-{stamp}").resolve()
