@@ -83,16 +83,6 @@ def group_of(body: Mapping[str, Any], default_secret: SecretRef | None) -> str:
     return "\0".join(key) if key is not None else ""
 
 
-# An index move also tests that the object carries no drain label (a JSON patch `test` for null
-# passes on a missing label): the index knows no handshake marks, and a move that left a
-# `drain-to` behind would be wrong. An object mid-drain fails (422) and is read and decided again.
-_NO_DRAIN: Final = {
-    "op": "test",
-    "path": "/metadata/labels/" + DRAIN_LABEL.replace("~", "~0").replace("/", "~1"),
-    "value": None,
-}
-
-
 class OwnerIndex:
     """The objects each owner label holds: owner -> namespace -> name -> group.
 
@@ -573,8 +563,6 @@ class Assigner:
     async def _apply(self, action: Action) -> None:
         placement = action.placement
         kind, patch = action.patch()
-        if kind == "json" and not placement.resource_version:  # a move from the index: see _NO_DRAIN
-            patch = [_NO_DRAIN, *patch]
         try:
             if kind == "merge":
                 await self.kube.merge_patch_object(

@@ -64,7 +64,9 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """What the assigner reads of one object: its key, group and shard labels, nothing else."""
+    """What the assigner reads of one object: its key, group and shard labels, nothing else.
+    The assigner's owner index makes Placements without a read: no resourceVersion (""), and
+    marks it cannot know (None)."""
 
     namespace: str
     name: str
@@ -122,6 +124,11 @@ class Action:
         ops: list[dict[str, Any]] = [
             {"op": "test", "path": _label_path(OWNER_LABEL), "value": placement.owner}
         ]
+        if not placement.resource_version:
+            # Not read (the owner index): the drain label must be absent (a `test` for null passes
+            # on a missing one), as a move leaving a `drain-to` behind would be wrong. An object
+            # mid-drain fails (422) and is read and decided again.
+            ops.insert(0, {"op": "test", "path": _label_path(DRAIN_LABEL), "value": None})
         if self.kind == "drain":
             return "json", [*ops, {"op": "add", "path": _label_path(DRAIN_LABEL), "value": self.to}]
         if placement.drained_by is not None:
