@@ -167,6 +167,31 @@ async def test_patch_object_merge_and_json(
     assert not removed["metadata"].get("annotations")
 
 
+async def test_a_patch_can_ask_for_the_metadata_alone_back(
+    kube: TestingKubeClient, api_client: k8s.ApiClient, namespace: str
+) -> None:
+    """What the shard assigner asks for: the written object as a PartialObjectMetadata (no
+    spec, no status), and a refused write still answered with its Status."""
+    create(api_client, namespace, "m")
+    labels = {"metadata": {"labels": {"shard.mixpeek.com/owner": "a"}}}
+    merged = await kube.merge_patch_object(BUCKETSYNCS, namespace, "m", labels, write="t", metadata_only=True)
+    assert merged["kind"] == "PartialObjectMetadata"
+    assert "spec" not in merged
+    assert merged["metadata"]["labels"] == {"shard.mixpeek.com/owner": "a"}
+    move = [
+        {"op": "test", "path": "/metadata/labels/shard.mixpeek.com~1owner", "value": "a"},
+        {"op": "replace", "path": "/metadata/labels/shard.mixpeek.com~1owner", "value": "b"},
+    ]
+    moved = await kube.json_patch_object(BUCKETSYNCS, namespace, "m", move, write="t", metadata_only=True)
+    assert moved["kind"] == "PartialObjectMetadata"
+    assert moved["metadata"]["labels"]["shard.mixpeek.com/owner"] == "b"
+    with pytest.raises(KubeInvalid):  # the `test` sees "b" now
+        await kube.json_patch_object(BUCKETSYNCS, namespace, "m", move, write="t", metadata_only=True)
+    stored = await kube.get_object(BUCKETSYNCS, namespace, "m")
+    assert stored is not None
+    assert stored["spec"]["sourcePath"] == "videos/in"  # the object itself is whole
+
+
 # --- finalizers ---------------------------------------------------------------------------
 
 

@@ -435,10 +435,19 @@ class RecordingKube(KubeClient):
         return await super().list_page(resource, namespace, **kwargs)
 
     async def json_patch_object(
-        self, resource: Resource, namespace: str | None, name: str, patch: JsonPatch, *, write: str
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: JsonPatch,
+        *,
+        write: str,
+        metadata_only: bool = False,
     ) -> JsonObject:
         try:
-            patched = await super().json_patch_object(resource, namespace, name, patch, write=write)
+            patched = await super().json_patch_object(
+                resource, namespace, name, patch, write=write, metadata_only=metadata_only
+            )
         except KubeError as exc:
             self.calls.append(("json", name, exc.status))
             raise

@@ -3,10 +3,12 @@
 It reads the objects in full only on a membership change that is not just a departure (and
 every `resync_period`, to repair what a lost write left), one page at a time and keeping a few
 strings per object; between those, two label-selector watches bring it only what needs it:
-unlabelled objects (new ones, labelled at once) and objects being drained (to see
-acknowledgements). The rules it applies are assignment.py's; every write is conditional on
-what its decision read (a merge patch pinned to the resourceVersion, or a JSON patch testing the
-shard marks), so a stale decision fails (409, 422) and is taken again on a fresh read.
+unlabelled objects (new ones, labelled at once; this watch starts once the first plan is
+written, as until then every unlabelled object is the plan's) and objects being drained (to see
+acknowledgements). The rules it applies are assignment.py's; every write is conditional on what
+its decision read (a merge patch pinned to the resourceVersion, or a JSON patch testing the
+shard marks), so a stale decision fails (409, 422) and is taken again on a fresh read. A write
+asks for the object's metadata alone back, as nothing of the answer is read.
 
 Its one cache is `OwnerIndex`: the names each owner label holds, by namespace, with their group
 (no bodies, no marks, no resourceVersions; about 80-100 bytes an object). It is built from each
@@ -54,6 +56,7 @@ from mixpeek_operator.keys import ObjectKey
 from mixpeek_operator.kube import (
     BUCKETSYNCS,
     LEASES,
+    EventHandler,
     KubeClient,
     KubeConflict,
     KubeError,
@@ -70,8 +73,8 @@ log = logging.getLogger(__name__)
 # first plan) leaves the API server's queue to the members' reconciles and Lease renewals.
 WRITE_CONCURRENCY: Final = 8
 # The assigner's reads come in pages of 100, not the 500 a replica's own watch uses: they parse
-# every object of the fleet (twice at startup: the unlabelled watch's list, then the first plan's),
-# and a parsed page of 500 is about 10 MB held at once in a process whose memory is its share.
+# every object of the fleet (on every full read), and a parsed page of 500 is about 10 MB held at
+# once in a process whose memory is its share.
 PAGE_SIZE: Final = 100
 # A full pass repairs what a lost write left; events and membership changes do the rest, so it
 # is rare: at 40,000 objects each pass reads every object once.
@@ -174,6 +177,7 @@ class Assigner:
         # The write waiting for each queued object, with the membership version it was decided in.
         self._pending: dict[ObjectKey, tuple[Action, int]] = {}
         self._resyncing = True  # until the first plan: new objects wait for it
+        self._first_plan = asyncio.Event()  # a full read's writes are queued (see `run`)
         self._reading_all = False  # a full read's list is under way
         self._departed: set[str] = set()  # members gone since the last plan (their labels)
         self._records: dict[str, LeaseRecord] = {}  # the member Leases last listed, by holder
@@ -191,37 +195,50 @@ class Assigner:
 
     async def run(self) -> None:
         log.info("shard assigner of ring %s started", self.ring)
-        watches = [
-            ListWatch(
-                self.kube,
-                BUCKETSYNCS,
-                namespace=namespace,
-                label_selector=selector,
-                on_event=handler,
-                page_size=PAGE_SIZE,
-                name=f"assigner {what} {namespace or 'all'}",
-            )
-            for namespace in self.namespaces
-            for selector, handler, what in (
-                (f"!{OWNER_LABEL}", self._unlabelled, "unlabelled"),
-                (DRAIN_LABEL, self._draining, "draining"),
-            )
+        tasks = [
+            self._watch(namespace, DRAIN_LABEL, self._draining, "draining") for namespace in self.namespaces
         ]
-        tasks = [self._supervisor.spawn(watch.name, watch.run, kind="assigner-watch") for watch in watches]
         tasks += [
             self._supervisor.spawn(f"assigner writer {index}", self._writer, kind="assigner-writer")
             for index in range(WRITE_CONCURRENCY)
         ]
+
+        async def watch_unlabelled() -> None:
+            # Only once the first plan is written: until then every unlabelled object is the
+            # plan's (its list has it, or it was created after that list and this watch's own
+            # list has it), and a watch started before would parse each of them twice more at
+            # startup (in its list, then as a DELETED when its label lands), for nothing.
+            await self._first_plan.wait()
+            await self._todo.join()
+            tasks.extend(
+                self._watch(namespace, f"!{OWNER_LABEL}", self._unlabelled, "unlabelled")
+                for namespace in self.namespaces
+            )
+
         try:
             await self._members_settled()
             self._resync_now.set()
-            await asyncio.gather(self._watch_members(), self._resync_loop())
+            await asyncio.gather(self._watch_members(), self._resync_loop(), watch_unlabelled())
         finally:
             self.index = None  # the memory, while this replica runs no assigner (or a new one)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("shard assigner of ring %s stopped", self.ring)
+
+    def _watch(
+        self, namespace: str | None, selector: str, handler: EventHandler, what: str
+    ) -> asyncio.Task[None]:
+        watch = ListWatch(
+            self.kube,
+            BUCKETSYNCS,
+            namespace=namespace,
+            label_selector=selector,
+            on_event=handler,
+            page_size=PAGE_SIZE,
+            name=f"assigner {what} {namespace or 'all'}",
+        )
+        return self._supervisor.spawn(watch.name, watch.run, kind="assigner-watch")
 
     async def _members_settled(self) -> None:
         """Before the first plan, wait until the members stop changing (two retry periods) and
@@ -368,6 +385,7 @@ class Assigner:
         arrived, self._arrived = self._arrived, set()
         self._supersede(placements)
         await self._apply_all(plan.actions)
+        self._first_plan.set()
         if arrived:
             arrived -= {_key(placement) for placement in placements}
             await asyncio.gather(*(self._reconsider(key) for key in arrived))
@@ -461,8 +479,8 @@ class Assigner:
         if placement.owner is None:
             if self._resyncing:
                 # Only what arrives while the list runs may be missed by it; what arrived before
-                # it began is listed by it. (At startup the unlabelled watch delivers every
-                # unlabelled object before the first read: 40,000 keys not kept twice.)
+                # it began is listed by it (a plan made on a join reads 40,000 objects, and
+                # their keys are not kept twice).
                 if self._reading_all:
                     self._arrived.add(_key(placement))
                 return
@@ -563,14 +581,17 @@ class Assigner:
     async def _apply(self, action: Action) -> None:
         placement = action.placement
         kind, patch = action.patch()
+        # The answer is not read: it is asked for as metadata alone, so the server encodes, and
+        # this replica parses, no spec or status (40,000 times over on a first plan).
+        namespace, name = placement.namespace, placement.name
         try:
             if kind == "merge":
                 await self.kube.merge_patch_object(
-                    BUCKETSYNCS, placement.namespace, placement.name, patch, write="metadata"
+                    BUCKETSYNCS, namespace, name, patch, write="metadata", metadata_only=True
                 )
             else:
                 await self.kube.json_patch_object(
-                    BUCKETSYNCS, placement.namespace, placement.name, patch, write="metadata"
+                    BUCKETSYNCS, namespace, name, patch, write="metadata", metadata_only=True
                 )
         except KubeNotFound:
             if self.index is not None:

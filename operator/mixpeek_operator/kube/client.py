@@ -27,6 +27,9 @@ _PATCH_CONTENT_TYPES: Final[dict[str, str]] = {
     "json": "application/json-patch+json",
     "apply": "application/apply-patch+yaml",
 }
+# The answer to a write as the object's metadata alone (kind PartialObjectMetadata): the server
+# encodes, and we parse, no spec or status, for a writer that needs nothing back.
+_METADATA_ONLY: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class KubeClient(KubeTransport):
@@ -135,17 +138,35 @@ class KubeClient(KubeTransport):
         return await self._patch(resource.path(namespace, name, "status"), patch, "merge", write="status")
 
     async def merge_patch_object(
-        self, resource: Resource, namespace: str | None, name: str, patch: JsonObject, *, write: str
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: JsonObject,
+        *,
+        write: str,
+        metadata_only: bool = False,
     ) -> JsonObject:
-        """RFC 7386 merge patch of the object itself (spec, annotations); returns the object."""
-        return await self._patch(resource.path(namespace, name), patch, "merge", write=write)
+        """RFC 7386 merge patch of the object itself (spec, annotations); returns the object, or
+        with `metadata_only` its metadata alone (a PartialObjectMetadata)."""
+        path = resource.path(namespace, name)
+        return await self._patch(path, patch, "merge", write=write, metadata_only=metadata_only)
 
     async def json_patch_object(
-        self, resource: Resource, namespace: str | None, name: str, patch: JsonPatch, *, write: str
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: JsonPatch,
+        *,
+        write: str,
+        metadata_only: bool = False,
     ) -> JsonObject:
         """RFC 6902 JSON patch of the object; a failing `test` operation is refused (422), so a
-        patch can be made conditional on exactly the fields its decision read."""
-        return await self._patch(resource.path(namespace, name), patch, "json", write=write)
+        patch can be made conditional on exactly the fields its decision read. Returns the
+        object, or with `metadata_only` its metadata alone (a PartialObjectMetadata)."""
+        path = resource.path(namespace, name)
+        return await self._patch(path, patch, "json", write=write, metadata_only=metadata_only)
 
     async def apply_object(
         self,
@@ -231,6 +252,7 @@ class KubeClient(KubeTransport):
         *,
         params: Mapping[str, str] | None = None,
         write: str | None,
+        metadata_only: bool = False,
     ) -> JsonObject:
         # Each PATCH we send is safe to send twice, so it is asked again after a protocol error:
         # a merge patch applied twice leaves what applying it once does, server-side apply is
@@ -243,6 +265,7 @@ class KubeClient(KubeTransport):
             params=params,
             write=write,
             resendable=True,
+            accept=_METADATA_ONLY if metadata_only else "application/json",
         )
 
     async def _edit_finalizers(

@@ -116,6 +116,7 @@ class KubeTransport:
         params: Mapping[str, str] | None = None,
         write: str | None = None,
         resendable: bool | None = None,
+        accept: str = "application/json",
     ) -> JsonObject:
         """One request. `resendable`: whether sending it twice is safe (default: by method,
         see _RESENDABLE_METHODS); only such a request is asked again after a protocol error."""
@@ -127,6 +128,7 @@ class KubeTransport:
             params=params,
             write=write,
             resendable=resendable,
+            accept=accept,
         )
         return _as_object(response, f"{method} {path}")
 
@@ -165,6 +167,7 @@ class KubeTransport:
         resendable: bool | None = None,
         stream: bool = False,
         phases: httpx.Timeout | None = None,
+        accept: str = "application/json",
     ) -> httpx.Response:
         """Send until answered: fresh credentials before they expire and once after a 401;
         a non-2xx answer raises its KubeError. A `stream` response is the caller's to close.
@@ -179,7 +182,7 @@ class KubeTransport:
             if self._expiring():
                 await self._refresh(generation, reason="credentials expire soon")
                 http, generation = await self._session()
-            headers = self._headers(None if content is None else content_type)
+            headers = self._headers(None if content is None else content_type, accept)
             try:
                 response = await self._send(http, call, headers, resendable)
             except httpx.TransportError as exc:
@@ -196,8 +199,8 @@ class KubeTransport:
                 raise error_from_response(response, request)
             return response
 
-    def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, content_type: str | None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept}
         if content_type is not None:
             headers["Content-Type"] = content_type
         assert self._connection is not None

@@ -65,11 +65,15 @@ class FakeKube:
         self.calls: list[tuple[str, str]] = []
         self.revision = 1
         self.fail_lists = False
+        self.renewing = False  # every live member renews its Lease between two lists of them
+        self.full_answers = 0  # writes that asked for the whole object back
 
     # --- reads
 
     async def list_objects(self, resource: Resource, namespace: str | None = None, **_: Any) -> list[Any]:
         assert resource is LEASES
+        if self.renewing:
+            self.leases = {holder: n + (holder not in self.dead) for holder, n in self.leases.items()}
         return [
             {
                 "metadata": {"name": f"r-{holder}", "labels": {RING_LABEL: "r", MODE_LABEL: LABEL_MODE}},
@@ -94,12 +98,21 @@ class FakeKube:
             raise KubeError(500, "InternalError", "etcd is away")
         if label_selector is None:
             items = list(self.objects.values())
+        elif label_selector == f"!{OWNER_LABEL}":
+            items = [obj for obj in self.objects.values() if self.owner(obj["metadata"]["name"]) is None]
+        elif label_selector == DRAIN_LABEL:
+            items = [obj for obj in self.objects.values() if DRAIN_LABEL in obj["metadata"]["labels"]]
         else:
             prefix = f"{OWNER_LABEL} in ("
             assert label_selector.startswith(prefix), label_selector
             owners = set(label_selector[len(prefix) : -1].split(","))
             items = [obj for obj in self.objects.values() if self.owner(obj["metadata"]["name"]) in owners]
-        return {"items": copy.deepcopy(items), "metadata": {}}
+        return {"items": copy.deepcopy(items), "metadata": {"resourceVersion": str(self.revision)}}
+
+    async def watch(self, resource: Resource, namespace: str | None = None, **_: Any) -> AsyncIterator[Any]:
+        """A stream that stays silent (what these tests look at is the lists)."""
+        await asyncio.Event().wait()
+        yield {}
 
     async def get_object(self, resource: Resource, namespace: str | None, name: str) -> Any:
         self.calls.append(("get", name))
@@ -109,9 +122,10 @@ class FakeKube:
     # --- writes
 
     async def merge_patch_object(
-        self, resource: Resource, namespace: str | None, name: str, patch: Any, *, write: str
+        self, resource: Resource, namespace: str | None, name: str, patch: Any, *, write: str, **how: bool
     ) -> Any:
         self.calls.append(("merge", name))
+        self.full_answers += not how.get("metadata_only")
         await asyncio.sleep(0)
         obj = self._existing(name)
         if patch["metadata"].get("resourceVersion") not in (None, obj["metadata"]["resourceVersion"]):
@@ -121,9 +135,10 @@ class FakeKube:
         return self._commit(obj)
 
     async def json_patch_object(
-        self, resource: Resource, namespace: str | None, name: str, patch: Any, *, write: str
+        self, resource: Resource, namespace: str | None, name: str, patch: Any, *, write: str, **how: bool
     ) -> Any:
         self.calls.append(("json", name))
+        self.full_answers += not how.get("metadata_only")
         await asyncio.sleep(0)
         obj = self._existing(name)
         for op in patch:
@@ -226,11 +241,11 @@ def expire(ring: Ring, member: str) -> None:
     ring.now += TIMINGS.lease_duration + 1
 
 
-async def until(condition: Callable[[], bool]) -> None:
+async def until(condition: Callable[[], bool], poll: float = 0.001) -> None:
     for _ in range(5000):
         if condition():
             return
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(poll)
     raise AssertionError("never came true")
 
 
@@ -445,3 +460,44 @@ async def test_new_objects_before_the_first_read_are_left_to_it_and_one_the_read
         assert kube.owner("late") == kube.owner("n-0")  # with its group
     finally:
         await ring.stop()
+
+
+async def test_the_unlabelled_watch_starts_once_the_first_plan_is_written() -> None:
+    """`run` as a replica runs it: the first plan labels what its read listed; only then does the
+    unlabelled watch list, and it labels an object created after the plan's read. No write asks
+    for the object back."""
+    kube = FakeKube([bucketsync(f"n-{i}", f"g{i % 2}", None) for i in range(6)], ["a", "b"])
+    kube.renewing = True
+    late = bucketsync("late", "g0", None)
+    patching = kube.merge_patch_object
+
+    async def create_one_during_the_first_writes(*args: Any, **kwargs: Any) -> Any:
+        kube.objects.setdefault("late", late)
+        return await patching(*args, **kwargs)
+
+    kube.merge_patch_object = create_one_during_the_first_writes  # type: ignore[method-assign]
+    timings = LeaseTimings(lease_duration=1.0, renew_deadline=0.5, retry_period=0.1)
+    assigner = Assigner(
+        cast(Any, kube),
+        lease_namespace="ops",
+        ring="r",
+        namespaces=(NS,),
+        timings=timings,
+        default_secret=None,
+    )
+    running = asyncio.create_task(assigner.run())
+    try:
+        async with asyncio.timeout(10):
+            await until(lambda: "late" in kube.objects and kube.owner("late") is not None, poll=0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    lists = [selector for call, selector in kube.calls if call == "list"]
+    assert lists[:2] == [DRAIN_LABEL, ""]  # the drain watch, then the first plan's read
+    first_unlabelled = kube.calls.index(("list", f"!{OWNER_LABEL}"))
+    first_plan = [i for i, (call, name) in enumerate(kube.calls) if call == "merge" and name != "late"]
+    assert len(first_plan) == 6
+    assert max(first_plan) < first_unlabelled
+    assert kube.calls[first_unlabelled + 1 :] == [("merge", "late")]
+    assert kube.owner("late") == kube.owner("n-0")  # with its group
+    assert kube.full_answers == 0
