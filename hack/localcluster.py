@@ -121,13 +121,19 @@ class OperatorLaunch:
 
 
 def spawn_operator(
-    log: Path, kubeconfig: Path, namespaces: Sequence[str], *flags: str, env: Mapping[str, str] | None = None
+    log: Path,
+    kubeconfig: Path,
+    namespaces: Sequence[str],
+    *flags: str,
+    env: Mapping[str, str] | None = None,
+    python: str | Path = sys.executable,
 ) -> OperatorLaunch:
     """`mixpeek-operator run` through its real CLI, watching `namespaces`, on free metrics and
-    health ports (the caller waits for health: tests and benchmarks wait differently)."""
+    health ports (the caller waits for health: tests and benchmarks wait differently); `python`:
+    the interpreter (a benchmark's replicas run in the image's packages, hack/bench/runtime.py)."""
     metrics_port, health_port = free_port(), free_port()
     args = [
-        sys.executable,
+        str(python),
         "-m",
         "mixpeek_operator",
         "run",

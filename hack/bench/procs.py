@@ -107,6 +107,7 @@ class Operator:
         env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
         wait_healthy: bool = True,
+        python: str | Path = sys.executable,
     ) -> Operator:
         log = workdir / f"operator-{label}.log"
         launch = spawn_operator(
@@ -127,6 +128,7 @@ class Operator:
             "json",
             *extra_args,
             env=env,
+            python=python,
         )
         proc = launch.proc
         operator = cls(

@@ -28,6 +28,10 @@ same run, on the same control plane, emulator and objects. Stages:
              its RSS and watch events. Ratios: shard RSS (stage 2) / baseline RSS (target <= 0.35),
              watch events / (N / R) (about 1, see below). Last, so the objects move once.
 
+Every replica, the baseline's too, runs in a virtualenv with the image's packages and nothing
+else (hack/bench/runtime.py): in the development virtualenv httpx also loads its command-line
+interface (rich, pygments), 3.5 MB per process that no pod has.
+
 The baseline is one replica of the same sharded mode, not a plain `run`: the claim is that
 sharding divides what one replica holds, so both sides must cache objects through the same code
 (the label-filtered list-watch, the engine's records, the assigner's placements). A plain `run`
@@ -76,6 +80,7 @@ from hack.bench import policy, stats
 from hack.bench.kube import Watcher, bucketsyncs_path
 from hack.bench.main import Judge, bench_session, environment, log, write_results
 from hack.bench.procs import Operator
+from hack.bench.runtime import runtime_python
 from hack.bench.scenarios import Bench, Settings, pool
 from hack.localcluster import REPO_ROOT, ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY
@@ -88,6 +93,7 @@ EMPTY_NAMESPACE = "bench-shards-empty"
 RETRY_PERIOD = 2.0
 BASELINE = "baseline"  # the one replica holding everything (stage 5)
 RSS_RATIO_TARGET = 0.35
+RUNTIME_PACKAGES = "the image's: .[emulator] in a virtualenv of its own (hack/bench/runtime.py)"
 JOIN_MOVED_TARGET = 0.25
 REQUEST_LOG_SIZE = 200_000  # the join window's every request, with room to spare
 STABLE_POLLS = 3  # converged at this many polls in a row (a second apart)
@@ -169,9 +175,10 @@ class OwnerWatcher(Watcher):
 class Fleet:
     """The replicas of the ring, by identity."""
 
-    def __init__(self, bench: Bench, settings: ShardSettings) -> None:
+    def __init__(self, bench: Bench, settings: ShardSettings, python: Path) -> None:
         self.bench = bench
         self.settings = settings
+        self.python = python  # the image's packages (runtime.py), for every replica alike
         self.replicas: dict[str, Operator] = {}
 
     def flags(self, identity: str, namespace: str = NAMESPACE, ring: str = RING) -> list[str]:
@@ -215,6 +222,7 @@ class Fleet:
             rate_burst=s.rate_burst,
             extra_args=self.flags(identity, namespace, ring),
             wait_healthy=wait_healthy,
+            python=self.python,
         )
         self.bench.operators.append(operator)  # stopped by Bench.aclose whatever happens
         self.bench.cpu.track(identity, operator.pid)
@@ -354,8 +362,9 @@ async def duplicate_syncs(bench: Bench, uids: set[str]) -> dict[str, int]:
 
 async def run(s: ShardSettings, plane: ControlPlane, workdir: Path, pids: list[int]) -> dict[str, Any]:
     n, replicas = s.objects, s.replicas
+    python = await asyncio.to_thread(runtime_python)
     bench = Bench.start(s.bench(), plane, workdir, pids)
-    fleet = Fleet(bench, s)
+    fleet = Fleet(bench, s, python)
     watcher = OwnerWatcher(bench.kube, NAMESPACE)
     identities = [f"shard-{index}" for index in range(replicas)]
     results: dict[str, Any] = {}
@@ -704,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp,
         "duration_seconds": round(duration, 1),
         "settings": settings.to_json(),
-        "environment": environment(settings.bench()),
+        "environment": {**environment(settings.bench()), "operator_packages": RUNTIME_PACKAGES},
         "targets": targets,
         "scenarios": results,
     }

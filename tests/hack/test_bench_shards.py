@@ -1,12 +1,14 @@
 """The shard benchmark's pure helpers (hack/bench/stats.py): moves between owner snapshots and
-double writes per sync in the emulator's request log."""
+double writes per sync in the emulator's request log; and the packages its replicas run with."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hack.bench import stats
+from hack.bench import runtime, stats
+from hack.localcluster import REPO_ROOT
 from mixpeek_operator.mixpeek import user_agent
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,3 +83,11 @@ def test_an_old_owner_writing_after_the_new_one_is_a_double_write() -> None:
     conflicts = stats.write_conflicts(stats.remote_writes(log))
     assert (conflicts.overlapping, conflicts.interleaved) == ((), ("sync_1",))
     assert (conflicts.double_writes, conflicts.unattributed) == (1, 1)
+
+
+def test_the_replicas_run_with_what_the_image_installs() -> None:
+    """hack/bench/runtime.py installs the extras the Dockerfile's wheel build names, so a change
+    to the image's packages is a change to what the benchmark measures."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    built = re.findall(r'pip wheel [^\n]*"\.\[([a-z,]+)\]"', dockerfile)
+    assert built == [runtime.EXTRAS]
