@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, cast
@@ -180,18 +181,19 @@ class FakeKube:
 
 
 class Ring:
-    """The real assigner with its writers and its resync loop running, and a clock to kill with."""
+    """The real assigner with its writers and its resync loop running, and a clock to kill with
+    (`real_time`: the monotonic clock, for `Assigner.run` and its waits)."""
 
-    def __init__(self, kube: FakeKube) -> None:
+    def __init__(self, kube: FakeKube, timings: LeaseTimings = TIMINGS, *, real_time: bool = False) -> None:
         self.kube, self.now = kube, 1000.0
         self.assigner = Assigner(
             cast(Any, kube),
             lease_namespace="ops",
             ring="r",
             namespaces=(NS,),
-            timings=TIMINGS,
+            timings=timings,
             default_secret=None,
-            clock=lambda: self.now,
+            clock=time.monotonic if real_time else lambda: self.now,
         )
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -477,15 +479,7 @@ async def test_the_unlabelled_watch_starts_once_the_first_plan_is_written() -> N
 
     kube.merge_patch_object = create_one_during_the_first_writes  # type: ignore[method-assign]
     timings = LeaseTimings(lease_duration=1.0, renew_deadline=0.5, retry_period=0.1)
-    assigner = Assigner(
-        cast(Any, kube),
-        lease_namespace="ops",
-        ring="r",
-        namespaces=(NS,),
-        timings=timings,
-        default_secret=None,
-    )
-    running = asyncio.create_task(assigner.run())
+    running = asyncio.create_task(Ring(kube, timings, real_time=True).assigner.run())
     try:
         async with asyncio.timeout(10):
             await until(lambda: "late" in kube.objects and kube.owner("late") is not None, poll=0.01)
