@@ -572,92 +572,9 @@ def evaluate(s: ShardSettings, results: dict[str, Any]) -> tuple[list[dict[str, 
         )
     )
     if "join" in results:  # absent with --no-handovers
-        join = results["join"]
-        fraction = join["moved_fraction"]
-        rows.append(
-            stats.Row(
-                "Join",
-                f"{join['newcomer']} joins: objects whose owner changed (ideal {1 / (replicas + 1):.2f}); "
-                f"{join['moved_to_newcomer']} to it, {join['moved_twice_or_more']} moved twice",
-                f"{join['moved_objects']:,} ({stats.format_number(fraction, 3)})",
-                "",
-                "",
-                f"≤ {JOIN_MOVED_TARGET}",
-                judge(
-                    "join_moved_fraction",
-                    fraction,
-                    f"<= {JOIN_MOVED_TARGET}",
-                    None if fraction is None else fraction <= JOIN_MOVED_TARGET,
-                ),
-            )
-        )
-        remote = join["remote"]
-        doubles = remote["double_writes"] + join["owners_with_two_or_more"]
-        rows.append(
-            stats.Row(
-                "Join",
-                f"double writes: syncs written by two replicas at once or A-B-A "
-                f"({remote['writes']} writes to {remote['syncs_written']} syncs, "
-                f"{remote['syncs_handed_over_with_writes']} written on both sides of a handover, "
-                f"log complete: {join['request_log_complete']}); objects with two remote syncs",
-                f"{remote['double_writes']}; {join['owners_with_two_or_more']}",
-                "",
-                "",
-                "0",
-                judge("join_double_writes", doubles, "== 0", doubles == 0),
-            )
-        )
-        rows.append(
-            stats.Row(
-                "Join",
-                f"start → moves finished; → converged, all Ready ({join['edited_objects']} objects edited "
-                f"meanwhile, Ready at their generation: {join['edits_ready_at_their_generation']})",
-                f"{stats.format_seconds(join['seconds_to_moves_finished'])}; "
-                f"{stats.format_seconds(join['seconds_to_converged'])}",
-            )
-        )
+        rows += join_rows(results["join"], replicas, judge)
     if "kill" in results:
-        k = results["kill"]
-        exact = k["moved_only_the_victim_s"] if s.labels else None
-        rows.append(
-            stats.Row(
-                "Kill",
-                f"SIGKILL {k['victim']} ({k['victim_owned_objects']:.0f} objects): moved; of the survivors'",
-                f"{k['moved_objects']:,} ({stats.format_number(k['moved_fraction'], 3)}, "
-                f"victim's share {k['victim_fraction']:.3f}); {k['survivors_objects_moved']}",
-                "",
-                "",
-                "only the victim's",
-                judge("kill_moved_only_the_victims", k["moved_objects"], "== victim's objects", exact),
-            )
-        )
-        # The lease duration, one retry period (how often Leases are read: leader election's
-        # detection granularity too) and the time the moved objects take: moving their labels and
-        # reconciling them.
-        bound = (
-            k["lease_duration_seconds"]
-            + k["retry_period_seconds"]
-            + (k["seconds_handling_moved_objects"] or 0.0)
-        )
-        rows.append(
-            stats.Row(
-                "Kill",
-                "kill → first label moved; → last; → converged (survivors ran "
-                f"{k['reconciles_by_survivors']:.0f} reconciles); lease + retry period + handling time",
-                f"{stats.format_seconds(k['seconds_to_first_move'])}; "
-                f"{stats.format_seconds(k['seconds_to_labels_moved'])}; "
-                f"{stats.format_seconds(k['seconds_to_converged'])}",
-                "",
-                "",
-                f"≤ {stats.format_seconds(bound)}",
-                judge(
-                    "kill_seconds_to_converged",
-                    k["seconds_to_converged"],
-                    f"<= lease {k['lease_duration_seconds']:g} s + reconcile",
-                    k["seconds_to_converged"] <= bound + STABLE_POLLS if s.labels else None,
-                ),
-            )
-        )
+        rows += kill_rows(results["kill"], s, judge)
     empty = results["empty_replica_rss_bytes"]
     slope = (base["rss_bytes"] - empty) / n
     rows.append(
@@ -668,6 +585,99 @@ def evaluate(s: ShardSettings, results: dict[str, Any]) -> tuple[list[dict[str, 
         )
     )
     return judge.targets, rows
+
+
+def join_rows(join: dict[str, Any], replicas: int, judge: Judge) -> list[stats.Row]:
+    """Stage 3's rows: the fraction moved, double writes, the time to converge."""
+    rows: list[stats.Row] = []
+    fraction = join["moved_fraction"]
+    rows.append(
+        stats.Row(
+            "Join",
+            f"{join['newcomer']} joins: objects whose owner changed (ideal {1 / (replicas + 1):.2f}); "
+            f"{join['moved_to_newcomer']} to it, {join['moved_twice_or_more']} moved twice",
+            f"{join['moved_objects']:,} ({stats.format_number(fraction, 3)})",
+            "",
+            "",
+            f"≤ {JOIN_MOVED_TARGET}",
+            judge(
+                "join_moved_fraction",
+                fraction,
+                f"<= {JOIN_MOVED_TARGET}",
+                None if fraction is None else fraction <= JOIN_MOVED_TARGET,
+            ),
+        )
+    )
+    remote = join["remote"]
+    doubles = remote["double_writes"] + join["owners_with_two_or_more"]
+    rows.append(
+        stats.Row(
+            "Join",
+            f"double writes: syncs written by two replicas at once or A-B-A "
+            f"({remote['writes']} writes to {remote['syncs_written']} syncs, "
+            f"{remote['syncs_handed_over_with_writes']} written on both sides of a handover, "
+            f"log complete: {join['request_log_complete']}); objects with two remote syncs",
+            f"{remote['double_writes']}; {join['owners_with_two_or_more']}",
+            "",
+            "",
+            "0",
+            judge("join_double_writes", doubles, "== 0", doubles == 0),
+        )
+    )
+    rows.append(
+        stats.Row(
+            "Join",
+            f"start → moves finished; → converged, all Ready ({join['edited_objects']} objects edited "
+            f"meanwhile, Ready at their generation: {join['edits_ready_at_their_generation']})",
+            f"{stats.format_seconds(join['seconds_to_moves_finished'])}; "
+            f"{stats.format_seconds(join['seconds_to_converged'])}",
+        )
+    )
+    return rows
+
+
+def kill_rows(k: dict[str, Any], s: ShardSettings, judge: Judge) -> list[stats.Row]:
+    """Stage 4's rows: only the victim's objects moved, within the lease and their handling."""
+    rows: list[stats.Row] = []
+    exact = k["moved_only_the_victim_s"] if s.labels else None
+    rows.append(
+        stats.Row(
+            "Kill",
+            f"SIGKILL {k['victim']} ({k['victim_owned_objects']:.0f} objects): moved; of the survivors'",
+            f"{k['moved_objects']:,} ({stats.format_number(k['moved_fraction'], 3)}, "
+            f"victim's share {k['victim_fraction']:.3f}); {k['survivors_objects_moved']}",
+            "",
+            "",
+            "only the victim's",
+            judge("kill_moved_only_the_victims", k["moved_objects"], "== victim's objects", exact),
+        )
+    )
+    # The lease duration, one retry period (how often Leases are read: leader election's
+    # detection granularity too) and the time the moved objects take: moving their labels and
+    # reconciling them.
+    bound = (
+        k["lease_duration_seconds"] + k["retry_period_seconds"] + (k["seconds_handling_moved_objects"] or 0.0)
+    )
+    rows.append(
+        stats.Row(
+            "Kill",
+            "kill → first label moved; → last; → converged (survivors ran "
+            f"{k['reconciles_by_survivors']:.0f} reconciles); lease + retry period + handling time",
+            f"{stats.format_seconds(k['seconds_to_first_move'])}; "
+            f"{stats.format_seconds(k['seconds_to_labels_moved'])}; "
+            f"{stats.format_seconds(k['seconds_to_converged'])}",
+            "",
+            "",
+            f"≤ {stats.format_seconds(bound)}",
+            judge(
+                "kill_seconds_to_converged",
+                k["seconds_to_converged"],
+                f"<= lease {k['lease_duration_seconds']:g} s + reconcile",
+                k["seconds_to_converged"] <= bound + STABLE_POLLS if s.labels else None,
+            ),
+        )
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
