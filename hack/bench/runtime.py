@@ -21,6 +21,7 @@ from pathlib import Path
 from hack.localcluster import REPO_ROOT
 
 EXTRAS = "emulator"  # what the Dockerfile installs: ".[emulator]"
+PACKAGES = f"the image's: .[{EXTRAS}] in a virtualenv of its own (hack/bench/runtime.py)"  # for results
 
 
 def runtime_python(root: Path = REPO_ROOT / ".local" / "bench") -> Path:

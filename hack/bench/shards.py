@@ -80,7 +80,7 @@ from hack.bench import policy, stats
 from hack.bench.kube import Watcher, bucketsyncs_path
 from hack.bench.main import Judge, bench_session, environment, log, write_results
 from hack.bench.procs import Operator
-from hack.bench.runtime import runtime_python
+from hack.bench.runtime import PACKAGES, runtime_python
 from hack.bench.scenarios import Bench, Settings, pool
 from hack.localcluster import REPO_ROOT, ControlPlane
 from mixpeek_operator.constants import OWNER_UID_KEY
@@ -93,7 +93,6 @@ EMPTY_NAMESPACE = "bench-shards-empty"
 RETRY_PERIOD = 2.0
 BASELINE = "baseline"  # the one replica holding everything (stage 5)
 RSS_RATIO_TARGET = 0.35
-RUNTIME_PACKAGES = "the image's: .[emulator] in a virtualenv of its own (hack/bench/runtime.py)"
 JOIN_MOVED_TARGET = 0.25
 REQUEST_LOG_SIZE = 200_000  # the join window's every request, with room to spare
 STABLE_POLLS = 3  # converged at this many polls in a row (a second apart)
@@ -723,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": stamp,
         "duration_seconds": round(duration, 1),
         "settings": settings.to_json(),
-        "environment": {**environment(settings.bench()), "operator_packages": RUNTIME_PACKAGES},
+        "environment": {**environment(settings.bench()), "operator_packages": PACKAGES},
         "targets": targets,
         "scenarios": results,
     }

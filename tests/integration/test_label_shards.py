@@ -435,19 +435,10 @@ class RecordingKube(KubeClient):
         return await super().list_page(resource, namespace, **kwargs)
 
     async def json_patch_object(
-        self,
-        resource: Resource,
-        namespace: str | None,
-        name: str,
-        patch: JsonPatch,
-        *,
-        write: str,
-        metadata_only: bool = False,
+        self, resource: Resource, namespace: str | None, name: str, patch: JsonPatch, **how: Any
     ) -> JsonObject:
         try:
-            patched = await super().json_patch_object(
-                resource, namespace, name, patch, write=write, metadata_only=metadata_only
-            )
+            patched = await super().json_patch_object(resource, namespace, name, patch, **how)
         except KubeError as exc:
             self.calls.append(("json", name, exc.status))
             raise
